@@ -1,0 +1,71 @@
+"""The one place that decides which Keras generation is in play.
+
+TensorFlow 2.21 ships Keras 3 as `tf.keras`; TF-MOT only works on tf_keras
+(Keras 2) models and, when imported, sets `TF_USE_LEGACY_KERAS=1`, which can
+flip the user's own `tf.keras` to tf_keras if it had not been resolved yet.
+Everything in `tflight` imports Keras through this module so that:
+
+* `import tflight` leaves the user's `import keras` and `tf.keras` as they were;
+* TF-MOT is imported lazily (only when a compression technique is used) and
+  with the environment variable restored afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import ModuleType
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+_LEGACY_ENV = "TF_USE_LEGACY_KERAS"
+
+__all__ = [
+    "keras",
+    "tf",
+    "tf_keras",
+    "tfmot",
+    "is_keras3_model",
+    "is_tf_keras_model",
+]
+
+
+@functools.cache
+def tf_keras() -> ModuleType:
+    """Returns the `tf_keras` (Keras 2) module."""
+    import tf_keras as _tf_keras
+
+    return _tf_keras
+
+
+@functools.cache
+def tfmot() -> ModuleType:
+    """Imports TF-MOT without changing which Keras `tf.keras` means for the user."""
+    # Resolve the lazy `tf.keras` attribute first, under the user's own setting,
+    # so that TF-MOT's environment change cannot retarget it.
+    _ = tf.keras.__name__
+    saved = os.environ.get(_LEGACY_ENV)
+    try:
+        import tensorflow_model_optimization as _tfmot
+    finally:
+        if saved is None:
+            os.environ.pop(_LEGACY_ENV, None)
+        else:
+            os.environ[_LEGACY_ENV] = saved
+    return _tfmot
+
+
+def is_keras3_model(obj: Any) -> bool:
+    """True for a Keras 3 `keras.Model` (Sequential, Functional or subclassed)."""
+    return isinstance(obj, keras.Model)
+
+
+def is_tf_keras_model(obj: Any) -> bool:
+    """True for a tf_keras (Keras 2) `Model`."""
+    # Look at the class hierarchy first so that tf_keras is not imported for a
+    # Keras 3 model.
+    if not any(c.__module__.split(".")[0] == "tf_keras" for c in type(obj).__mro__):
+        return False
+    return isinstance(obj, tf_keras().Model)

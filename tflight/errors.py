@@ -1,0 +1,56 @@
+"""Exceptions raised by `tflight`.
+
+`TflightError` is the root of every error a user can cause; the command-line
+interface turns it (and `converters.ConversionError`) into one readable line and
+exit code 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "TflightError",
+    "BridgeError",
+    "UnsupportedLayerError",
+    "CompressionError",
+    "MissingCallbackError",
+    "DistillationError",
+    "BenchmarkError",
+    "DeviceError",
+    "TflightWarning",
+]
+
+
+class TflightError(Exception):
+    """Base class of every error raised by `tflight`."""
+
+
+class BridgeError(TflightError):
+    """A Keras 3 model could not be rebuilt in tf_keras (or back)."""
+
+
+class UnsupportedLayerError(TflightError):
+    """A layer is not supported by the requested technique."""
+
+
+class CompressionError(TflightError):
+    """A compression technique was misused or failed."""
+
+
+class MissingCallbackError(CompressionError):
+    """A wrapped model is trained without a callback it needs."""
+
+
+class DistillationError(TflightError):
+    """A distillation set-up is invalid."""
+
+
+class BenchmarkError(TflightError):
+    """A benchmark could not be run."""
+
+
+class DeviceError(BenchmarkError):
+    """An emulated or physical device could not be set up or used."""
+
+
+class TflightWarning(UserWarning):
+    """Something worked but deserves the user's attention."""
