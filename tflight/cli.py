@@ -50,8 +50,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tflight import _cli_convert
+    from tflight import _cli_convert, _cli_demo
 
+    cli.add_command(_cli_demo.demo)
     cli.add_command(_cli_convert.convert)
     cli.add_command(_cli_convert.inspect)
     # Further commands register here.

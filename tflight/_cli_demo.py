@@ -1,0 +1,33 @@
+"""`tflight demo`: the end-to-end main job on bundled data."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+__all__ = ["demo"]
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--output-dir",
+    default="out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the .tflite files are written.",
+)
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def demo(output_dir: str, epochs: int, seed: int, as_json: bool) -> None:
+    """Train a CNN on bundled digits, convert it, verify and measure every variant."""
+    from tflight import demo as _demo
+
+    progress = None if as_json else (lambda msg: click.echo(msg, err=True))
+    result = _demo.run(output_dir, epochs=epochs, seed=seed, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        result.summary(print_fn=click.echo)
