@@ -1,0 +1,435 @@
+"""Runs one benchmark of a `.tflite` file in a clean process and prints JSON.
+
+This file is executed as a script (``python _bench_child.py REQUEST.json``),
+never imported by the caller, so that:
+
+* a crash of the runtime on a bad file kills this process, not the caller's;
+* the peak memory it reports belongs to the inference alone (no TensorFlow or
+  Keras is imported here, only numpy and `ai_edge_litert`);
+* the same file runs unchanged under an emulated AArch64 Python with an older
+  `ai_edge_litert` (it uses only the standard library, numpy and the
+  interpreter API that both versions share).
+
+The request is a JSON object (see `tflight.benchmark` for the fields); the
+answer is one JSON line on stdout that starts with `RESULT_MARK`. Errors that
+the caller should report as the user's mistake are returned as
+``{"error": {"kind": ..., "message": ...}}`` rather than raised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+RESULT_MARK = "@@tflight-result@@"
+
+__all__ = ["RESULT_MARK", "main"]
+
+
+class _UserError(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _memory_kib() -> dict:
+    """Current and peak resident set size of this process, in KiB."""
+    out = {"rss_kib": None, "hwm_kib": None}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    out["rss_kib"] = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    out["hwm_kib"] = int(line.split()[1])
+    except OSError:
+        import resource
+
+        out["hwm_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return out
+
+
+def _reset_peak() -> bool:
+    """Resets the kernel's peak-RSS counter so later peaks are the model's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _load_interpreter(req: dict):
+    from ai_edge_litert import interpreter as litert
+
+    kwargs = {"model_path": req["model"]}
+    if req.get("threads") is not None:
+        kwargs["num_threads"] = int(req["threads"])
+    if not req.get("xnnpack", True):
+        kwargs["experimental_op_resolver_type"] = (
+            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+    delegate = req.get("delegate")
+    if delegate:
+        try:
+            loaded = litert.load_delegate(delegate["library"], delegate.get("options") or {})
+        except (ValueError, OSError, RuntimeError) as e:
+            raise _UserError(
+                "DelegateError",
+                f"could not load the delegate library {delegate['library']!r}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}. "
+                "Pass the path of a TFLite delegate shared library (one that exports "
+                "tflite_plugin_create_delegate), or drop the delegate option to run on the CPU.",
+            ) from e
+        kwargs["experimental_delegates"] = [loaded]
+    try:
+        interp = litert.Interpreter(**kwargs)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise _UserError(
+            "InvalidModel",
+            f"LiteRT could not load {req['model']!r}: {str(e).strip().splitlines()[0]}",
+        ) from e
+    return interp
+
+
+class _InterpreterRunner:
+    """Feeds inputs, invokes and reads outputs through the classic interpreter API."""
+
+    def __init__(self, req: dict):
+        t0 = time.perf_counter()
+        self.interp = _load_interpreter(req)
+        self.init_ms = (time.perf_counter() - t0) * 1e3
+        self.inputs = self.interp.get_input_details()
+        self.outputs = self.interp.get_output_details()
+
+    def set_inputs(self, arrays: list) -> None:
+        for d, a in zip(self.inputs, arrays, strict=True):
+            self.interp.set_tensor(d["index"], a)
+
+    def invoke(self) -> None:
+        self.interp.invoke()
+
+    def get_outputs(self) -> list:
+        return [self.interp.get_tensor(d["index"]) for d in self.outputs]
+
+    def ops(self) -> list:
+        try:
+            return self.interp._get_ops_details()
+        except Exception:  # noqa: BLE001 - private API, absent in some versions
+            return []
+
+
+class _CompiledRunner:
+    """The same protocol on `CompiledModel`, for the GPU and NPU accelerators."""
+
+    def __init__(self, req: dict):
+        import numpy as np
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+
+        accel = {"gpu": HardwareAccelerator.GPU, "npu": HardwareAccelerator.NPU}[
+            req["accelerator"]
+        ]
+        t0 = time.perf_counter()
+        try:
+            self.model = CompiledModel.from_file(req["model"], hardware_accel=accel)
+        except RuntimeError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            raise _UserError(
+                "AcceleratorUnavailable",
+                f"the {req['accelerator'].upper()} accelerator of LiteRT is not available here "
+                f"({' '.join(lines)[:300] or 'no reason given'})",
+            ) from e
+        self.init_ms = (time.perf_counter() - t0) * 1e3
+        self.fully_accelerated = bool(self.model.is_fully_accelerated())
+        self.sig = list(self.model.get_signature_list())[0]
+        self.in_details = self.model.get_input_tensor_details(self.sig)
+        self.out_details = self.model.get_output_tensor_details(self.sig)
+        self.in_bufs = self.model.create_input_buffers(0)
+        self.out_bufs = self.model.create_output_buffers(0)
+        self.inputs = [
+            {"name": n, "shape": np.array(d["shape"]), "dtype": np.dtype(d["dtype"]),
+             "quantization": (0.0, 0)}
+            for n, d in self.in_details.items()
+        ]
+        self.outputs = [
+            {"name": n, "shape": np.array(d["shape"]), "dtype": np.dtype(d["dtype"]),
+             "quantization": (0.0, 0)}
+            for n, d in self.out_details.items()
+        ]
+
+    def set_inputs(self, arrays: list) -> None:
+        for buf, a in zip(self.in_bufs, arrays, strict=True):
+            buf.write(a)
+
+    def invoke(self) -> None:
+        self.model.run_by_index(0, self.in_bufs, self.out_bufs)
+
+    def get_outputs(self) -> list:
+        import numpy as np
+
+        out = []
+        for buf, d in zip(self.out_bufs, self.outputs, strict=True):
+            n = int(np.prod(d["shape"]))
+            out.append(buf.read(n, d["dtype"]).reshape(d["shape"]))
+        return out
+
+    def ops(self) -> list:
+        return []
+
+
+def _random_inputs(details: list, seed: int) -> list:
+    """Random inputs of each input's dtype, in the range its quantization maps."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for d in details:
+        shape = [int(s) if int(s) > 0 else 1 for s in d["shape"]]
+        dtype = np.dtype(d["dtype"])
+        scale, zero = d.get("quantization", (0.0, 0))
+        if dtype.kind == "f":
+            a = rng.uniform(0.0, 1.0, shape).astype(dtype)
+        elif dtype.kind in "iu" and scale:
+            info = np.iinfo(dtype)
+            a = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+        elif dtype.kind in "iu":
+            a = rng.integers(0, 100, shape).astype(dtype)
+        elif dtype.kind == "b":
+            a = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            raise _UserError(
+                "InputDataError",
+                f"cannot make random data for input {d['name']!r} of dtype {dtype}; "
+                "pass an .npz file with the inputs instead",
+            )
+        arrays.append(a)
+    return arrays
+
+
+def _quantize(a, d):
+    import numpy as np
+
+    dtype = np.dtype(d["dtype"])
+    scale, zero = d.get("quantization", (0.0, 0))
+    if dtype.kind in "iu" and scale and a.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(a / scale + zero), info.min, info.max).astype(dtype)
+    return a.astype(dtype, copy=False)
+
+
+def _dequantize(a, d):
+    import numpy as np
+
+    scale, zero = d.get("quantization", (0.0, 0))
+    if a.dtype.kind in "iu" and scale:
+        return (a.astype(np.float32) - zero) * np.float32(scale)
+    return a
+
+
+def _load_npz(path: str, details: list) -> list:
+    """Reads the samples for each model input from an .npz; checks their shapes."""
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+        keys = list(data.keys())
+    except (OSError, ValueError) as e:
+        raise _UserError("InputDataError", f"cannot read {path!r} as an .npz file: {e}") from e
+    names = [d["name"] for d in details]
+    arrays = []
+    for i, d in enumerate(details):
+        candidates = [d["name"], f"x{i}"] + (["x", "inputs", "arr_0"] if len(details) == 1 else [])
+        key = next((k for k in candidates if k in keys), None)
+        if key is None:
+            raise _UserError(
+                "InputDataError",
+                f"{path!r} has no array for model input {i} ({d['name']!r}); it holds "
+                f"{keys}. Name the array 'x' (one input), 'x{i}' or {d['name']!r}, "
+                "and the labels 'y'.",
+            )
+        a = data[key]
+        want = [int(s) for s in d["shape"]][1:]
+        if list(a.shape[1:]) != want and list(a.shape) == want:
+            a = a[None]
+        if a.ndim != len(want) + 1 or [int(s) for s in a.shape[1:]] != want:
+            raise _UserError(
+                "InputDataError",
+                f"array {key!r} in {path!r} has shape {tuple(a.shape)}, but model input "
+                f"{d['name']!r} takes samples of shape {tuple(want)}: pass an array of "
+                f"shape (n, {', '.join(str(s) for s in want)})",
+            )
+        if a.dtype.kind not in "fiub":
+            raise _UserError(
+                "InputDataError", f"array {key!r} in {path!r} has unsupported dtype {a.dtype}"
+            )
+        arrays.append(a)
+    n = {len(a) for a in arrays}
+    if len(n) != 1:
+        raise _UserError(
+            "InputDataError",
+            f"the input arrays in {path!r} hold different numbers of samples: {sorted(n)} "
+            f"(inputs {names})",
+        )
+    return arrays
+
+
+def _batches(arrays: list, details: list):
+    """Yields per-invoke input lists at the model's own batch size."""
+    batch = max(int(details[0]["shape"][0]), 1) if len(details[0]["shape"]) else 1
+    n = len(arrays[0])
+    for start in range(0, n, batch):
+        chunk = [a[start : start + batch] for a in arrays]
+        real = len(chunk[0])
+        if real < batch:
+            chunk = [
+                __import__("numpy").concatenate([c, c[-1:].repeat(batch - real, axis=0)])
+                for c in chunk
+            ]
+        yield chunk, real
+
+
+def _timed_loop(runner, count: int, min_time: float, max_time: float) -> list:
+    """Invokes at least `count` times and for at least `min_time` s (capped by `max_time`)."""
+    times = []
+    perf = time.perf_counter
+    invoke = runner.invoke
+    start = perf()
+    while True:
+        t0 = perf()
+        invoke()
+        times.append((perf() - t0) * 1e3)
+        elapsed = perf() - start
+        if len(times) >= count and elapsed >= min_time:
+            break
+        if max_time > 0 and elapsed >= max_time and len(times) >= 1:
+            break
+    return times
+
+
+def _run(req: dict) -> dict:
+    import numpy as np
+
+    t_import = time.perf_counter()
+    mem_before = _memory_kib()
+    peak_reset = _reset_peak()
+    if req.get("accelerator", "cpu") in ("gpu", "npu"):
+        runner = _CompiledRunner(req)
+        fully = runner.fully_accelerated
+    else:
+        runner = _InterpreterRunner(req)
+        fully = None
+    mem_loaded = _memory_kib()
+    details = runner.inputs
+
+    samples = None
+    if req.get("inputs_npz"):
+        samples = _load_npz(req["inputs_npz"], details)
+        first, _ = next(_batches(samples, details))
+        timing_inputs = [_quantize(a, d) for a, d in zip(first, details, strict=True)]
+    else:
+        timing_inputs = _random_inputs(details, int(req.get("seed", 0)))
+    runner.set_inputs(timing_inputs)
+
+    t0 = time.perf_counter()
+    runner.invoke()
+    first_ms = (time.perf_counter() - t0) * 1e3
+    warmup = _timed_loop(
+        runner,
+        int(req.get("warmup_runs", 1)),
+        float(req.get("warmup_min_time", 0.0)),
+        float(req.get("max_time", 0.0)),
+    )
+    measured = _timed_loop(
+        runner,
+        int(req.get("runs", 50)),
+        float(req.get("min_time", 1.0)),
+        float(req.get("max_time", 0.0)),
+    )
+    mem_after = _memory_kib()
+
+    result = {
+        "runtime_version": _runtime_version(),
+        "machine": os.uname().machine,
+        "init_ms": runner.init_ms,
+        "first_ms": first_ms,
+        "warmup_ms": warmup,
+        "latencies_ms": measured,
+        "memory": {
+            "before_load_kib": mem_before["rss_kib"],
+            "after_load_kib": mem_loaded["rss_kib"],
+            "peak_kib": mem_after["hwm_kib"],
+            "peak_is_model_only": peak_reset,
+        },
+        "inputs": [
+            {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
+            for d in details
+        ],
+        "outputs": [
+            {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
+            for d in runner.outputs
+        ],
+        "fully_accelerated": fully,
+        "ops": [
+            {"index": int(o["index"]), "op_name": o["op_name"],
+             "inputs": [int(i) for i in o["inputs"]], "outputs": [int(i) for i in o["outputs"]]}
+            for o in runner.ops()
+        ],
+        "setup_s": t0 - t_import,
+    }
+
+    if req.get("extra_invokes"):
+        for _ in range(int(req["extra_invokes"])):
+            runner.invoke()
+
+    if req.get("outputs_path"):
+        if samples is not None:
+            collected = [[] for _ in runner.outputs]
+            for chunk, real in _batches(samples, details):
+                runner.set_inputs([_quantize(a, d) for a, d in zip(chunk, details, strict=True)])
+                runner.invoke()
+                for i, (o, d) in enumerate(zip(runner.get_outputs(), runner.outputs, strict=True)):
+                    collected[i].append(np.asarray(_dequantize(o, d))[:real])
+            outs = [np.concatenate(c) for c in collected]
+        else:
+            runner.set_inputs(timing_inputs)
+            runner.invoke()
+            outs = [
+                np.asarray(_dequantize(o, d))
+                for o, d in zip(runner.get_outputs(), runner.outputs, strict=True)
+            ]
+        tmp = req["outputs_path"] + ".part.npz"
+        np.savez(tmp, **{f"out{i}": o for i, o in enumerate(outs)})
+        os.replace(tmp, req["outputs_path"])
+    return result
+
+
+def _runtime_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return "ai-edge-litert " + version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 - metadata may be missing in an unpacked site dir
+        return "ai-edge-litert (unknown version)"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: _bench_child.py REQUEST.json", file=sys.stderr)
+        return 64
+    with open(argv[1]) as f:
+        req = json.load(f)
+    try:
+        out = _run(req)
+    except _UserError as e:
+        out = {"error": {"kind": e.kind, "message": str(e)}}
+    sys.stdout.write("\n" + RESULT_MARK + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
