@@ -1,0 +1,198 @@
+"""Reading a `.tflite` flatbuffer: ops by type and dtype, tensors, sizes.
+
+Pure Python over the flatbuffer schema that ships with LiteRT; only call it on
+bytes that were produced by the converter or passed `verify_tflite`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from typing import Any
+
+__all__ = ["TensorInfo", "ModelStats", "analyze_flatbuffer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """An input or output tensor of a `.tflite` model.
+
+    Attributes:
+      name: tensor name (the signature name when the model has a signature).
+      shape: static shape.
+      shape_signature: shape with -1 for free dimensions.
+      dtype: numpy-style dtype name (`"float32"`, `"int8"`, ...).
+      scales: quantization scales (empty if not quantized).
+      zero_points: quantization zero points.
+      quantized_dimension: axis of per-channel quantization.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...]
+    dtype: str
+    scales: tuple[float, ...] = ()
+    zero_points: tuple[int, ...] = ()
+    quantized_dimension: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.scales)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStats:
+    """What a `.tflite` flatbuffer holds.
+
+    Attributes:
+      ops: operator counts by type (`{"CONV_2D": 3, ...}`), all subgraphs.
+      op_dtypes: per operator type, counts by the dtype it computes in: the
+        dtype of its first output, or `"hybrid"` for float ops on int8 weights.
+      quantized_tensors: names of tensors that carry quantization parameters.
+      tensor_count: number of tensors.
+      inputs: the model inputs.
+      outputs: the model outputs.
+      size: bytes of the flatbuffer.
+      weights_bytes: bytes of constant data (weights, biases, tables).
+      graph_bytes: everything else (graph structure, names, quantization params).
+      signatures: signature keys.
+    """
+
+    ops: dict[str, int]
+    op_dtypes: dict[str, dict[str, int]]
+    quantized_tensors: tuple[str, ...]
+    tensor_count: int
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    size: int
+    weights_bytes: int
+    graph_bytes: int
+    signatures: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ops": dict(self.ops),
+            "op_dtypes": {k: dict(v) for k, v in self.op_dtypes.items()},
+            "quantized_tensors": len(self.quantized_tensors),
+            "tensors": self.tensor_count,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "size": self.size,
+            "weights_bytes": self.weights_bytes,
+            "graph_bytes": self.graph_bytes,
+            "signatures": list(self.signatures),
+        }
+
+
+def _enum_names(cls: type) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _decode(name: Any) -> str:
+    if isinstance(name, bytes):
+        return name.decode(errors="replace")
+    return "" if name is None else str(name)
+
+
+def analyze_flatbuffer(content: bytes) -> ModelStats:
+    """Counts ops, finds quantized tensors and splits the size of a flatbuffer."""
+    from ai_edge_litert import schema_py_generated as s
+
+    op_names = _enum_names(s.BuiltinOperator)
+    type_names = {k: v.lower() for k, v in _enum_names(s.TensorType).items()}
+    model = s.ModelT.InitFromPackedBuf(content, 0)
+    buffers = model.buffers or []
+
+    def buffer_bytes(i: int) -> int:
+        if not 0 <= i < len(buffers) or buffers[i] is None:
+            return 0
+        b = buffers[i]
+        if b.data is not None:
+            return len(b.data)
+        return int(getattr(b, "size", 0) or 0)
+
+    ops: Counter[str] = Counter()
+    op_dtypes: dict[str, Counter[str]] = defaultdict(Counter)
+    quantized: list[str] = []
+    tensor_count = 0
+    codes = model.operatorCodes or []
+    for sg in model.subgraphs or []:
+        tensors = sg.tensors or []
+        tensor_count += len(tensors)
+        for t in tensors:
+            q = t.quantization
+            if q is not None and q.scale is not None and len(q.scale):
+                quantized.append(_decode(t.name))
+        for op in sg.operators or []:
+            code = codes[op.opcodeIndex]
+            builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
+            name = op_names.get(builtin, f"BUILTIN_{builtin}")
+            if name == "CUSTOM":
+                name = f"CUSTOM:{_decode(code.customCode)}"
+            ops[name] += 1
+            outs = [i for i in (op.outputs if op.outputs is not None else []) if i >= 0]
+            dtype = type_names.get(tensors[outs[0]].type, "?") if outs else "none"
+            ins = [tensors[i] for i in (op.inputs if op.inputs is not None else []) if i >= 0]
+            if dtype in ("float32", "float16") and any(
+                t.type == s.TensorType.INT8 and buffer_bytes(t.buffer) > 0 for t in ins
+            ):
+                dtype = "hybrid"
+            op_dtypes[name][dtype] += 1
+
+    def info(sg: Any, idx: int) -> TensorInfo:
+        t = sg.tensors[idx]
+        q = t.quantization
+        scales = tuple(float(x) for x in (q.scale if q is not None and q.scale is not None else []))
+        zps = tuple(int(x) for x in (q.zeroPoint if q is not None and q.zeroPoint is not None else []))
+        shape = tuple(int(d) for d in (t.shape if t.shape is not None else []))
+        sig = t.shapeSignature
+        return TensorInfo(
+            name=_decode(t.name),
+            shape=shape,
+            shape_signature=tuple(int(d) for d in sig) if sig is not None and len(sig) else shape,
+            dtype=type_names.get(t.type, str(t.type)),
+            scales=scales,
+            zero_points=zps,
+            quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
+        )
+
+    main = (model.subgraphs or [None])[0]
+    inputs: tuple[TensorInfo, ...] = ()
+    outputs: tuple[TensorInfo, ...] = ()
+    signatures: list[str] = []
+    if main is not None:
+        names_in: dict[int, str] = {}
+        names_out: dict[int, str] = {}
+        for sd in model.signatureDefs or []:
+            signatures.append(_decode(sd.signatureKey))
+            if sd.subgraphIndex == 0:
+                for tm in sd.inputs or []:
+                    names_in[tm.tensorIndex] = _decode(tm.name)
+                for tm in sd.outputs or []:
+                    names_out[tm.tensorIndex] = _decode(tm.name)
+        ins = [int(i) for i in (main.inputs if main.inputs is not None else [])]
+        outs = [int(i) for i in (main.outputs if main.outputs is not None else [])]
+        inputs = tuple(
+            dataclasses.replace(info(main, i), name=names_in.get(i, info(main, i).name))
+            for i in ins
+        )
+        outputs = tuple(
+            dataclasses.replace(info(main, i), name=names_out.get(i, info(main, i).name))
+            for i in outs
+        )
+    weights = sum(buffer_bytes(i) for i in range(len(buffers)))
+    return ModelStats(
+        ops=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        op_dtypes={k: dict(v) for k, v in sorted(op_dtypes.items())},
+        quantized_tensors=tuple(quantized),
+        tensor_count=tensor_count,
+        inputs=inputs,
+        outputs=outputs,
+        size=len(content),
+        weights_bytes=weights,
+        graph_bytes=max(len(content) - weights, 0),
+        signatures=tuple(signatures),
+    )

@@ -1,0 +1,352 @@
+"""Loading a source model and exporting it once for every conversion.
+
+A source is a tf_keras model, a Keras 3 Sequential or Functional model (in
+memory or in a `.keras` file), an `.h5` file, or a SavedModel directory. Each is
+wrapped in a `Source` that knows its inputs and outputs, can run itself on
+numpy inputs (the reference for validation) and can export itself to one
+SavedModel that all conversion modes then share: the export is about half the
+cost of converting a MobileNetV2, so doing it once for N modes matters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.errors import ModelLoadError, UnsupportedModelError
+
+__all__ = ["InputSpec", "Source", "load_source"]
+
+_SIGNATURE_KEY = "serving_default"
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One model input: its signature name, shape (None for free dims) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+    def describe(self) -> str:
+        dims = ", ".join("None" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: ({dims}) {self.dtype}"
+
+
+@dataclasses.dataclass
+class Source:
+    """A loaded source model, ready to be run and exported.
+
+    Attributes:
+      kind: `"keras3"`, `"tf_keras"` or `"saved_model"`.
+      description: a short human description, used in messages.
+      inputs: the model inputs, in the order the model takes them.
+      output_names: names of the outputs in the exported signature.
+    """
+
+    kind: str
+    description: str
+    inputs: list[InputSpec]
+    output_names: list[str]
+    _call: Callable[[list[Any]], dict[str, Any]]
+    _variables: list[Any]
+    _saved_model_dir: str | None = None
+    _keepalive: Any = None
+
+    def run(self, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs the source model on numpy inputs; returns outputs by signature name."""
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in arrays]
+        out = self._call(tensors)
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def export(self, directory: str, *, static_batch: int | None = None) -> str:
+        """Exports one SavedModel with a `serving_default` signature; returns its path.
+
+        A SavedModel source with free batch dimensions is used as it is, without
+        a new export, unless `static_batch` asks for fixed shapes.
+        """
+        import tensorflow as tf
+
+        if self._saved_model_dir is not None and static_batch is None:
+            return self._saved_model_dir
+        specs = [
+            tf.TensorSpec(
+                (static_batch, *s.shape[1:]) if static_batch else s.shape,
+                tf.as_dtype(s.dtype),
+                name=s.name,
+            )
+            for s in self.inputs
+        ]
+        call = self._call
+
+        @tf.function(input_signature=specs, autograph=False)
+        def serve(*xs):
+            return call(list(xs))
+
+        module = tf.Module()
+        # Track the variables themselves (not the Keras objects) so that saving
+        # writes only weights and the traced graph, not Keras metadata.
+        module.weights = list(self._variables)
+        module.keepalive = self._keepalive
+        module.serve = serve
+        path = os.path.join(directory, "saved_model")
+        try:
+            tf.saved_model.save(
+                module, path, signatures={_SIGNATURE_KEY: serve.get_concrete_function()}
+            )
+        except Exception as e:  # noqa: BLE001 - TensorFlow raises many types here
+            raise UnsupportedModelError(
+                f"Could not export {self.description} to a SavedModel: {_first_line(e)}"
+            ) from e
+        return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _sanitize(names: Sequence[str | None], prefix: str) -> list[str]:
+    """Valid, unique signature names (letters, digits, underscores)."""
+    out: list[str] = []
+    for i, name in enumerate(names):
+        base = re.sub(r"[^A-Za-z0-9_]", "_", (name or "").split(":")[0]) or f"{prefix}_{i}"
+        if not base[0].isalpha():
+            base = f"{prefix}_{base}"
+        candidate, k = base, 1
+        while candidate in out:
+            candidate, k = f"{base}_{k}", k + 1
+        out.append(candidate)
+    return out
+
+
+def _np_dtype(dtype: Any) -> np.dtype:
+    import tensorflow as tf
+
+    return np.dtype(tf.as_dtype(dtype).as_numpy_dtype)
+
+
+def load_source(model: Any) -> Source:
+    """Wraps a model object or a model path as a `Source`.
+
+    Args:
+      model: a tf_keras model, a Keras 3 model, or a path (str or `Path`) to a
+        `.keras` file, an `.h5` file or a SavedModel directory.
+
+    Returns:
+      A `Source`.
+
+    Raises:
+      ModelLoadError: the path does not exist or does not hold a model.
+      UnsupportedModelError: the object is not a model this package converts.
+    """
+    if isinstance(model, Source):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return _load_path(Path(model))
+    return _from_keras(model)
+
+
+def _keras_generation(model: Any) -> str | None:
+    for cls in type(model).__mro__:
+        root = cls.__module__.split(".")[0]
+        if root == "tf_keras" and cls.__name__ == "Model":
+            return "tf_keras"
+        if root == "keras" and cls.__name__ == "Model":
+            return "keras3"
+    return None
+
+
+def _from_keras(model: Any) -> Source:
+    kind = _keras_generation(model)
+    if kind is None:
+        raise UnsupportedModelError(
+            f"Expected a Keras model (tf_keras or Keras 3) or a path to a .keras/.h5 file "
+            f"or a SavedModel directory, got {type(model).__name__}."
+        )
+    name = getattr(model, "name", "model")
+    label = "Keras 3" if kind == "keras3" else "tf_keras"
+    try:
+        inputs = list(model.inputs)
+    except (AttributeError, ValueError):
+        inputs = []
+    if not inputs:
+        raise UnsupportedModelError(
+            f"The {label} model {name!r} ({type(model).__name__}) has no defined inputs: "
+            "subclassed or unbuilt models cannot be traced. Build it as a Sequential model "
+            "with an Input, as a Functional model, or pass a SavedModel directory."
+        )
+    raw_names = [getattr(t, "name", None) for t in inputs]
+    names = _sanitize(raw_names, "input")
+    specs = [
+        InputSpec(n, tuple(None if d is None else int(d) for d in t.shape), _np_dtype(t.dtype))
+        for n, t in zip(names, inputs, strict=False)
+    ]
+    n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
+    out_names = [f"output_{i}" for i in range(n_out)]
+    multi_in = len(inputs) > 1
+
+    def call(xs: list[Any]) -> dict[str, Any]:
+        y = model(xs if multi_in else xs[0], training=False)
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        if isinstance(y, dict):
+            ys = list(y.values())
+        return dict(zip(out_names, ys, strict=False))
+
+    if kind == "keras3":
+        variables = [v.value for v in model.variables]
+    else:
+        variables = list(model.variables)
+    return Source(
+        kind=kind,
+        description=f"{label} model {name!r}",
+        inputs=specs,
+        output_names=out_names,
+        _call=call,
+        _variables=variables,
+        _keepalive=None,
+    )
+
+
+def _load_path(path: Path) -> Source:
+    if not path.exists():
+        raise ModelLoadError(
+            f"No such file or directory: {str(path)!r}. Pass a .keras or .h5 file or a "
+            "SavedModel directory."
+        )
+    if path.is_dir():
+        return _load_saved_model(path)
+    suffix = path.suffix.lower()
+    if suffix == ".keras":
+        return _load_keras_file(path)
+    if suffix in (".h5", ".hdf5"):
+        return _load_h5(path)
+    if suffix == ".tflite":
+        raise ModelLoadError(
+            f"{str(path)!r} is already a .tflite file; convert the Keras or SavedModel "
+            "source instead (a .tflite file can only be inspected or run)."
+        )
+    raise ModelLoadError(
+        f"Cannot tell what kind of model {str(path)!r} is from its suffix {suffix!r}; "
+        "expected a .keras file, an .h5 file or a SavedModel directory."
+    )
+
+
+def _load_keras_file(path: Path) -> Source:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in zf.namelist() else {}
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a Keras model archive ({_first_line(e)}); a .keras file is "
+            "a zip written by `model.save('name.keras')`."
+        ) from e
+    version = str(meta.get("keras_version", "3"))
+    try:
+        if version.startswith("2."):
+            import tf_keras
+
+            model = tf_keras.models.load_model(path, compile=False)
+        else:
+            import keras
+
+            model = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for bad files
+        raise ModelLoadError(
+            f"Could not load the Keras model in {str(path)!r}: {_first_line(e)}"
+        ) from e
+    return _from_keras(model)
+
+
+def _load_h5(path: Path) -> Source:
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version", b"2")
+            if isinstance(version, bytes):
+                version = version.decode()
+            if "model_config" not in f.attrs:
+                raise ModelLoadError(
+                    f"{str(path)!r} is an HDF5 file without a model config (weights only?); "
+                    "save the whole model with `model.save('name.h5')`."
+                )
+    except ModelLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - h5py raises OSError and others
+        raise ModelLoadError(
+            f"{str(path)!r} is not an HDF5 model file ({_first_line(e)})."
+        ) from e
+    try:
+        if str(version).startswith("3."):
+            import keras
+
+            model = keras.saving.load_model(path, compile=False)
+        else:
+            import tf_keras
+
+            model = tf_keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(
+            f"Could not load the Keras model in {str(path)!r}: {_first_line(e)}"
+        ) from e
+    return _from_keras(model)
+
+
+def _load_saved_model(path: Path) -> Source:
+    if not (path / "saved_model.pb").exists() and not (path / "saved_model.pbtxt").exists():
+        raise ModelLoadError(
+            f"{str(path)!r} is a directory without saved_model.pb, so not a SavedModel; "
+            "pass a SavedModel directory or a .keras/.h5 file."
+        )
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(f"Could not load the SavedModel {str(path)!r}: {_first_line(e)}") from e
+    signatures = dict(loaded.signatures)
+    if not signatures:
+        raise UnsupportedModelError(
+            f"The SavedModel {str(path)!r} has no signatures; export it with a serving "
+            "signature (e.g. `model.export(dir)` or `tf.saved_model.save(m, dir, signatures=...)`)."
+        )
+    key = _SIGNATURE_KEY if _SIGNATURE_KEY in signatures else sorted(signatures)[0]
+    fn = signatures[key]
+    kw = fn.structured_input_signature[1]
+    names = list(getattr(fn, "_arg_keywords", None) or sorted(kw))
+    specs = [
+        InputSpec(
+            n,
+            tuple(None if d is None else int(d) for d in kw[n].shape.as_list()),
+            _np_dtype(kw[n].dtype),
+        )
+        for n in names
+    ]
+    out_names = sorted(fn.structured_outputs)
+
+    def call(xs: list[Any]) -> dict[str, Any]:
+        out = fn(**dict(zip(names, xs, strict=False)))
+        return {k: out[k] for k in out_names}
+
+    src = Source(
+        kind="saved_model",
+        description=f"SavedModel {str(path)!r}",
+        inputs=specs,
+        output_names=out_names,
+        _call=call,
+        _variables=list(getattr(loaded, "variables", []) or []),
+        _saved_model_dir=str(path) if key == _SIGNATURE_KEY else None,
+        _keepalive=loaded,
+    )
+    return src
