@@ -1,0 +1,569 @@
+"""What every compression technique shares: selection, callbacks, fit, pipelines.
+
+Each technique (`tflight.Prune`, `tflight.QAT`, `tflight.Cluster`) is a frozen
+dataclass with the same small protocol:
+
+* `apply(model, *, preserve=frozenset(), compile=None)` returns a new, wrapped
+  tf_keras model ready for fine-tuning (the user's model is never modified);
+* `callbacks(model)` lists the Keras callbacks the wrapped model needs in `fit`;
+* `strip(model)` returns the plain model to hand to `converters.convert`;
+* `provides` names the property it leaves in the weights (``"sparsity"``,
+  ``"clusters"``) so that a later technique can preserve it.
+
+A `Pipeline` is a list of techniques applied in order, each fine-tuned and
+stripped before the next one starts, in the spirit of optax's `chain`. Prune →
+QAT becomes sparsity-preserving QAT (PQAT), Cluster → QAT cluster-preserving QAT
+(CQAT), and Prune → Cluster → QAT the full PCQAT.
+
+Training a wrapped model that needs a callback without it fails at the start of
+`fit` with `MissingCallbackError`; `tflight.callbacks(model)` and `tflight.fit`
+supply what is needed, so nothing is coupled behind the user's back.
+
+References:
+  Han, Mao, Dally. "Deep Compression: Compressing Deep Neural Networks with
+  Pruning, Trained Quantization and Huffman Coding", ICLR 2016.
+  TensorFlow Model Optimization, "Collaborative optimization" guide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot
+from tflight.errors import CompressionError, MissingCallbackError
+
+__all__ = [
+    "Selector",
+    "Technique",
+    "Pipeline",
+    "PipelineResult",
+    "StageResult",
+    "callbacks",
+    "fit",
+    "freeze",
+    "selected_layers",
+]
+
+Selector = (
+    type | tuple[type, ...] | str | Sequence[str] | Callable[[Any], bool] | None
+)
+"""Which layers a technique touches.
+
+* a layer class or a tuple of classes: every layer that is an *instance* of
+  one of them (a subclass of `Conv2D` is still a `Conv2D`); Keras 3 classes
+  are matched by name against the tf_keras rebuild;
+* a name or a list of names: those layers (unknown names are an error);
+* a predicate `f(layer) -> bool`;
+* `None`: every layer the technique supports.
+"""
+
+_GUARD_ATTR = "_tflight_required_callbacks"
+
+
+@runtime_checkable
+class Technique(Protocol):
+    """The protocol shared by `Prune`, `QAT` and `Cluster`."""
+
+    provides: frozenset[str]
+
+    def apply(
+        self,
+        model: Any,
+        *,
+        preserve: frozenset[str] = frozenset(),
+        compile: dict[str, Any] | None = None,
+    ) -> Any: ...
+
+    def callbacks(self, model: Any) -> list[Any]: ...
+
+    def strip(self, model: Any) -> Any: ...
+
+
+# --------------------------------------------------------------------------
+# Models in, models out.
+
+
+def _as_tf_keras(model: Any, *, what: str) -> Any:
+    """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
+    if is_keras3_model(model):
+        from tflight.bridge import to_tf_keras
+
+        return to_tf_keras(model)
+    if is_tf_keras_model(model):
+        return _clone(model, what=what)
+    raise CompressionError(
+        f"{what} expects a Keras 3 or tf_keras model, got {type(model).__module__}."
+        f"{type(model).__qualname__}. Build the model with `keras` or `tf_keras`, or load it "
+        "first with `keras.models.load_model(path)`."
+    )
+
+
+def _clone(model: Any, *, what: str) -> Any:
+    """Clones a tf_keras Sequential/Functional model with its weights."""
+    k = tf_keras()
+    if not (isinstance(model, k.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise CompressionError(
+            f"{what} supports Sequential and Functional models only; "
+            f"{model.name!r} is a subclassed {type(model).__qualname__}. Rebuild it with the "
+            "functional API (`keras.Model(inputs, outputs)`) or as a `keras.Sequential`."
+        )
+    mot = tfmot()
+    with (
+        mot.quantization.keras.quantize_scope(),
+        mot.clustering.keras.cluster_scope(),
+        mot.sparsity.keras.prune_scope(),
+    ):
+        clone = k.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _compile(model: Any, compile: dict[str, Any] | None) -> None:
+    """Compiles a tf_keras model with `compile` kwargs (Keras 3 objects translated)."""
+    if compile is None:
+        return
+    if not isinstance(compile, dict):
+        raise CompressionError(
+            f"`compile` must be a dict of `Model.compile` keyword arguments, got "
+            f"{type(compile).__name__}. Example: compile={{'optimizer': 'adam', "
+            "'loss': 'sparse_categorical_crossentropy'}."
+        )
+    kwargs = {key: _translate(key, value) for key, value in compile.items()}
+    try:
+        model.compile(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CompressionError(f"Could not compile the compressed model with {compile!r}: {e}") from e
+
+
+def _translate(key: str, value: Any) -> Any:
+    """Keras 3 optimizer/loss/metric objects -> tf_keras equivalents, via their config."""
+    if isinstance(value, list | tuple):
+        return type(value)(_translate(key, v) for v in value)
+    module = type(value).__module__.split(".")[0]
+    if module != "keras":
+        return value
+    import keras
+
+    k = tf_keras()
+    registry = {
+        "optimizer": (keras.optimizers.serialize, k.optimizers.deserialize),
+        "loss": (keras.losses.serialize, k.losses.deserialize),
+        "metrics": (keras.metrics.serialize, k.metrics.deserialize),
+    }
+    if key not in registry:
+        return value
+    serialize, deserialize = registry[key]
+    try:
+        config = serialize(value)
+        return deserialize({"class_name": config["class_name"], "config": config["config"]})
+    except Exception as e:  # noqa: BLE001 - any failure means "cannot translate"
+        raise CompressionError(
+            f"The Keras 3 {key} {type(value).__name__} has no tf_keras equivalent ({e}). "
+            f"Pass a string (e.g. 'adam') or a tf_keras object as `compile[{key!r}]`."
+        ) from e
+
+
+# --------------------------------------------------------------------------
+# Selection.
+
+
+def _layer_matches(layer: Any, select: Selector) -> bool:
+    if select is None:
+        return True
+    if isinstance(select, type):
+        select = (select,)
+    if isinstance(select, tuple) and all(isinstance(s, type) for s in select):
+        return any(_isinstance(layer, cls) for cls in select)
+    if isinstance(select, str):
+        return layer.name == select
+    if callable(select):
+        return bool(select(layer))
+    return layer.name in set(select)
+
+
+def _isinstance(layer: Any, cls: type) -> bool:
+    if isinstance(layer, cls):
+        return True
+    # A Keras 3 class given for a tf_keras layer (the model went through the
+    # bridge): match the class name anywhere in the layer's MRO.
+    if cls.__module__.split(".")[0] == "keras":
+        return any(c.__name__ == cls.__name__ for c in type(layer).__mro__)
+    return False
+
+
+def _check_selector(select: Selector, *, arg: str) -> None:
+    if select is None or callable(select) or isinstance(select, str):
+        return
+    if isinstance(select, tuple) and select and all(isinstance(s, type) for s in select):
+        return
+    if isinstance(select, Sequence) and select and all(isinstance(s, str) for s in select):
+        return
+    raise CompressionError(
+        f"`{arg}` must be a layer class, a tuple of classes, a layer name, a list of names, "
+        f"a predicate `f(layer) -> bool` or None, got {select!r}."
+    )
+
+
+def _check_names_exist(model: Any, select: Selector, *, arg: str) -> None:
+    names = [select] if isinstance(select, str) else select
+    if select is None or callable(select) or isinstance(select, type | tuple):
+        return
+    known = {layer.name for layer in model.layers}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise CompressionError(
+            f"`{arg}` names layers that are not in model {model.name!r}: {missing}. "
+            f"Its layers are: {sorted(known)}."
+        )
+
+
+def selected_layers(model: Any, select: Selector = None) -> list[str]:
+    """Names of the top-level layers of `model` that `select` picks.
+
+    Args:
+      model: a Keras 3 or tf_keras model.
+      select: a `Selector` (class, tuple of classes, name(s), predicate or None).
+
+    Returns:
+      The names, in model order.
+
+    Raises:
+      CompressionError: `select` is malformed or names layers the model lacks.
+    """
+    _check_selector(select, arg="select")
+    _check_names_exist(model, select, arg="select")
+    return [layer.name for layer in model.layers if _layer_matches(layer, select)]
+
+
+# --------------------------------------------------------------------------
+# Callbacks and the missing-callback guard.
+
+
+def _prune_wrapper_class() -> type:
+    tfmot()  # imports TF-MOT the safe way first
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+    return pruning_wrapper.PruneLowMagnitude
+
+
+def _pruning_wrappers(model: Any) -> list[Any]:
+    wrapper = _prune_wrapper_class()
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, wrapper):
+            found.append(layer)
+        elif is_tf_keras_model(layer):
+            found.extend(_pruning_wrappers(layer))
+    return found
+
+
+def callbacks(model: Any) -> list[Any]:
+    """The Keras callbacks that training `model` needs, built fresh.
+
+    A pruned model needs TF-MOT's `UpdatePruningStep` to advance the pruning
+    schedule; QAT and clustered models need none. Pass the list to `fit`
+    (add your own callbacks to it), or use `tflight.fit`, which does it.
+
+    Args:
+      model: a model returned by `prune`, `quantize`, `cluster` or any model.
+
+    Returns:
+      A new list of callback objects (empty when nothing is needed).
+
+    Example:
+      >>> pruned = tflight.prune(model, sparsity=0.5, compile={...})
+      >>> pruned.fit(x, y, epochs=2, callbacks=tflight.callbacks(pruned))
+    """
+    if not is_tf_keras_model(model):
+        return []
+    if _pruning_wrappers(model):
+        return [tfmot().sparsity.keras.UpdatePruningStep()]
+    return []
+
+
+def _install_guard(model: Any, *, technique: str) -> None:
+    """Makes `model.fit` fail at once if a required callback is missing."""
+    required = tuple(type(cb) for cb in callbacks(model))
+    if not required:
+        return
+    object.__setattr__(model, _GUARD_ATTR, (technique, required))
+    plain_fit = type(model).fit
+
+    def guarded_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        given = list(kwargs.get("callbacks") or [])
+        missing = [cls for cls in required if not any(isinstance(cb, cls) for cb in given)]
+        if missing:
+            names = ", ".join(cls.__name__ for cls in missing)
+            raise MissingCallbackError(
+                f"Model {self.name!r} was wrapped by {technique} and needs the callback(s) "
+                f"{names} during fit, but `callbacks` had {[type(cb).__name__ for cb in given]}. "
+                "Pass `callbacks=tflight.callbacks(model)` (plus your own) to `fit`, or train "
+                "with `tflight.fit(model, x, y, ...)`."
+            )
+        return plain_fit(self, *args, **kwargs)
+
+    # An instance attribute, so that only this wrapped model is guarded.
+    object.__setattr__(model, "fit", types.MethodType(guarded_fit, model))
+
+
+def fit(model: Any, *args: Any, **kwargs: Any) -> Any:
+    """`model.fit(*args, **kwargs)` with the callbacks the model needs added.
+
+    Args:
+      model: a compiled model returned by a technique.
+      *args: passed to `Model.fit`.
+      **kwargs: passed to `Model.fit`; `callbacks` are kept and completed.
+
+    Returns:
+      The Keras `History`.
+
+    Raises:
+      CompressionError: the model was not compiled.
+    """
+    if getattr(model, "optimizer", None) is None:
+        raise CompressionError(
+            f"Model {model.name!r} is not compiled. TF-MOT wrapping drops the optimizer: pass "
+            "`compile={'optimizer': ..., 'loss': ...}` to the technique, or call "
+            "`model.compile(...)` before `tflight.fit`."
+        )
+    given = list(kwargs.pop("callbacks", None) or [])
+    needed = [cb for cb in callbacks(model) if not any(type(g) is type(cb) for g in given)]
+    return model.fit(*args, callbacks=given + needed, **kwargs)
+
+
+# --------------------------------------------------------------------------
+# Parameter-efficient fine-tuning.
+
+
+def _unwrap(layer: Any) -> Any:
+    inner = getattr(layer, "layer", None)
+    return inner if inner is not None and hasattr(layer, "layer") else layer
+
+
+def freeze(model: Any, *, train: Selector) -> list[str]:
+    """Freezes every top-level layer of a wrapped model except those `train` picks.
+
+    Use during a compression fine-tune to update only a few layers (e.g. the
+    classifier head), which is faster and keeps the rest of the network as it
+    was. Selection looks through TF-MOT wrappers, so `train=["logits"]` and
+    `train=tf_keras.layers.Dense` work on a pruned, clustered or QAT model.
+    The model is changed in place (it is the library's copy, not the user's);
+    call it before `compile`, as Keras requires.
+
+    Args:
+      model: a tf_keras model returned by `prune`, `quantize` or `cluster`.
+      train: a `Selector` of the layers that stay trainable.
+
+    Returns:
+      The names of the layers left trainable.
+
+    Raises:
+      CompressionError: `train` is malformed, names unknown layers, or selects
+        no layer with weights.
+
+    References:
+      Houlsby et al. "Parameter-Efficient Transfer Learning for NLP", ICML 2019.
+    """
+    if not is_tf_keras_model(model):
+        raise CompressionError(
+            f"freeze expects the tf_keras model returned by a technique, got "
+            f"{type(model).__qualname__}. Apply `tflight.prune`/`quantize`/`cluster` first."
+        )
+    if train is None:
+        raise CompressionError("`train` must select the layers to keep trainable, got None.")
+    _check_selector(train, arg="train")
+    _check_names_exist(model, train, arg="train")
+    kept = []
+    for layer in model.layers:
+        chosen = _layer_matches(layer, train) or _layer_matches(_unwrap(layer), train)
+        layer.trainable = chosen
+        if chosen and layer.trainable_weights:
+            kept.append(layer.name)
+    if not kept:
+        raise CompressionError(
+            f"`train`={train!r} leaves no trainable weights in model {model.name!r}; select at "
+            "least one layer with weights (e.g. the last Dense layer)."
+        )
+    return kept
+
+
+# --------------------------------------------------------------------------
+# Pipelines.
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """One fine-tuned stage of a pipeline."""
+
+    technique: str
+    preserve: frozenset[str]
+    history: dict[str, list[float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineResult:
+    """The outcome of `Pipeline.fit`.
+
+    Attributes:
+      model: the stripped model, ready for `converters.convert`.
+      stages: one `StageResult` per technique, in order.
+    """
+
+    model: Any
+    stages: tuple[StageResult, ...]
+
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Prints one line per stage with its last training loss."""
+        for i, stage in enumerate(self.stages, 1):
+            loss = stage.history.get("loss", [float("nan")])[-1]
+            keep = f" preserving {', '.join(sorted(stage.preserve))}" if stage.preserve else ""
+            print_fn(f"{i}. {stage.technique}{keep}: final loss {loss:.4f}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Techniques applied in order, each fine-tuned and stripped before the next.
+
+    Later techniques preserve what earlier ones produced: after `Prune`, a
+    `Cluster` keeps the zeros and `QAT` uses TF-MOT's prune-preserving scheme;
+    after `Cluster`, `QAT` keeps the centroids. This gives PQAT
+    (`[Prune, QAT]`), CQAT (`[Cluster, QAT]`) and PCQAT (`[Prune, Cluster, QAT]`).
+
+    Args:
+      techniques: the technique objects, applied first to last.
+
+    Example:
+      >>> pipe = tflight.Pipeline([tflight.Prune(sparsity=0.5), tflight.QAT()])
+      >>> out = pipe.fit(model, x, y, epochs=2, compile={"optimizer": "adam",
+      ...                "loss": "sparse_categorical_crossentropy"})
+      >>> converters.convert(out.model, "int8", representative_data=x[:100])
+
+    References:
+      TensorFlow Model Optimization, "Collaborative optimization" (PQAT, CQAT,
+      PCQAT), 2021.
+    """
+
+    techniques: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        techniques = tuple(self.techniques)
+        object.__setattr__(self, "techniques", techniques)
+        if not techniques:
+            raise CompressionError("Pipeline needs at least one technique, got an empty list.")
+        for t in techniques:
+            if not isinstance(t, Technique):
+                raise CompressionError(
+                    f"Pipeline items must be techniques (tflight.Prune, tflight.QAT, "
+                    f"tflight.Cluster), got {t!r}."
+                )
+        names = [type(t).__name__ for t in techniques]
+        if "QAT" in names and names.index("QAT") != len(names) - 1:
+            raise CompressionError(
+                f"QAT must be the last technique of a pipeline (its fake-quant wrappers are "
+                f"what the converter reads), got the order {names}."
+            )
+        if len(set(names)) != len(names):
+            raise CompressionError(f"Each technique may appear once in a pipeline, got {names}.")
+
+    def fit(
+        self,
+        model: Any,
+        x: Any = None,
+        y: Any = None,
+        *,
+        compile: dict[str, Any],
+        epochs: int | Sequence[int] = 1,
+        train: Selector = None,
+        **fit_kwargs: Any,
+    ) -> PipelineResult:
+        """Applies, fine-tunes and strips each technique in turn.
+
+        Args:
+          model: a Keras 3 or tf_keras model (left unchanged).
+          x: training inputs, as for `Model.fit`.
+          y: training targets, as for `Model.fit`.
+          compile: `Model.compile` keyword arguments used for every stage.
+          epochs: epochs per stage, one number for all or one per technique.
+          train: if given, only these layers are trained (parameter-efficient
+            fine-tuning, see `tflight.freeze`).
+          **fit_kwargs: further `Model.fit` arguments (`batch_size`, `verbose`,
+            `validation_data`, `callbacks`, ...).
+
+        Returns:
+          A `PipelineResult` whose `model` is stripped and ready to convert.
+
+        Raises:
+          CompressionError: bad arguments or a technique failed.
+          UnsupportedLayerError: a technique cannot handle a layer.
+        """
+        stage_epochs = _per_stage(epochs, len(self.techniques))
+        if not isinstance(compile, dict) or "loss" not in compile:
+            raise CompressionError(
+                "Pipeline.fit needs `compile` with at least a loss, e.g. "
+                f"compile={{'optimizer': 'adam', 'loss': ...}}, got {compile!r}."
+            )
+        done: set[str] = set()
+        pruned_zeros: dict[str, float] = {}
+        current = model
+        stages = []
+        user_callbacks = list(fit_kwargs.pop("callbacks", None) or [])
+        fit_kwargs.setdefault("verbose", 0)
+        for technique, n_epochs in zip(self.techniques, stage_epochs, strict=True):
+            preserve = frozenset(done)
+            wrapped = technique.apply(current, preserve=preserve, compile=None)
+            if train is not None:
+                freeze(wrapped, train=train)
+            _compile(wrapped, compile)
+            history = fit(
+                wrapped, x, y, epochs=n_epochs, callbacks=list(user_callbacks), **fit_kwargs
+            )
+            current = technique.strip(wrapped)
+            if "sparsity" in technique.provides:
+                pruned_zeros = _zeros_by_layer(current)
+            elif pruned_zeros:
+                _check_sparsity_kept(pruned_zeros, current, technique)
+            done |= technique.provides
+            stages.append(
+                StageResult(
+                    technique=repr(technique),
+                    preserve=preserve,
+                    history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+                )
+            )
+        return PipelineResult(model=current, stages=tuple(stages))
+
+
+def _zeros_by_layer(model: Any) -> dict[str, float]:
+    from tflight.pruning import sparsity_report
+
+    return {row.layer: row.sparsity for row in sparsity_report(model).layers}
+
+
+def _check_sparsity_kept(before: dict[str, float], model: Any, technique: Any) -> None:
+    """A later stage must not refill the zeros pruning made."""
+    after = _zeros_by_layer(model)
+    lost = [
+        f"{name} {before[name]:.0%} -> {after.get(name, 0.0):.0%}"
+        for name in before
+        if before[name] > 0.05 and after.get(name, 0.0) < before[name] - 0.02
+    ]
+    if lost:
+        raise CompressionError(
+            f"{type(technique).__name__} did not preserve the pruned sparsity: {', '.join(lost)}. "
+            "Sparsity-preserving QAT after clustering keeps zeros only in clustered layers: "
+            "cluster every pruned layer (widen Cluster's `select`), or prune only the layers "
+            "you cluster."
+        )
+
+
+def _per_stage(epochs: int | Iterable[int], n: int) -> list[int]:
+    values = [epochs] * n if isinstance(epochs, int) else list(epochs)
+    if len(values) != n or not all(isinstance(e, int) and e >= 1 for e in values):
+        raise CompressionError(
+            f"`epochs` must be a positive int or {n} positive ints (one per technique), "
+            f"got {epochs!r}."
+        )
+    return values

@@ -1,0 +1,572 @@
+"""Magnitude pruning: schedules, m:n (2:4) and block sparsity, strip and report.
+
+`prune` wraps the chosen layers of a copy of the model in TF-MOT's
+`PruneLowMagnitude`; fine-tune it with `tflight.fit` (or with
+`callbacks=tflight.callbacks(model)`), then `strip_pruning` returns the plain
+model, after checking that every layer reached the sparsity it was asked for.
+
+TF-MOT's schedules update the masks every 100 steps by default, so a short
+fine-tune silently ends at 0 % sparsity. Here the update frequency defaults to
+something that fits any fine-tune: every step for `ConstantSparsity`, and a
+tenth of the ramp for `PolynomialDecay` (always landing on `end_step`).
+
+References:
+  Zhu, Gupta. "To prune, or not to prune: exploring the efficacy of pruning
+  for model compression", 2017 (polynomial schedule).
+  Mishra et al. "Accelerating Sparse Deep Neural Networks", 2021 (2:4).
+  Narang, Undersander, Diamos. "Block-Sparse Recurrent Neural Networks", 2017.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tflight._keras import is_tf_keras_model, tf_keras, tfmot
+from tflight.compose import (
+    Selector,
+    _as_tf_keras,
+    _check_names_exist,
+    _check_selector,
+    _compile,
+    _install_guard,
+    _layer_matches,
+    _prune_wrapper_class,
+    _pruning_wrappers,
+)
+from tflight.compose import (
+    callbacks as _callbacks,
+)
+from tflight.errors import CompressionError, UnsupportedLayerError
+
+__all__ = [
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "Prune",
+    "prune",
+    "strip_pruning",
+    "sparsity_report",
+    "SparsityReport",
+    "LayerSparsity",
+]
+
+
+def _check_fraction(name: str, value: float, *, low_open: bool = False) -> None:
+    ok = isinstance(value, int | float) and (0.0 < value < 1.0 if low_open else 0.0 <= value < 1.0)
+    if not ok:
+        span = "(0, 1)" if low_open else "[0, 1)"
+        raise CompressionError(f"`{name}` must be a fraction in {span}, got {value!r}.")
+
+
+def _check_step(name: str, value: int, *, allow_negative: bool = False) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or (value < 0 and not allow_negative):
+        raise CompressionError(f"`{name}` must be a non-negative int, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantSparsity:
+    """Prune to `target` from `begin_step` on, re-selecting every `frequency` steps.
+
+    Args:
+      target: fraction of weights set to zero, in (0, 1).
+      begin_step: first training step that prunes.
+      end_step: last step that updates the mask; -1 keeps updating.
+      frequency: steps between mask updates; 1 (the default) suits any
+        fine-tune length.
+    """
+
+    target: float
+    begin_step: int = 0
+    end_step: int = -1
+    frequency: int = 1
+
+    def __post_init__(self) -> None:
+        _check_fraction("target", self.target, low_open=True)
+        _check_step("begin_step", self.begin_step)
+        _check_step("end_step", self.end_step, allow_negative=True)
+        _check_step("frequency", self.frequency)
+        if self.frequency < 1:
+            raise CompressionError(f"`frequency` must be >= 1, got {self.frequency}.")
+        if 0 <= self.end_step < self.begin_step:
+            raise CompressionError(
+                f"`end_step` ({self.end_step}) must be >= `begin_step` ({self.begin_step}) "
+                "or -1."
+            )
+
+    @property
+    def final(self) -> float:
+        return self.target
+
+    def _tfmot(self) -> Any:
+        return tfmot().sparsity.keras.ConstantSparsity(
+            self.target, self.begin_step, end_step=self.end_step, frequency=self.frequency
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PolynomialDecay:
+    """Ramp sparsity from `initial` to `final` between `begin_step` and `end_step`.
+
+    Sparsity follows `final + (initial - final) * (1 - t) ** power` with
+    `t = (step - begin_step) / (end_step - begin_step)`: fast at first, gentle
+    at the end, giving the network time to recover.
+
+    Args:
+      final: sparsity reached at `end_step`, in (0, 1).
+      end_step: step at which `final` is reached; fine-tune at least this long.
+      initial: sparsity at `begin_step`, in [0, final).
+      begin_step: first pruning step.
+      power: exponent of the ramp (3 in Zhu & Gupta).
+      frequency: steps between mask updates; `None` picks the divisor of the
+        ramp length closest to a tenth of it, so an update lands on `end_step`.
+    """
+
+    final: float
+    end_step: int
+    initial: float = 0.0
+    begin_step: int = 0
+    power: float = 3.0
+    frequency: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_fraction("final", self.final, low_open=True)
+        _check_fraction("initial", self.initial)
+        _check_step("begin_step", self.begin_step)
+        _check_step("end_step", self.end_step)
+        if self.initial >= self.final:
+            raise CompressionError(
+                f"`initial` ({self.initial}) must be below `final` ({self.final})."
+            )
+        if self.end_step <= self.begin_step:
+            raise CompressionError(
+                f"`end_step` ({self.end_step}) must be after `begin_step` ({self.begin_step}); "
+                "set it to the number of fine-tuning steps (epochs * steps per epoch)."
+            )
+        if self.frequency is not None:
+            _check_step("frequency", self.frequency)
+            if self.frequency < 1:
+                raise CompressionError(f"`frequency` must be >= 1, got {self.frequency}.")
+            if (self.end_step - self.begin_step) % self.frequency:
+                raise CompressionError(
+                    f"`frequency` ({self.frequency}) must divide end_step - begin_step "
+                    f"({self.end_step - self.begin_step}), or the last update misses end_step "
+                    "and the model never reaches `final`. Leave it None to choose one."
+                )
+
+    @property
+    def update_every(self) -> int:
+        if self.frequency is not None:
+            return self.frequency
+        span = self.end_step - self.begin_step
+        divisors = [d for d in range(1, span + 1) if span % d == 0]
+        return min(divisors, key=lambda d: (abs(d - span / 10), d))
+
+    def _tfmot(self) -> Any:
+        return tfmot().sparsity.keras.PolynomialDecay(
+            self.initial,
+            self.final,
+            self.begin_step,
+            self.end_step,
+            power=self.power,
+            frequency=self.update_every,
+        )
+
+
+Schedule = ConstantSparsity | PolynomialDecay
+
+
+def _prunable_weight_names(layer: Any) -> list[str] | None:
+    """Attribute names of the weights TF-MOT prunes in `layer`, found by isinstance.
+
+    TF-MOT's registry is keyed on exact classes; walking the MRO lets a
+    subclass of `Conv2D` or `Dense` be pruned like its base.
+    """
+    table = _registry_table()
+    for cls in type(layer).__mro__:
+        if cls in table:
+            return list(table[cls])
+    return None
+
+
+def _supports(layer: Any) -> bool:
+    mot = tfmot().sparsity.keras
+    if isinstance(layer, mot.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+        return True
+    return _prunable_weight_names(layer) is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Prune:
+    """Magnitude pruning, as a technique for `tflight.Pipeline`.
+
+    Args:
+      sparsity: a target fraction (a `ConstantSparsity` applied every step) or
+        a schedule (`ConstantSparsity`, `PolynomialDecay`).
+      m_by_n: structured sparsity, e.g. `(2, 4)`: at least 2 zeros in each 4
+        consecutive weights along the input channels (needs input channels
+        that are a multiple of n, other layers are unsupported; `sparsity`
+        is then ignored and the mask is set at the first step).
+      block_size: `(height, width)` of the blocks pruned together in 2-D
+        weights (Dense kernels), e.g. `(1, 4)`.
+      select: the layers to prune (see `tflight.compose.Selector`); default:
+        every layer with prunable weights.
+      unsupported: `"raise"` (default) fails on selected layers TF-MOT cannot
+        prune; `"skip"` leaves them dense, explicitly.
+    """
+
+    sparsity: float | Schedule = 0.5
+    m_by_n: tuple[int, int] | None = None
+    block_size: tuple[int, int] = (1, 1)
+    select: Selector = None
+    unsupported: str = "raise"
+
+    provides = frozenset({"sparsity"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sparsity, int | float) and not isinstance(self.sparsity, bool):
+            _check_fraction("sparsity", float(self.sparsity), low_open=True)
+        elif not isinstance(self.sparsity, ConstantSparsity | PolynomialDecay):
+            raise CompressionError(
+                "`sparsity` must be a fraction in (0, 1), a tflight.ConstantSparsity or a "
+                f"tflight.PolynomialDecay, got {self.sparsity!r}."
+            )
+        if self.m_by_n is not None:
+            ok = (
+                isinstance(self.m_by_n, tuple)
+                and len(self.m_by_n) == 2
+                and all(isinstance(v, int) and v > 0 for v in self.m_by_n)
+                and self.m_by_n[0] < self.m_by_n[1]
+            )
+            if not ok:
+                raise CompressionError(
+                    f"`m_by_n` must be a tuple (m, n) of ints with 0 < m < n, e.g. (2, 4), "
+                    f"got {self.m_by_n!r}."
+                )
+        ok = (
+            isinstance(self.block_size, tuple)
+            and len(self.block_size) == 2
+            and all(isinstance(v, int) and v > 0 for v in self.block_size)
+        )
+        if not ok:
+            raise CompressionError(
+                f"`block_size` must be a tuple (height, width) of positive ints, got "
+                f"{self.block_size!r}."
+            )
+        if self.m_by_n is not None and self.block_size != (1, 1):
+            raise CompressionError(
+                "`m_by_n` and `block_size` cannot be combined; choose one, got "
+                f"m_by_n={self.m_by_n}, block_size={self.block_size}."
+            )
+        if self.unsupported not in ("raise", "skip"):
+            raise CompressionError(
+                f"`unsupported` must be 'raise' or 'skip', got {self.unsupported!r}."
+            )
+        _check_selector(self.select, arg="select")
+
+    @property
+    def schedule(self) -> Schedule:
+        if isinstance(self.sparsity, ConstantSparsity | PolynomialDecay):
+            return self.sparsity
+        return ConstantSparsity(float(self.sparsity))
+
+    @property
+    def target(self) -> float:
+        if self.m_by_n is not None:
+            return self.m_by_n[0] / self.m_by_n[1]
+        return self.schedule.final
+
+    def apply(
+        self,
+        model: Any,
+        *,
+        preserve: frozenset[str] = frozenset(),
+        compile: dict[str, Any] | None = None,
+    ) -> Any:
+        """Returns a pruning-wrapped tf_keras copy of `model` (see `prune`)."""
+        if preserve:
+            raise CompressionError(
+                f"Prune must come first in a pipeline: pruning after {sorted(preserve)} would "
+                "destroy them. Put tflight.Prune before tflight.Cluster and tflight.QAT."
+            )
+        base = _as_tf_keras(model, what="prune")
+        _check_names_exist(base, self.select, arg="select")
+        chosen = [layer for layer in base.layers if _layer_matches(layer, self.select)]
+        with_weights = [layer for layer in chosen if layer.weights]
+        bad = [layer for layer in with_weights if not _supports(layer)]
+        if self.m_by_n is not None:
+            # m:n groups run along the input channels; TF-MOT cannot form them otherwise.
+            bad += [
+                layer
+                for layer in with_weights
+                if layer not in bad and not _fits_m_by_n(layer, self.m_by_n[1])
+            ]
+        if bad and self.unsupported == "raise":
+            listed = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in bad)
+            why = f" with {self.m_by_n[0]}:{self.m_by_n[1]} sparsity" if self.m_by_n else ""
+            raise UnsupportedLayerError(
+                f"TF-MOT cannot prune these layers{why}: {listed}. Leave them dense with "
+                "`unsupported='skip'`, narrow `select`, or give the layer a "
+                "`get_prunable_weights()` method."
+            )
+        targets = {layer.name for layer in with_weights if layer not in bad}
+        if not targets:
+            raise CompressionError(
+                f"`select`={self.select!r} picks no prunable layer in model {base.name!r}; "
+                "select Conv or Dense layers."
+            )
+        mot = tfmot().sparsity.keras
+        params: dict[str, Any] = {"pruning_schedule": self.schedule._tfmot()}
+        if self.m_by_n is not None:
+            params["sparsity_m_by_n"] = self.m_by_n
+        if self.block_size != (1, 1):
+            params["block_size"] = self.block_size
+
+        def wrap(layer: Any) -> Any:
+            if layer.name not in targets:
+                return layer
+            names = _prunable_weight_names(layer)
+            if names is not None and not (
+                isinstance(layer, mot.PrunableLayer) or hasattr(layer, "get_prunable_weights")
+            ) and type(layer) not in _registry_table():
+                # A subclass of a supported layer: tell TF-MOT which weights to prune.
+                layer.get_prunable_weights = lambda layer=layer, names=names: [
+                    getattr(layer, n) for n in names
+                ]
+            return mot.prune_low_magnitude(layer, **params)
+
+        try:
+            pruned = tf_keras().models.clone_model(base, clone_function=wrap)
+        except ValueError as e:
+            raise CompressionError(f"TF-MOT could not prune model {base.name!r}: {e}") from e
+        _install_guard(pruned, technique="tflight.prune")
+        _compile(pruned, compile)
+        return pruned
+
+    def callbacks(self, model: Any) -> list[Any]:
+        return _callbacks(model)
+
+    def strip(self, model: Any) -> Any:
+        return strip_pruning(model)
+
+
+def _fits_m_by_n(layer: Any, n: int) -> bool:
+    """Rank-2 kernels need `in % n == 0` (dim 0), rank-4 ones on dim 2."""
+    names = _prunable_weight_names(layer) or ["kernel"]
+    for name in names:
+        weight = getattr(layer, name, None)
+        if weight is None:
+            return False
+        shape = tuple(weight.shape)
+        if len(shape) == 2 and shape[0] % n == 0:
+            continue
+        if len(shape) == 4 and shape[2] % n == 0:
+            continue
+        return False
+    return True
+
+
+def _registry_table() -> dict[type, Any]:
+    """TF-MOT's table of prunable layer classes -> weight attribute names."""
+    tfmot()  # imports TF-MOT the safe way first
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    return prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP  # the only source of this table
+
+
+def prune(
+    model: Any,
+    *,
+    sparsity: float | Schedule = 0.5,
+    m_by_n: tuple[int, int] | None = None,
+    block_size: tuple[int, int] = (1, 1),
+    select: Selector = None,
+    unsupported: str = "raise",
+    compile: dict[str, Any] | None = None,
+) -> Any:
+    """Wraps a copy of `model` for magnitude pruning.
+
+    The returned tf_keras model zeroes the smallest-magnitude weights of the
+    selected layers as training proceeds. Train it with `tflight.fit(...)` or
+    pass `callbacks=tflight.callbacks(pruned)`; without them `fit` raises
+    `MissingCallbackError` before the first step. TF-MOT drops the optimizer
+    when wrapping, so the result is compiled only if `compile` is given.
+
+    Args:
+      model: a Keras 3 (bridged to tf_keras) or tf_keras Sequential/Functional
+        model; it is not modified.
+      sparsity: a fraction or a schedule (`ConstantSparsity`, `PolynomialDecay`).
+      m_by_n: e.g. `(2, 4)` for 2:4 structured sparsity.
+      block_size: `(h, w)` blocks pruned together, e.g. `(1, 4)`.
+      select: which layers to prune (class, names or predicate).
+      unsupported: `"raise"` or `"skip"` for selected layers TF-MOT cannot prune.
+      compile: `Model.compile` kwargs applied to the wrapped model.
+
+    Returns:
+      The wrapped tf_keras model.
+
+    Raises:
+      CompressionError: a bad argument, or a model that is not Sequential/Functional.
+      UnsupportedLayerError: selected layers that cannot be pruned (names each).
+
+    Example:
+      >>> pruned = tflight.prune(model, sparsity=tflight.PolynomialDecay(0.8, end_step=200),
+      ...                        compile={"optimizer": "adam", "loss": loss})
+      >>> tflight.fit(pruned, x, y, epochs=2)
+      >>> small = tflight.strip_pruning(pruned)
+
+    References:
+      Zhu, Gupta. "To prune, or not to prune", 2017.
+    """
+    technique = Prune(
+        sparsity=sparsity,
+        m_by_n=m_by_n,
+        block_size=block_size,
+        select=select,
+        unsupported=unsupported,
+    )
+    return technique.apply(model, compile=compile)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSparsity:
+    """Sparsity of one pruned weight."""
+
+    layer: str
+    weight: str
+    shape: tuple[int, ...]
+    zeros: int
+    size: int
+    target: float | None
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.size if self.size else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer sparsity of a model's prunable weights."""
+
+    layers: tuple[LayerSparsity, ...]
+
+    @property
+    def overall(self) -> float:
+        total = sum(row.size for row in self.layers)
+        return sum(row.zeros for row in self.layers) / total if total else 0.0
+
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Prints one line per weight and the overall sparsity."""
+        print_fn(f"{'layer':<20} {'weight':<12} {'shape':<18} {'sparsity':>9} {'target':>7}")
+        for row in self.layers:
+            target = f"{row.target:.0%}" if row.target is not None else "-"
+            print_fn(
+                f"{row.layer:<20} {row.weight:<12} {str(row.shape):<18} "
+                f"{row.sparsity:>9.1%} {target:>7}"
+            )
+        print_fn(f"overall sparsity: {self.overall:.1%}")
+
+
+def _wrapper_target(wrapper: Any) -> float:
+    if wrapper.sparsity_m_by_n:
+        m, n = wrapper.sparsity_m_by_n
+        return m / n
+    schedule = wrapper.pruning_schedule
+    return float(getattr(schedule, "target_sparsity", getattr(schedule, "final_sparsity", 0.0)))
+
+
+def sparsity_report(model: Any) -> SparsityReport:
+    """Measures the fraction of exact zeros in each prunable weight of `model`.
+
+    Works on a pruning-wrapped model (mask applied, with targets) and on a
+    stripped or plain model (kernels of Conv/Dense layers).
+
+    Args:
+      model: a Keras 3 or tf_keras model.
+
+    Returns:
+      A `SparsityReport`.
+    """
+    rows = []
+    for layer in model.layers:
+        if is_tf_keras_model(layer):
+            rows.extend(sparsity_report(layer).layers)
+            continue
+        if _is_pruning_wrapper(layer):
+            for weight, mask, _ in layer.pruning_vars:
+                values = weight.numpy() * mask.numpy()
+                rows.append(_row(layer.layer.name, weight, values, _wrapper_target(layer)))
+            continue
+        inner = getattr(layer, "layer", layer)  # look through QAT/clustering wrappers
+        kernel = getattr(inner, "kernel", None)
+        if kernel is None:
+            kernel = getattr(inner, "depthwise_kernel", None)
+        if kernel is not None and hasattr(kernel, "shape"):
+            rows.append(_row(inner.name, kernel, np.asarray(kernel), None))
+    return SparsityReport(tuple(rows))
+
+
+def _is_pruning_wrapper(layer: Any) -> bool:
+    if not any(c.__module__.split(".")[0] == "tf_keras" for c in type(layer).__mro__):
+        return False
+    return isinstance(layer, _prune_wrapper_class())
+
+
+def _row(layer: str, weight: Any, values: np.ndarray, target: float | None) -> LayerSparsity:
+    name = weight.name.split("/")[-1].split(":")[0]
+    return LayerSparsity(
+        layer=layer,
+        weight=name,
+        shape=tuple(int(d) for d in values.shape),
+        zeros=int(np.count_nonzero(values == 0)),
+        size=int(values.size),
+        target=target,
+    )
+
+
+def strip_pruning(model: Any, *, check: bool = True, tolerance: float = 0.02) -> Any:
+    """Removes the pruning wrappers and returns the plain model to convert.
+
+    The masks are applied to the weights first, then each layer's sparsity is
+    checked against its schedule's final target: a schedule that never
+    reached its target (too few steps for `end_step`, a sparse `frequency`)
+    raises instead of exporting a silently dense model.
+
+    Args:
+      model: a model returned by `prune` and fine-tuned.
+      check: verify the achieved sparsity (default True).
+      tolerance: how far below its target a layer may be.
+
+    Returns:
+      A tf_keras model with the original layer types and weight layout.
+
+    Raises:
+      CompressionError: `model` has no pruning wrappers, or (with `check`) a
+        layer is more than `tolerance` below its target.
+    """
+    if not is_tf_keras_model(model) or not _pruning_wrappers(model):
+        raise CompressionError(
+            f"strip_pruning expects a model returned by tflight.prune, got "
+            f"{type(model).__qualname__} {getattr(model, 'name', '')!r} with no pruning wrappers."
+        )
+    for wrapper in _pruning_wrappers(model):
+        wrapper.pruning_obj.weight_mask_op()
+    if check:
+        short = [
+            row
+            for row in sparsity_report(model).layers
+            if row.target is not None and row.sparsity < row.target - tolerance
+        ]
+        if short:
+            listed = ", ".join(
+                f"{r.layer}/{r.weight} {r.sparsity:.1%} (target {r.target:.0%})" for r in short
+            )
+            raise CompressionError(
+                f"Pruning did not reach its target: {listed}. Fine-tune for at least the "
+                "schedule's end_step (epochs * steps per epoch), make sure training used "
+                "tflight.callbacks(model), or pass check=False to export anyway."
+            )
+    stripped = tfmot().sparsity.keras.strip_pruning(model)
+    return stripped
