@@ -13,6 +13,9 @@ from tflight.datasets import load_digits
 from tflight.errors import TflightError
 
 # -- bridge --
+from tflight.bridge import BridgeReport
+from tflight.bridge import to_keras3
+from tflight.bridge import to_tf_keras
 
 # -- compression --
 
@@ -27,6 +30,9 @@ __all__ = [
     "load_digits",
     "TflightError",
     # -- bridge --
+    "BridgeReport",
+    "to_keras3",
+    "to_tf_keras",
     # -- compression --
     # -- distillation --
     # -- benchmark --

@@ -1,0 +1,1100 @@
+"""Rebuild Keras 3 models in tf_keras (Keras 2) and back, with the same weights.
+
+TF-MOT (pruning, quantization-aware training, clustering) only accepts tf_keras
+models, and a Keras 3 model's saved config does not load in tf_keras as is. The
+bridge walks the model's graph, translates every layer's config (dtype policies,
+initializers, activations whose meaning changed between generations, options one
+generation lacks), calls the translated layers in the same order with the same
+wiring (shared layers stay shared, nested models stay nested), copies the weights
+layer by layer, and then checks that both models give the same outputs on random
+inputs.
+
+Graph operations that are not layers (`x + 3.0`, `keras.ops.*` on symbolic
+tensors, as in the MobileNetV3 and ConvNeXt graphs) become a small tf_keras layer
+that runs the very same Keras operation, so the numbers do not move. The reverse
+direction, `to_keras3`, undoes this exactly and also takes tf_keras' own
+`TFOpLambda` layers.
+
+Layers the bridge does not know (custom layers, subclassed models) raise
+`UnsupportedLayerError`. Users can teach it their own layers with `register`,
+which is keyed on a predicate, so subclasses are covered by the same rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import importlib
+import inspect
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf, tf_keras
+from tflight.errors import BridgeError, UnsupportedLayerError
+
+__all__ = [
+    "Direction",
+    "Translation",
+    "BridgeReport",
+    "register",
+    "unregister",
+    "to_tf_keras",
+    "to_keras3",
+    "compare",
+    "report_of",
+]
+
+_DEFAULT_ATOL = 1e-5
+# Size given to unknown (None) non-batch dimensions when making random inputs.
+_FREE_DIM = 32
+
+
+class Direction(enum.StrEnum):
+    """Which way a translation goes; the values are the words used on the CLI."""
+
+    TO_TF_KERAS = "to_tf_keras"
+    TO_KERAS3 = "to_keras3"
+
+
+@dataclasses.dataclass(frozen=True)
+class Translation:
+    """A user translation of one kind of layer, chosen by a predicate.
+
+    Attributes:
+        matches: Called with a source layer; True if `translate` handles it.
+        translate: Called with the source layer; returns a new, unbuilt layer of
+            the target Keras generation. The bridge calls it on the same inputs
+            and then copies the source layer's weights into it in order, so the
+            new layer must create the same weights, in the same order and shapes.
+        direction: Which generation the source layer belongs to.
+        name: A label used in messages.
+    """
+
+    matches: Callable[[Any], bool]
+    translate: Callable[[Any], Any]
+    direction: Direction = Direction.TO_TF_KERAS
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not callable(self.matches):
+            raise BridgeError(
+                f"Translation.matches must be a callable taking a layer, got {self.matches!r}."
+            )
+        if not callable(self.translate):
+            raise BridgeError(
+                f"Translation.translate must be a callable taking a layer, got {self.translate!r}."
+            )
+        try:
+            object.__setattr__(self, "direction", Direction(self.direction))
+        except ValueError as e:
+            raise BridgeError(
+                f"Translation.direction must be one of {[d.value for d in Direction]}, "
+                f"got {self.direction!r}."
+            ) from e
+
+
+_TRANSLATIONS: list[Translation] = []
+
+
+def register(
+    matches: Callable[[Any], bool] | type,
+    translate: Callable[[Any], Any],
+    *,
+    direction: Direction | str = Direction.TO_TF_KERAS,
+    name: str = "",
+) -> Translation:
+    """Teaches the bridge how to translate layers it does not know.
+
+    Registered translations are tried before the built-in ones, newest first,
+    so a user can also override how a built-in layer is translated.
+
+    Args:
+        matches: A predicate on the source layer, or a class (then every
+            instance of it or of a subclass matches).
+        translate: Returns an unbuilt layer of the other Keras generation that
+            computes the same function with the same weights layout.
+        direction: `"to_tf_keras"` (source is a Keras 3 layer) or `"to_keras3"`.
+        name: A label for messages; defaults to the predicate's name.
+
+    Returns:
+        The `Translation`, which `unregister` takes.
+
+    Raises:
+        BridgeError: If `matches` or `translate` is not callable or `direction`
+            is unknown.
+
+    Example:
+        >>> import tf_keras
+        >>> t = tflight.bridge.register(
+        ...     MyScale, lambda layer: TfKerasScale(**layer.get_config()))
+        >>> tf_model = tflight.to_tf_keras(model)
+        >>> tflight.bridge.unregister(t)
+    """
+    if isinstance(matches, type):
+        cls = matches
+        name = name or cls.__name__
+
+        def matches(layer: Any) -> bool:
+            return isinstance(layer, cls)
+
+    translation = Translation(
+        matches=matches,
+        translate=translate,
+        direction=direction,
+        name=name or getattr(matches, "__name__", repr(matches)),
+    )
+    _TRANSLATIONS.insert(0, translation)
+    return translation
+
+
+def unregister(translation: Translation) -> None:
+    """Removes a translation added with `register`.
+
+    Raises:
+        BridgeError: If it is not registered.
+    """
+    try:
+        _TRANSLATIONS.remove(translation)
+    except ValueError as e:
+        raise BridgeError(f"{translation!r} is not registered.") from e
+
+
+# --------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeReport:
+    """How closely two models (one per Keras generation) agree.
+
+    Attributes:
+        source: Name of the source model.
+        target: Name of the rebuilt model.
+        direction: Which way the bridge went.
+        max_abs_diff: Largest absolute difference over all outputs.
+        output_diffs: Largest absolute difference per output, in output order.
+        atol: The tolerance the check used.
+        num_layers: Layers translated (nested models counted through).
+        seconds: Wall time of the translation and check.
+    """
+
+    source: str
+    target: str
+    direction: Direction
+    max_abs_diff: float
+    output_diffs: tuple[float, ...]
+    atol: float
+    num_layers: int = 0
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True if every output agrees within `atol`."""
+        return bool(self.max_abs_diff <= self.atol)
+
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Prints a few lines: the verdict, the difference, the layer count."""
+        verdict = "PASS" if self.passed else "FAIL"
+        print_fn(f"{self.direction.value}: {self.source} -> {self.target}: {verdict}")
+        print_fn(f"  max abs diff {self.max_abs_diff:.3g} (atol {self.atol:g})")
+        if len(self.output_diffs) > 1:
+            print_fn("  per output: " + ", ".join(f"{d:.3g}" for d in self.output_diffs))
+        print_fn(f"  layers translated: {self.num_layers}, {self.seconds:.2f} s")
+
+
+def _random_inputs(model: Any, *, batch_size: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for t in model.inputs:
+        shape = tuple(t.shape)
+        dims = [batch_size] + [_FREE_DIM if d is None else int(d) for d in shape[1:]]
+        dtype = np.dtype(tf.as_dtype(t.dtype).as_numpy_dtype)
+        if np.issubdtype(dtype, np.floating):
+            arrays.append(rng.standard_normal(dims).astype(dtype))
+        elif np.issubdtype(dtype, np.integer):
+            arrays.append(rng.integers(0, 2, size=dims).astype(dtype))
+        elif dtype == np.bool_:
+            arrays.append(rng.integers(0, 2, size=dims).astype(bool))
+        else:
+            raise BridgeError(
+                f"Cannot make random test inputs of dtype {dtype} for input '{t.name}'; "
+                "pass verify=False and compare the models on your own data."
+            )
+    return arrays
+
+
+def _flat_outputs(outputs: Any) -> list[np.ndarray]:
+    return [np.asarray(o) for o in tf.nest.flatten(outputs)]
+
+
+def compare(
+    source: Any,
+    target: Any,
+    *,
+    atol: float = _DEFAULT_ATOL,
+    batch_size: int = 2,
+    seed: int = 0,
+) -> BridgeReport:
+    """Runs two models on the same random inputs and measures their disagreement.
+
+    Both models run in inference mode (`training=False`), so BatchNormalization
+    uses its moving statistics and Dropout is off.
+
+    Args:
+        source: A Keras 3 or tf_keras model.
+        target: A model with the same inputs and outputs, usually the other
+            generation's rebuild of `source`.
+        atol: Largest absolute difference that still passes.
+        batch_size: Random samples per input.
+        seed: Seed of the random inputs.
+
+    Returns:
+        A `BridgeReport`.
+
+    Raises:
+        BridgeError: If the models' inputs or outputs do not line up.
+    """
+    if atol < 0:
+        raise BridgeError(f"atol must be >= 0, got {atol}.")
+    if batch_size < 1:
+        raise BridgeError(f"batch_size must be >= 1, got {batch_size}.")
+    if len(source.inputs) != len(target.inputs):
+        raise BridgeError(
+            f"'{source.name}' has {len(source.inputs)} inputs but '{target.name}' has "
+            f"{len(target.inputs)}; compare needs models with the same inputs."
+        )
+    x = _random_inputs(source, batch_size=batch_size, seed=seed)
+    feed = x[0] if len(x) == 1 else x
+    a = _flat_outputs(source(feed, training=False))
+    b = _flat_outputs(target(feed, training=False))
+    if len(a) != len(b) or any(p.shape != q.shape for p, q in zip(a, b, strict=False)):
+        raise BridgeError(
+            f"'{source.name}' and '{target.name}' give outputs of different shapes: "
+            f"{[p.shape for p in a]} vs {[q.shape for q in b]}."
+        )
+    diffs = tuple(
+        float(np.max(np.abs(p.astype(np.float64) - q.astype(np.float64)))) if p.size else 0.0
+        for p, q in zip(a, b, strict=True)
+    )
+    direction = Direction.TO_TF_KERAS if is_keras3_model(source) else Direction.TO_KERAS3
+    return BridgeReport(
+        source=source.name,
+        target=target.name,
+        direction=direction,
+        max_abs_diff=max(diffs, default=0.0),
+        output_diffs=diffs,
+        atol=float(atol),
+    )
+
+
+# --------------------------------------------------------------------------
+# Config translation shared by both directions
+# --------------------------------------------------------------------------
+
+# Activations whose name means the same function in both generations.
+_SHARED_ACTIVATIONS = frozenset(
+    {
+        "elu",
+        "exponential",
+        "gelu",
+        "linear",
+        "mish",
+        "relu",
+        "selu",
+        "sigmoid",
+        "softmax",
+        "softplus",
+        "softsign",
+        "swish",
+        "tanh",
+    }
+)
+_ACTIVATION_ALIASES = {"silu": "swish"}
+_KERAS3_PACKAGE = "tflight_keras3"  # tf_keras names of Keras 3 activations
+_TF_KERAS_PACKAGE = "tflight_tf_keras"  # Keras 3 names of tf_keras activations
+
+# Keyword arguments every tf_keras layer accepts besides its own.
+_TFK_BASE_KWARGS = frozenset(
+    {"name", "trainable", "dtype", "dynamic", "activity_regularizer", "autocast", "input_dim"}
+)
+_K3_BASE_KWARGS = frozenset({"name", "trainable", "dtype", "activity_regularizer", "autocast"})
+
+# Config keys renamed between generations: {class name: {Keras 3 key: tf_keras key}}.
+_RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
+
+
+def _policy_name(dtype: Any) -> Any:
+    if isinstance(dtype, dict):
+        config = dtype.get("config") or {}
+        return config.get("name", dtype.get("class_name"))
+    return dtype
+
+
+def _legacy_object(value: dict[str, Any]) -> dict[str, Any]:
+    """Reduces a serialized object to `{class_name, config}`, dropping None options."""
+    config = {k: v for k, v in (value.get("config") or {}).items() if v is not None}
+    return {"class_name": value.get("registered_name") or value["class_name"], "config": config}
+
+
+def _init_params(cls: type) -> tuple[set[str], bool, dict[str, Any]]:
+    """Named parameters of `cls.__init__`, whether it takes **kwargs, and defaults."""
+    names: set[str] = set()
+    defaults: dict[str, Any] = {}
+    var_kw = False
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        has_var_kw = False
+        for p in params:
+            if p.kind is p.VAR_KEYWORD:
+                has_var_kw = True
+            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                names.add(p.name)
+                if p.default is not p.empty:
+                    defaults.setdefault(p.name, p.default)
+        if not has_var_kw:
+            break
+        var_kw = True
+    return names, var_kw, defaults
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(np.all(np.asarray(a == b)))
+    except Exception:  # noqa: BLE001 - incomparable values are different
+        return False
+
+
+def _fit_config(
+    layer: Any,
+    config: dict[str, Any],
+    target_cls: type,
+    base_kwargs: frozenset[str],
+    target_name: str,
+) -> dict[str, Any]:
+    """Drops options the target class lacks when they hold their default value."""
+    names, _, _ = _init_params(target_cls)
+    allowed = names | base_kwargs
+    _, _, source_defaults = _init_params(type(layer))
+    fitted = {}
+    for key, value in config.items():
+        if key in allowed:
+            fitted[key] = value
+        elif value is None or value is False or _same(value, source_defaults.get(key, object())):
+            continue
+        else:
+            raise UnsupportedLayerError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) uses {key}={value!r}, which "
+                f"{target_name} {target_cls.__name__} does not have. Use the default for "
+                f"{key}, or register a translation with tflight.bridge.register(...)."
+            )
+    return fitted
+
+
+def _translate_value(key: str, value: Any, activation: Callable[[Any], Any]) -> Any:
+    if key.endswith("activation"):
+        return activation(value)
+    if isinstance(value, dict) and "class_name" in value:
+        if value["class_name"] in {"DTypePolicy", "Policy", "FloatDTypePolicy"}:
+            return _policy_name(value)
+        return _legacy_object(value)
+    return value
+
+
+# --------------------------------------------------------------------------
+# Keras 3 -> tf_keras
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def _tfk_support() -> Any:
+    """Defines (once) the tf_keras classes and functions the bridge needs."""
+    tfk = tf_keras()
+    ns = type("_TfKerasSupport", (), {})()
+
+    class KerasOperation(tfk.layers.Layer):
+        """Runs one Keras 3 operation (e.g. `x + 3.0`) inside a tf_keras model.
+
+        Keras 3 graphs contain operations that are not layers; tf_keras has no
+        such node, so this layer holds the operation and its constant
+        arguments, and calls it on its tensor inputs. With the TensorFlow
+        backend a Keras 3 operation runs on TensorFlow tensors directly, so
+        the result is the one the Keras 3 model computes.
+        """
+
+        def __init__(self, operation: Any, template: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("autocast", False)
+            super().__init__(**kwargs)
+            if isinstance(operation, dict):
+                operation = keras.saving.deserialize_keras_object(operation)
+            self.operation = operation
+            self.template = _plain(template)
+
+        @tf.autograph.experimental.do_not_convert
+        def call(self, inputs: Any, **unused: Any) -> Any:
+            args, kwargs = _fill_template(self.template, _as_list(inputs))
+            return self.operation(*args, **kwargs)
+
+        def get_prunable_weights(self) -> list[Any]:
+            # No weights; lets TF-MOT's pruning wrapper pass over the layer.
+            return []
+
+        def get_config(self) -> dict[str, Any]:
+            config = super().get_config()
+            config["operation"] = keras.saving.serialize_keras_object(self.operation)
+            config["template"] = _plain(self.template)
+            return config
+
+    ns.KerasOperation = tfk.saving.register_keras_serializable(package="tflight")(KerasOperation)
+
+    def _wrap(name: str) -> Callable[[Any], Any]:
+        fn = keras.activations.get(name)
+
+        def activation(x: Any) -> Any:
+            return fn(x)
+
+        activation.__name__ = name
+        return tfk.saving.register_keras_serializable(package=_KERAS3_PACKAGE, name=name)(
+            activation
+        )
+
+    ns.wrap_activation = functools.cache(_wrap)
+    return ns
+
+
+@functools.cache
+def _k3_support() -> Any:
+    """Defines (once) the Keras 3 classes and functions the reverse bridge needs."""
+    ns = type("_Keras3Support", (), {})()
+
+    @keras.saving.register_keras_serializable(package="tflight")
+    class TFOperation(keras.layers.Layer):
+        """Runs one TensorFlow function from a tf_keras `TFOpLambda` in Keras 3."""
+
+        def __init__(self, symbol: str, template: Any, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.symbol = symbol
+            self.template = _plain(template)
+            fn: Any = tf
+            for part in symbol.split("."):
+                fn = getattr(fn, part)
+            self._fn = fn
+
+        @tf.autograph.experimental.do_not_convert
+        def call(self, inputs: Any, **unused: Any) -> Any:
+            args, kwargs = _fill_template(self.template, _as_list(inputs))
+            return self._fn(*args, **kwargs)
+
+        def get_config(self) -> dict[str, Any]:
+            config = super().get_config()
+            config.update(symbol=self.symbol, template=_plain(self.template))
+            return config
+
+    ns.TFOperation = TFOperation
+
+    # tf_keras' hard_sigmoid is clip(0.2 x + 0.5, 0, 1); Keras 3's is relu6(x + 3) / 6.
+    @keras.saving.register_keras_serializable(package=_TF_KERAS_PACKAGE, name="hard_sigmoid")
+    def hard_sigmoid(x: Any) -> Any:
+        return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+    ns.tf_keras_activations = {"hard_sigmoid": hard_sigmoid}
+    return ns
+
+
+def _make_template(args: Any, kwargs: Any, is_tensor: Callable[[Any], bool]) -> tuple[Any, list]:
+    tensors: list[Any] = []
+
+    def walk(value: Any) -> Any:
+        if is_tensor(value):
+            tensors.append(value)
+            return {"__tensor__": len(tensors) - 1}
+        if isinstance(value, (list, tuple)):
+            return type(value)(walk(v) for v in value) if not hasattr(value, "_fields") else value
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    return {"args": walk(list(args)), "kwargs": walk(dict(kwargs))}, tensors
+
+
+def _fill_template(template: Any, tensors: list[Any]) -> tuple[list, dict]:
+    # Layers wrap attributes in tracking containers (ListWrapper, _DictWrapper),
+    # so test for the abstract types and rebuild plain ones.
+    def walk(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            if set(value) == {"__tensor__"}:
+                return tensors[value["__tensor__"]]
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return tuple(walk(v) for v in value)
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            return [walk(v) for v in value]
+        return value
+
+    return walk(template["args"]), walk(template["kwargs"])
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    # A one-tensor list can come back unwrapped (tf_keras does so when cloning).
+    return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+def _plain(value: Any) -> Any:
+    """`value` with tracking containers turned back into lists and dicts."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _k3_activation_to_tfk(value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, dict):
+        value = value.get("config", {}).get("name") or value.get("class_name")
+    if not isinstance(value, str):
+        value = keras.activations.serialize(value)
+        if isinstance(value, dict):
+            value = value.get("config") or value.get("class_name")
+    name = _ACTIVATION_ALIASES.get(value, value)
+    if name in _SHARED_ACTIVATIONS:
+        return name
+    try:
+        keras.activations.get(name)
+    except Exception as e:  # noqa: BLE001 - reported as a bridge error below
+        raise UnsupportedLayerError(
+            f"Activation {value!r} is not a Keras activation the bridge can translate; "
+            "use a built-in activation, or register a translation with "
+            "tflight.bridge.register(...)."
+        ) from e
+    # A registered function: tf_keras serializes it under a name of its own, so
+    # a clone (as TF-MOT makes) cannot fall back to tf_keras' different meaning.
+    return _tfk_support().wrap_activation(name)
+
+
+def _is_builtin(obj: Any, package: str) -> bool:
+    return type(obj).__module__.split(".")[0] == package
+
+
+def _find_class(layer: Any, source_pkg: str, target_root: Any, target_pkg: str) -> type | None:
+    """The class of the other generation with the same name, if Keras ships one."""
+    name = type(layer).__name__
+    cls = getattr(target_root.layers, name, None)
+    if isinstance(cls, type):
+        return cls
+    module = type(layer).__module__
+    if ".applications." in module:
+        # e.g. keras.src.applications.convnext.LayerScale
+        tail = module.split(".applications.", 1)[1]
+        try:
+            mod = importlib.import_module(f"{target_pkg}.src.applications.{tail}")
+        except ImportError:
+            return None
+        cls = getattr(mod, name, None)
+        return cls if isinstance(cls, type) else None
+    return None
+
+
+def _unsupported(layer: Any, what: str) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"Layer '{layer.name}' of class {type(layer).__module__}.{type(layer).__name__} "
+        f"has no {what} counterpart the bridge knows. Rewrite it with built-in layers, "
+        "or register a translation with tflight.bridge.register(predicate, translate)."
+    )
+
+
+def _user_translation(layer: Any, direction: Direction) -> Any:
+    for t in _TRANSLATIONS:
+        if t.direction is not direction:
+            continue
+        try:
+            hit = t.matches(layer)
+        except Exception as e:  # noqa: BLE001 - a user's predicate failing is reported
+            raise BridgeError(
+                f"The predicate of translation '{t.name}' raised {type(e).__name__}: {e} "
+                f"on layer '{layer.name}' ({type(layer).__name__})."
+            ) from e
+        if hit:
+            try:
+                new = t.translate(layer)
+            except Exception as e:  # noqa: BLE001
+                raise BridgeError(
+                    f"Translation '{t.name}' failed on layer '{layer.name}' "
+                    f"({type(layer).__name__}): {type(e).__name__}: {e}"
+                ) from e
+            return new
+    return None
+
+
+class _Builder:
+    """Translates one model (and the models nested in it), recording layer pairs."""
+
+    def __init__(self, direction: Direction) -> None:
+        self.direction = direction
+        self.cache: dict[int, Any] = {}
+        self.pairs: list[tuple[Any, Any]] = []
+
+    # -- Keras 3 -> tf_keras --------------------------------------------
+
+    def k3_model(self, model: Any) -> Any:
+        tfk = tf_keras()
+        if isinstance(model, keras.Sequential):
+            t = self._k3_inputs(model)[0]
+            new = tfk.Sequential(name=model.name)
+            new.add(
+                tfk.layers.InputLayer(
+                    input_shape=tuple(t.shape)[1:],
+                    batch_size=t.shape[0],
+                    dtype=t.dtype,
+                    name=t._keras_history[0].name,
+                )
+            )
+            for layer in model.layers:
+                new.add(self.k3_layer(layer))
+        elif _is_functional(model):
+            new = self._k3_functional(model)
+        else:
+            raise _subclassed(model)
+        new.trainable = model.trainable
+        return new
+
+    def _k3_inputs(self, model: Any) -> list[Any]:
+        try:
+            return list(model.inputs)
+        except (AttributeError, ValueError) as e:
+            raise BridgeError(
+                f"Model '{model.name}' has no defined inputs yet; build it on an input shape "
+                "(start it with keras.Input(...)) before bridging it."
+            ) from e
+
+    def _k3_functional(self, model: Any) -> Any:
+        tfk = tf_keras()
+        tensors: dict[int, Any] = {}
+        new_inputs = []
+        for t in self._k3_inputs(model):
+            new = tfk.Input(
+                shape=tuple(t.shape)[1:],
+                batch_size=t.shape[0],
+                dtype=t.dtype,
+                sparse=bool(getattr(t, "sparse", False)),
+                name=t._keras_history[0].name,
+            )
+            tensors[id(t)] = new
+            new_inputs.append(new)
+
+        def is_k3_tensor(v: Any) -> bool:
+            return isinstance(v, keras.KerasTensor)
+
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                op = node.operation
+
+                def fill(v: Any) -> Any:
+                    return tensors[id(v)] if is_k3_tensor(v) else v
+
+                args = keras.tree.map_structure(fill, list(node.arguments.args))
+                kwargs = keras.tree.map_structure(fill, dict(node.arguments.kwargs))
+                if isinstance(op, keras.layers.Layer):
+                    out = self.k3_layer(op)(*args, **kwargs)
+                else:
+                    template, flat = _make_template(
+                        args, kwargs, lambda v: isinstance(v, _tfk_tensor_type())
+                    )
+                    out = _tfk_support().KerasOperation(
+                        _copy_operation(op), template, name=op.name
+                    )(flat)
+                for old, y in zip(node.outputs, tf.nest.flatten(out), strict=True):
+                    tensors[id(old)] = y
+        outputs = [tensors[id(t)] for t in model.outputs]
+        ins = keras.tree.pack_sequence_as(model._inputs_struct, new_inputs)
+        outs = keras.tree.pack_sequence_as(model._outputs_struct, outputs)
+        return tfk.Model(inputs=ins, outputs=outs, name=model.name)
+
+    def k3_layer(self, layer: Any) -> Any:
+        if id(layer) in self.cache:
+            return self.cache[id(layer)]
+        new = _user_translation(layer, Direction.TO_TF_KERAS)
+        if new is not None:
+            self.pairs.append((layer, new))
+        elif isinstance(layer, keras.Model):
+            new = self.k3_model(layer)
+        else:
+            new = self._k3_builtin(layer)
+            self.pairs.append((layer, new))
+        self.cache[id(layer)] = new
+        return new
+
+    def _k3_builtin(self, layer: Any) -> Any:
+        tfk = tf_keras()
+        if not _is_builtin(layer, "keras"):
+            raise _unsupported(layer, "tf_keras")
+        name = type(layer).__name__
+        if name == "Lambda":
+            return tfk.layers.Lambda(
+                layer.function,
+                output_shape=getattr(layer, "_output_shape", None),
+                mask=getattr(layer, "mask", None),
+                arguments=dict(layer.arguments or {}),
+                name=layer.name,
+            )
+        cls = _find_class(layer, "keras", tfk, "tf_keras")
+        if cls is None:
+            raise _unsupported(layer, "tf_keras")
+        config = {
+            _RENAMED.get(name, {}).get(k, k): _translate_value(k, v, _k3_activation_to_tfk)
+            for k, v in layer.get_config().items()
+        }
+        config["dtype"] = _policy_name(config.get("dtype"))
+        config = _fit_config(layer, config, cls, _TFK_BASE_KWARGS, "tf_keras")
+        try:
+            return cls.from_config(config)
+        except Exception as e:  # noqa: BLE001 - reported with the layer's name
+            raise BridgeError(
+                f"tf_keras could not rebuild layer '{layer.name}' ({name}) from its config: "
+                f"{type(e).__name__}: {e}. Register a translation with "
+                "tflight.bridge.register(...) for this layer."
+            ) from e
+
+    # -- tf_keras -> Keras 3 --------------------------------------------
+
+    def tfk_model(self, model: Any) -> Any:
+        tfk = tf_keras()
+        if isinstance(model, tfk.Sequential):
+            if not model.inputs:
+                raise BridgeError(
+                    f"Model '{model.name}' has no defined inputs yet; build it on an input "
+                    "shape before bridging it."
+                )
+            t = model.inputs[0]
+            new = keras.Sequential(name=model.name)
+            new.add(
+                keras.Input(
+                    shape=tuple(t.shape)[1:],
+                    batch_size=t.shape[0],
+                    dtype=t.dtype.name,
+                    name=model._input_layers[0].name,
+                )
+            )
+            for layer in model.layers:
+                new.add(self.tfk_layer(layer))
+        elif getattr(model, "_is_graph_network", False):
+            new = self._tfk_functional(model)
+        else:
+            raise _subclassed(model)
+        new.trainable = model.trainable
+        return new
+
+    def _tfk_functional(self, model: Any) -> Any:
+        tensors: dict[int, Any] = {}
+        new_inputs = []
+        for layer, t in zip(model._input_layers, model.inputs, strict=True):
+            new = keras.Input(
+                shape=tuple(t.shape)[1:],
+                batch_size=t.shape[0],
+                dtype=t.dtype.name,
+                sparse=isinstance(t.type_spec, tf.SparseTensorSpec),
+                name=layer.name,
+            )
+            tensors[id(t)] = new
+            new_inputs.append(new)
+        tfk_tensor = _tfk_tensor_type()
+
+        def is_tfk_tensor(v: Any) -> bool:
+            return isinstance(v, tfk_tensor)
+
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                if node.is_input:
+                    continue
+                layer = node.layer
+
+                def fill(v: Any) -> Any:
+                    return tensors[id(v)] if is_tfk_tensor(v) else v
+
+                args = tf.nest.map_structure(fill, list(node.call_args))
+                kwargs = tf.nest.map_structure(fill, dict(node.call_kwargs))
+                support = _tfk_support()
+                if isinstance(layer, support.KerasOperation):
+                    # Our own wrapper: call a fresh copy of the Keras 3 operation.
+                    op_args, op_kwargs = _fill_template(layer.template, _as_list(args[0]))
+                    out = _copy_operation(layer.operation)(*op_args, **op_kwargs)
+                elif type(layer).__name__ in {"TFOpLambda", "SlicingOpLambda"}:
+                    kwargs.pop("name", None)
+                    template, flat = _make_template(
+                        args, kwargs, lambda v: isinstance(v, keras.KerasTensor)
+                    )
+                    out = _k3_support().TFOperation(layer.symbol, template, name=layer.name)(flat)
+                else:
+                    out = self.tfk_layer(layer)(*args, **kwargs)
+                for old, y in zip(
+                    tf.nest.flatten(node.outputs), keras.tree.flatten(out), strict=True
+                ):
+                    tensors[id(old)] = y
+        outputs = [tensors[id(t)] for t in model.outputs]
+        ins = tf.nest.pack_sequence_as(model._nested_inputs, new_inputs)
+        outs = tf.nest.pack_sequence_as(model._nested_outputs, outputs)
+        return keras.Model(inputs=ins, outputs=outs, name=model.name)
+
+    def tfk_layer(self, layer: Any) -> Any:
+        if id(layer) in self.cache:
+            return self.cache[id(layer)]
+        tfk = tf_keras()
+        new = _user_translation(layer, Direction.TO_KERAS3)
+        if new is not None:
+            self.pairs.append((layer, new))
+        elif isinstance(layer, tfk.Model):
+            new = self.tfk_model(layer)
+        else:
+            new = self._tfk_builtin(layer)
+            self.pairs.append((layer, new))
+        self.cache[id(layer)] = new
+        return new
+
+    def _tfk_builtin(self, layer: Any) -> Any:
+        name = type(layer).__name__
+        if not _is_builtin(layer, "tf_keras"):
+            if isinstance(layer, tf_keras().layers.Wrapper) or "tensorflow_model_optimization" in (
+                type(layer).__module__
+            ):
+                raise UnsupportedLayerError(
+                    f"Layer '{layer.name}' is a {name} wrapper from a compression technique; "
+                    "strip the model first (e.g. tfmot.sparsity.keras.strip_pruning or "
+                    "tflight's strip functions), then call to_keras3."
+                )
+            raise _unsupported(layer, "Keras 3")
+        if name == "Lambda":
+            return keras.layers.Lambda(
+                layer.function,
+                output_shape=getattr(layer, "_output_shape", None),
+                mask=getattr(layer, "mask", None),
+                arguments=dict(layer.arguments or {}),
+                name=layer.name,
+            )
+        cls = _find_class(layer, "tf_keras", keras, "keras")
+        if cls is None:
+            raise _unsupported(layer, "Keras 3")
+        reverse = {v: k for k, v in _RENAMED.get(name, {}).items()}
+        config = {
+            reverse.get(k, k): _translate_value(k, v, _tfk_activation_to_k3)
+            for k, v in _plain(layer.get_config()).items()
+        }
+        if name == "BatchNormalization" and isinstance(config.get("axis"), list):
+            # tf_keras stores a list of axes; Keras 3 takes one.
+            if len(config["axis"]) != 1:
+                raise UnsupportedLayerError(
+                    f"Layer '{layer.name}' (BatchNormalization) normalizes over axes "
+                    f"{config['axis']}; Keras 3 BatchNormalization takes a single axis."
+                )
+            config["axis"] = config["axis"][0]
+        config["dtype"] = _policy_name(config.get("dtype"))
+        config = _fit_config(layer, config, cls, _K3_BASE_KWARGS, "Keras 3")
+        try:
+            return cls.from_config(config)
+        except Exception as e:  # noqa: BLE001
+            raise BridgeError(
+                f"Keras 3 could not rebuild layer '{layer.name}' ({name}) from its config: "
+                f"{type(e).__name__}: {e}. Register a translation with "
+                "tflight.bridge.register(..., direction='to_keras3') for this layer."
+            ) from e
+
+    # -- weights ----------------------------------------------------------
+
+    def copy_weights(self) -> None:
+        for src, dst in self.pairs:
+            values = src.get_weights()
+            if len(values) != len(dst.weights):
+                raise BridgeError(
+                    f"Layer '{src.name}' ({type(src).__name__}) has {len(values)} weights but "
+                    f"its translation '{dst.name}' ({type(dst).__name__}) has "
+                    f"{len(dst.weights)}; a translation must create the same weights in the "
+                    "same order."
+                )
+            for v, w in zip(values, dst.weights, strict=True):
+                if tuple(v.shape) != tuple(w.shape):
+                    raise BridgeError(
+                        f"Weight shapes differ in layer '{src.name}' ({type(src).__name__}): "
+                        f"{tuple(v.shape)} in the source, {tuple(w.shape)} in the translation "
+                        f"'{dst.name}'."
+                    )
+            dst.set_weights(values)
+
+
+def _tfk_activation_to_k3(value: Any) -> Any:
+    if value is None:
+        return value
+    if isinstance(value, dict):
+        value = value.get("config") or value.get("class_name")
+    if not isinstance(value, str):
+        value = getattr(value, "__name__", None) or repr(value)
+    if value.startswith(f"{_KERAS3_PACKAGE}>"):
+        return value.split(">", 1)[1]
+    support = _k3_support()
+    if value in support.tf_keras_activations:
+        return support.tf_keras_activations[value]
+    if value in _SHARED_ACTIVATIONS:
+        return value
+    raise UnsupportedLayerError(
+        f"tf_keras activation {value!r} has no Keras 3 translation; use a built-in "
+        "activation, or register a translation with "
+        "tflight.bridge.register(..., direction='to_keras3')."
+    )
+
+
+def _copy_operation(op: Any) -> Any:
+    """A fresh Keras 3 operation with the same config, so the source is left alone."""
+    try:
+        return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(op))
+    except Exception:  # noqa: BLE001 - an operation without a config is used as is
+        return op
+
+
+def _tfk_tensor_type() -> type:
+    tf_keras()
+    from tf_keras.src.engine.keras_tensor import KerasTensor
+
+    return KerasTensor
+
+
+def _is_functional(model: Any) -> bool:
+    return hasattr(model, "_nodes_by_depth") and bool(getattr(model, "_nodes_by_depth", None))
+
+
+def _subclassed(model: Any) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"Model '{model.name}' is a subclassed model ({type(model).__module__}."
+        f"{type(model).__name__}); the bridge rebuilds Sequential and Functional models "
+        "only. Rewrite it as a Functional model (keras.Model(inputs, outputs)), or register "
+        "a translation with tflight.bridge.register(predicate, translate)."
+    )
+
+
+def _count_layers(pairs: Sequence[tuple[Any, Any]]) -> int:
+    return len(pairs)
+
+
+def _bridge(model: Any, direction: Direction, *, verify: bool, atol: float) -> Any:
+    if atol < 0:
+        raise BridgeError(f"atol must be >= 0, got {atol}.")
+    start = time.perf_counter()
+    builder = _Builder(direction)
+    if direction is Direction.TO_TF_KERAS:
+        _tfk_support()
+        new = builder.k3_model(model)
+    else:
+        new = builder.tfk_model(model)
+    builder.copy_weights()
+    if verify:
+        report = compare(model, new, atol=atol)
+        report = dataclasses.replace(
+            report,
+            num_layers=_count_layers(builder.pairs),
+            seconds=time.perf_counter() - start,
+        )
+        if not report.passed:
+            raise BridgeError(
+                f"The rebuilt model '{new.name}' disagrees with '{model.name}' by up to "
+                f"{report.max_abs_diff:.3g} (atol {atol:g}) on random inputs. A layer's "
+                "translation does not compute the same function; register a translation "
+                "for custom layers, or pass a larger atol if the difference is rounding."
+            )
+        new._tflight_bridge_report = report
+    return new
+
+
+def to_tf_keras(model: Any, *, verify: bool = True, atol: float = _DEFAULT_ATOL) -> Any:
+    """Rebuilds a Keras 3 model in tf_keras (Keras 2) with the same weights.
+
+    This is how Keras 3 models reach TF-MOT's pruning, quantization-aware
+    training and clustering, which accept tf_keras models only. Sequential and
+    Functional models are rebuilt layer by layer, including models nested in
+    them (such as a `keras.applications` backbone), shared layers and
+    multi-input / multi-output graphs. The user's model is not modified. A
+    tf_keras model is returned as is.
+
+    Args:
+        model: A Keras 3 Sequential or Functional model, or a tf_keras model.
+        verify: Run both models on random inputs (inference mode) and check
+            that the outputs agree.
+        atol: Largest absolute output difference that passes the check.
+
+    Returns:
+        An uncompiled tf_keras model. After a verified run its
+        `BridgeReport` is available as `tflight.bridge.report_of(new_model)`.
+
+    Raises:
+        UnsupportedLayerError: If a layer or the model itself (subclassed) has
+            no tf_keras translation; the message names the layer and its class.
+        BridgeError: If the input is not a Keras model, a layer's config cannot
+            be rebuilt, weights do not line up, or the outputs disagree by more
+            than `atol`.
+
+    Example:
+        >>> base = keras.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3))
+        >>> tf_model = tflight.to_tf_keras(base)
+        >>> pruned = tfmot.sparsity.keras.prune_low_magnitude(tf_model)
+
+    References:
+        TF-MOT issues #1119 and #1270 (Keras 3 support).
+    """
+    if is_tf_keras_model(model):
+        return model
+    if not is_keras3_model(model):
+        raise BridgeError(
+            f"to_tf_keras expects a Keras 3 keras.Model, got {type(model).__name__}; "
+            "load or build the model with Keras 3 first."
+        )
+    return _bridge(model, Direction.TO_TF_KERAS, verify=verify, atol=atol)
+
+
+def to_keras3(model: Any, *, verify: bool = True, atol: float = _DEFAULT_ATOL) -> Any:
+    """Rebuilds a plain tf_keras model in Keras 3 with the same weights.
+
+    Used to hand a compressed, stripped model back to a Keras 3 user. A model
+    made by `to_tf_keras` comes back layer for layer, with the same Keras 3
+    operations, so `to_keras3(to_tf_keras(m))` computes exactly what `m` does.
+    tf_keras' own `TFOpLambda` layers become a Keras 3 layer calling the same
+    TensorFlow function. A Keras 3 model is returned as is.
+
+    Args:
+        model: A tf_keras Sequential or Functional model without compression
+            wrappers (strip them first).
+        verify: Check the outputs of both models on random inputs.
+        atol: Largest absolute output difference that passes the check.
+
+    Returns:
+        An uncompiled Keras 3 model.
+
+    Raises:
+        UnsupportedLayerError: If a layer (including a pruning / quantization
+            wrapper) has no Keras 3 translation.
+        BridgeError: As for `to_tf_keras`.
+
+    Example:
+        >>> stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+        >>> k3_model = tflight.to_keras3(stripped)
+    """
+    if is_keras3_model(model):
+        return model
+    if not is_tf_keras_model(model):
+        raise BridgeError(f"to_keras3 expects a tf_keras Model, got {type(model).__name__}.")
+    return _bridge(model, Direction.TO_KERAS3, verify=verify, atol=atol)
+
+
+def report_of(model: Any) -> BridgeReport | None:
+    """The verification report of a model made by the bridge, or None."""
+    return getattr(model, "_tflight_bridge_report", None)
