@@ -15,6 +15,7 @@ import functools
 import gzip
 import io
 import os
+import struct
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -404,6 +405,9 @@ def convert_many(
                 output_dtype=out_dt,
                 sparse=sparse,
             )
+            flatbuffer = _reorder_io(
+                flatbuffer, [i.name for i in source.inputs], source.output_names
+            )
             seconds = time.perf_counter() - start
             stats = analyze_flatbuffer(flatbuffer)
             report = check_model(tgt, m, flatbuffer, stats)
@@ -427,6 +431,50 @@ def convert_many(
                 seconds=seconds,
             )
     return results
+
+
+def _reorder_io(flatbuffer: bytes, input_names: list[str], output_names: list[str]) -> bytes:
+    """Puts the main subgraph's inputs and outputs in the source model's order.
+
+    The converter orders a subgraph's inputs and outputs as the graph happens
+    to be traversed, so a two-input model can come out with its inputs
+    swapped. Signature names are kept, and the index vectors of the main
+    subgraph are permuted in place (same bytes, same length) to follow the
+    source model, so that positional `predict([a, b])` means what the user
+    expects.
+    """
+    from ai_edge_litert import schema_py_generated as s
+
+    buf = bytearray(flatbuffer)
+    model = s.Model.GetRootAs(buf, 0)
+    if model.SignatureDefsLength() != 1 or model.SubgraphsLength() < 1:
+        return flatbuffer
+    sd = model.SignatureDefs(0)
+    if sd.SubgraphIndex() != 0:
+        return flatbuffer
+    sg = model.Subgraphs(0)
+    for field, count, items, wanted in (
+        (6, sg.InputsLength(), [sd.Inputs(i) for i in range(sd.InputsLength())], input_names),
+        (8, sg.OutputsLength(), [sd.Outputs(i) for i in range(sd.OutputsLength())], output_names),
+    ):
+        index = {tm.Name().decode(): tm.TensorIndex() for tm in items}
+        if sorted(index) != sorted(wanted) or count != len(wanted):
+            continue
+        order = [index[n] for n in wanted]
+        o = sg._tab.Offset(field)
+        start = sg._tab.Vector(o)
+        current = [sg._tab.Get(_flatbuffers_int32(), start + 4 * j) for j in range(count)]
+        if sorted(current) != sorted(order):
+            continue
+        for j, t in enumerate(order):
+            struct.pack_into("<i", buf, start + 4 * j, t)
+    return bytes(buf)
+
+
+def _flatbuffers_int32() -> Any:
+    import flatbuffers
+
+    return flatbuffers.number_types.Int32Flags
 
 
 def _validate(

@@ -168,7 +168,7 @@ class TFLiteModel:
             )
         n = None
         for a, d in zip(arrays, details, strict=False):
-            want = list(d["shape_signature"])
+            want = [int(v) for v in d["shape_signature"]]
             if a.ndim != len(want):
                 raise RepresentativeDataError(
                     f"Input {d['name']!r} expects arrays of shape {tuple(want)} (-1: any), "

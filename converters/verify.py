@@ -54,7 +54,7 @@ try:
     from ai_edge_litert import schema_py_generated as s
     m = s.ModelT.InitFromPackedBuf(buf, 0)
 except Exception as e:
-    out["error"] = "the flatbuffer cannot be parsed (%s)" % (type(e).__name__,)
+    out["error"] = "it is truncated or corrupt (its flatbuffer tables cannot be parsed: %s)" % (type(e).__name__,)
     done()
 try:
     out["stage"] = "check"
