@@ -39,6 +39,8 @@ class TFLiteModel:
 
     Attributes:
       content: the flatbuffer bytes.
+      xnnpack: False if the XNNPACK delegate refused the graph and LiteRT's
+        builtin kernels run it instead.
       input_details: LiteRT's details of each input, in the model's input order.
       output_details: LiteRT's details of each output, in the model's output order.
 
@@ -69,12 +71,29 @@ class TFLiteModel:
                     f"LiteRT cannot run {verified.source}: {verified.load_error}"
                 )
             content = verified.content
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         self.content = content
         self.num_threads = num_threads
-        self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
-        self._interpreter.allocate_tensors()
+        self.xnnpack = True
+        try:
+            self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as first:
+            # XNNPACK refuses some valid graphs (e.g. sparse int8 fully-connected
+            # layers); LiteRT's builtin kernels still run them.
+            try:
+                self._interpreter = Interpreter(
+                    model_content=content,
+                    num_threads=num_threads,
+                    experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                )
+                self._interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as e:
+                raise InvalidTFLiteError(
+                    f"LiteRT cannot run this model: {str(e).strip() or first}"
+                ) from e
+            self.xnnpack = False
         self.input_details = self._interpreter.get_input_details()
         self.output_details = self._interpreter.get_output_details()
         self._signature = self._read_signature()

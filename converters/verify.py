@@ -104,9 +104,14 @@ except Exception as e:
 out["ok"] = True
 out["stage"] = "load"
 try:
-    from ai_edge_litert.interpreter import Interpreter
-    it = Interpreter(model_content=buf, num_threads=1)
-    it.allocate_tensors()
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    try:
+        it = Interpreter(model_content=buf, num_threads=1)
+        it.allocate_tensors()
+    except (RuntimeError, ValueError):
+        it = Interpreter(model_content=buf, num_threads=1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
     out["stage"] = "invoke"
     for d in it.get_input_details():
         if d["dtype"] in (np.bytes_, np.object_, np.str_):
