@@ -20,6 +20,17 @@ from tflight.bridge import to_tf_keras
 # -- compression --
 
 # -- distillation --
+from tflight.distillation import DistillationResult
+from tflight.distillation import Distiller
+from tflight.distillation import TeacherCache
+from tflight.distillation import distill
+from tflight.distillation import load_distiller
+from tflight.distillation_losses import DistillationLoss
+from tflight.distillation_losses import FeatureLoss
+from tflight.distillation_losses import GroundTruthLoss
+from tflight.distillation_losses import HardTargetLoss
+from tflight.distillation_losses import LossInputs
+from tflight.distillation_losses import SoftTargetLoss
 
 # -- benchmark --
 
@@ -35,5 +46,16 @@ __all__ = [
     "to_tf_keras",
     # -- compression --
     # -- distillation --
+    "Distiller",
+    "DistillationResult",
+    "TeacherCache",
+    "distill",
+    "load_distiller",
+    "DistillationLoss",
+    "SoftTargetLoss",
+    "HardTargetLoss",
+    "GroundTruthLoss",
+    "FeatureLoss",
+    "LossInputs",
     # -- benchmark --
 ]

@@ -55,6 +55,9 @@ def _register() -> None:
     cli.add_command(_cli_demo.demo)
     cli.add_command(_cli_convert.convert)
     cli.add_command(_cli_convert.inspect)
+    from tflight import _cli_distill
+
+    cli.add_command(_cli_distill.distill)
     # Further commands register here.
 
 

@@ -145,7 +145,7 @@ def _as_logits(outputs: tf.Tensor, probabilities: bool) -> tf.Tensor:
 def _has_pruning(model: Any) -> bool:
     if not is_tf_keras_model(model):
         return False
-    if not any(type(l).__name__ == "PruneLowMagnitude" for l in _all_layers(model)):
+    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in _all_layers(model)):
         return False
     return True
 
@@ -324,11 +324,10 @@ class Distiller:
             generation = _generation(student)
             if generation is None:
                 raise DistillationError(
-                    "`student` must be a Keras 3 or tf_keras model, got "
-                    f"{type(student).__name__}."
+                    f"`student` must be a Keras 3 or tf_keras model, got {type(student).__name__}."
                 )
             cls = _Keras3Distiller if generation == "keras3" else _tf_keras_distiller_class()
-        return super(Distiller, cls).__new__(cls, *args, **kwargs)
+        return super(Distiller, cls).__new__(cls, *args, **kwargs)  # noqa: UP008 - cls is rebound
 
     # The generation subclasses call this from their __init__.
     def _setup(
@@ -345,7 +344,9 @@ class Distiller:
     ) -> None:
         self._generation = _generation(student)
         self._allow_smaller_teacher = bool(allow_smaller_teacher)
-        self._distill_losses = _resolve_losses(temperature, alpha, feature_layers, feature_weight, losses)
+        self._distill_losses = _resolve_losses(
+            temperature, alpha, feature_layers, feature_weight, losses
+        )
         _check_models(teacher, student, allow_smaller_teacher=self._allow_smaller_teacher)
 
         self._teacher_generation = _generation(teacher)
@@ -373,10 +374,14 @@ class Distiller:
             t_layers = [_find_layer(teacher, t, "teacher") for t, _ in pairs]
             s_layers = [_find_layer(student, s, "student") for _, s in pairs]
             self._teacher_runner = _Hidden(
-                t_mod.Model(teacher.inputs, [teacher.outputs[0], *[l.output for l in t_layers]])
+                t_mod.Model(
+                    teacher.inputs, [teacher.outputs[0], *[layer.output for layer in t_layers]]
+                )
             )
             self._student_runner = _Hidden(
-                self._k.Model(student.inputs, [student.outputs[0], *[l.output for l in s_layers]])
+                self._k.Model(
+                    student.inputs, [student.outputs[0], *[layer.output for layer in s_layers]]
+                )
             )
             for pair, tl, sl in zip(pairs, t_layers, s_layers, strict=True):
                 t_shape = tuple(tl.output.shape)
@@ -409,7 +414,11 @@ class Distiller:
             names.append(name)
         self._loss_names = tuple(names)
         mean = self._k.metrics.Mean
-        self._distill_trackers = [mean(name="loss"), *[mean(name=n) for n in names], mean(name="accuracy")]
+        self._distill_trackers = [
+            mean(name="loss"),
+            *[mean(name=n) for n in names],
+            mean(name="accuracy"),
+        ]
 
     # ------------------------------------------------------------------ properties
 
@@ -457,18 +466,26 @@ class Distiller:
             return y.get("y"), tf.cast(y["teacher_logits"], tf.float32), dict(feats)
         logits, feats = self._run(self._teacher_runner, x, False, self._teacher_probabilities)
         logits = tf.stop_gradient(logits)
-        return y, logits, {t: tf.stop_gradient(f) for (t, _), f in zip(self._pairs, feats, strict=True)}
+        return (
+            y,
+            logits,
+            {t: tf.stop_gradient(f) for (t, _), f in zip(self._pairs, feats, strict=True)},
+        )
 
     def _compute(self, x: Any, y: Any, sample_weight: Any, training: bool):
         y, t_logits, t_feats = self._teacher_targets(x, y)
-        s_logits, s_feats = self._run(self._student_runner, x, training, self._student_probabilities)
+        s_logits, s_feats = self._run(
+            self._student_runner, x, training, self._student_probabilities
+        )
         features = {}
         for pair, s_feat in zip(self._pairs, s_feats, strict=True):
             idx = self._projection_of.value.get(pair)
             if idx is not None:
                 s_feat = self.projections[idx](s_feat)
             features[pair] = (t_feats[pair[0]], s_feat)
-        inputs = LossInputs(y=y, teacher_logits=t_logits, student_logits=s_logits, features=features)
+        inputs = LossInputs(
+            y=y, teacher_logits=t_logits, student_logits=s_logits, features=features
+        )
         scaled_total = tf.constant(0.0)
         means = []
         for loss in self._distill_losses:
@@ -522,7 +539,9 @@ class Distiller:
     def call(self, inputs: Any, training: Any = None) -> Any:
         return self.student(inputs, training=training)
 
-    def compile(self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any):
+    def compile(
+        self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any
+    ):
         """Configures the optimizer; the losses are the distiller's own.
 
         Raises:
@@ -564,7 +583,9 @@ class Distiller:
 
     # ------------------------------------------------------------------ cache
 
-    def cache_teacher(self, x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 256) -> TeacherCache:
+    def cache_teacher(
+        self, x: np.ndarray, y: np.ndarray | None = None, *, batch_size: int = 256
+    ) -> TeacherCache:
         """Runs the teacher once over `x` and keeps its outputs for training.
 
         Pass `cache.dataset(batch_size)` (or `x=cache.x, y=cache.targets()`) to
@@ -597,7 +618,9 @@ class Distiller:
 
         @tf.function(reduce_retracing=True)
         def forward(batch):
-            logits, feats = self._run(self._teacher_runner, batch, False, self._teacher_probabilities)
+            logits, feats = self._run(
+                self._teacher_runner, batch, False, self._teacher_probabilities
+            )
             return logits, feats
 
         start = time.perf_counter()
@@ -742,7 +765,8 @@ def _check_models(teacher: Any, student: Any, *, allow_smaller_teacher: bool) ->
     if t_inputs:
         t_in = tuple(t_inputs[0].shape)
         if len(t_in) != len(s_in) or any(
-            a is not None and b is not None and a != b for a, b in zip(t_in[1:], s_in[1:], strict=True)
+            a is not None and b is not None and a != b
+            for a, b in zip(t_in[1:], s_in[1:], strict=True)
         ):
             raise DistillationError(
                 f"Teacher input shape {t_in} and student input shape {s_in} differ; both models "
@@ -805,13 +829,21 @@ class _Keras3Distiller(Distiller, keras.Model):
     def _apply(self, grads, weights) -> None:
         self.optimizer.apply(grads, weights)
 
-    def compile(self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any):
+    def compile(
+        self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any
+    ):
         kwargs.setdefault("jit_compile", False)
         return Distiller.compile(self, optimizer, loss, metrics, **kwargs)
 
     @property
     def trainable_weights(self) -> list[Any]:
-        return self._trained_weights() if hasattr(self, "projections") else super().trainable_weights
+        return (
+            self._trained_weights() if hasattr(self, "projections") else super().trainable_weights
+        )
+
+    @property
+    def trainable_variables(self) -> list[Any]:
+        return self.trainable_weights
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None):
@@ -933,13 +965,13 @@ def load_model(path: str | os.PathLike[str]) -> Any:
         file cannot be read as a model.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DistillationError(f"Model file {path!r} does not exist.")
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".keras", ".h5"):
         raise DistillationError(
             f"Model file {path!r} must end in .keras or .h5, got {ext or 'no extension'!r}."
         )
+    if not os.path.isfile(path):
+        raise DistillationError(f"Model file {path!r} does not exist.")
     generation = _keras_file_generation(path) if ext == ".keras" else "tf_keras"
     try:
         if generation == "keras3":

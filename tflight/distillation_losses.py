@@ -231,8 +231,14 @@ class GroundTruthLoss(DistillationLoss):
             )
         logits = tf.cast(inputs.student_logits, tf.float32)
         y = inputs.y
-        if y.shape.rank == logits.shape.rank and y.shape[-1] == logits.shape[-1] and y.shape[-1] != 1:
-            return tf.nn.softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.float32), logits=logits)
+        if (
+            y.shape.rank == logits.shape.rank
+            and y.shape[-1] == logits.shape[-1]
+            and y.shape[-1] != 1
+        ):
+            return tf.nn.softmax_cross_entropy_with_logits(
+                labels=tf.cast(y, tf.float32), logits=logits
+            )
         y = tf.reshape(tf.cast(y, tf.int64), [-1])
         return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
 

@@ -1,0 +1,139 @@
+"""`tflight distill` through click's CliRunner: real models and files, exit codes, messages."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tflight._keras import keras, tf_keras, tfmot
+from tflight.cli import cli
+from tflight.distillation import load_model
+
+
+def _student(k):
+    k.utils.set_random_seed(1)
+    return k.Sequential(
+        [
+            k.Input((8, 8, 1)),
+            k.layers.Conv2D(2, 3, padding="same", activation="relu", name="conv"),
+            k.layers.MaxPooling2D(2, name="pool"),
+            k.layers.Flatten(name="flatten"),
+            k.layers.Dense(10, name="logits"),
+        ],
+        name="student",
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, keras3_cnn, digits):
+    root = tmp_path_factory.mktemp("distill_cli")
+    paths = {
+        "teacher": root / "teacher.keras",
+        "student": root / "student.keras",
+        "data": root / "data.npz",
+        "x_only": root / "x_only.npz",
+        "no_x": root / "no_x.npz",
+        "bad_shape": root / "bad_shape.npz",
+        "bad_y": root / "bad_y.npz",
+    }
+    keras3_cnn.save(paths["teacher"])
+    _student(keras).save(paths["student"])
+    x, y = digits.x_train[:192], digits.y_train[:192]
+    np.savez(paths["data"], x=x, y=y)
+    np.savez(paths["x_only"], x=x)
+    np.savez(paths["no_x"], inputs=x, y=y)
+    np.savez(paths["bad_shape"], x=x.reshape(192, 64), y=y)
+    np.savez(paths["bad_y"], x=x, y=y[:10])
+    return {k: str(v) for k, v in paths.items()}
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, ["distill", *args], catch_exceptions=False)
+
+
+def test_distill_writes_student_with_progress(files, tmp_path, digits):
+    out = tmp_path / "distilled.keras"
+    result = _run(
+        "--teacher", files["teacher"], "--student", files["student"], "--data", files["data"],
+        "-o", str(out), "--epochs", "2", "--batch-size", "64", "--temperature", "3",
+        "--alpha", "0.2", "--feature-layer", "conv:conv",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/2: " in result.output and "epoch 2/2: " in result.output
+    assert "soft=" in result.output and "feature=" in result.output
+    assert f"Wrote {out}" in result.output
+    assert sorted(os.listdir(tmp_path)) == ["distilled.keras"]  # no temp files left behind
+    trained = load_model(out)
+    original = load_model(files["student"])
+    assert trained.count_params() == original.count_params()
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(trained.get_weights(), original.get_weights(), strict=True)
+    )
+
+
+def test_unlabelled_data_with_alpha_zero(files, tmp_path):
+    out = tmp_path / "s.keras"
+    result = _run(
+        "--teacher", files["teacher"], "--student", files["student"], "--data", files["x_only"],
+        "-o", str(out), "--epochs", "1", "--alpha", "0", "--no-cache",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--data": "no_x"}, "has no array `x`"),
+        ({"--data": "x_only"}, "has no array `y`"),
+        ({"--data": "bad_shape"}, "the student takes"),
+        ({"--data": "bad_y"}, "`y` in"),
+        ({"--data": "/nonexistent/d.npz"}, "does not exist"),
+        ({"--teacher": "/nonexistent/t.keras"}, "does not exist"),
+        ({"--teacher": "student", "--student": "teacher"}, "swapped"),
+        ({"--temperature": "0"}, "temperature"),
+        ({"--alpha": "1.5"}, "alpha"),
+        ({"--feature-layer": "conv:nope"}, "no layer named 'nope'"),
+        ({"--feature-layer": "conv"}, "TEACHER_LAYER:STUDENT_LAYER"),
+        ({"-o": "out.onnx"}, ".keras or .h5"),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(files, tmp_path, change, message):
+    args = {
+        "--teacher": files["teacher"],
+        "--student": files["student"],
+        "--data": files["data"],
+        "-o": str(tmp_path / "out.keras"),
+        "--epochs": "1",
+    }
+    for key, value in change.items():
+        args[key] = files.get(value, value)
+    if not os.path.isabs(args["-o"]):
+        args["-o"] = str(tmp_path / args["-o"])
+    result = _run(*[part for pair in args.items() for part in pair])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out.keras").exists()
+
+
+@pytest.mark.slow
+def test_pruned_tf_keras_student_from_h5(files, tmp_path, digits):
+    mot = tfmot()
+    schedule = mot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=1)
+    pruned = mot.sparsity.keras.prune_low_magnitude(_student(tf_keras()), schedule)
+    src = tmp_path / "pruned.h5"
+    pruned.save(src)
+    out = tmp_path / "pruned_distilled.h5"
+    result = _run(
+        "--teacher", files["teacher"], "--student", str(src), "--data", files["data"],
+        "-o", str(out), "--epochs", "2", "--batch-size", "32",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    trained = mot.sparsity.keras.strip_pruning(load_model(out))
+    kernel = trained.get_layer("logits").kernel.numpy()
+    assert (kernel == 0).mean() == pytest.approx(0.5, abs=0.01)
