@@ -369,6 +369,11 @@ def _init_params(cls: type) -> tuple[set[str], bool, dict[str, Any]]:
 
 
 def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, str) and "class_name" in a:
+        # A serialized default object, e.g. {"class_name": "GlorotUniform"} vs
+        # "glorot_uniform"; only when it carries no options of its own.
+        camel = "".join(part.capitalize() for part in b.split("_"))
+        return a["class_name"] == camel and not any((a.get("config") or {}).values())
     try:
         return bool(np.all(np.asarray(a == b)))
     except Exception:  # noqa: BLE001 - incomparable values are different
@@ -932,6 +937,10 @@ class _Builder:
                         f"'{dst.name}'."
                     )
             dst.set_weights(values)
+            if getattr(dst, "built", False) and hasattr(dst, "finalize_state"):
+                # Preprocessing layers (Normalization) cache tensors derived
+                # from their state; refresh them from the copied weights.
+                dst.finalize_state()
 
 
 def _tfk_activation_to_k3(value: Any) -> Any:
