@@ -1,0 +1,128 @@
+"""`tflight convert` and `tflight inspect` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tflight.cli import cli
+
+
+@pytest.fixture(scope="module")
+def model_file(keras3_cnn, tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "cnn.keras"
+    keras3_cnn.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib_file(calib, tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    np.savez(path, calib)
+    return path
+
+
+def _run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+def _assert_user_error(result, match):
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert lines[-1].startswith("Error: ")
+    assert match in lines[-1]
+
+
+def test_convert_several_modes_table(model_file, calib_file, tmp_path):
+    out = tmp_path / "out"
+    result = _run("convert", model_file, "-o", out, "--mode", "fp32,fp16,int8", "-c", calib_file)
+    assert result.exit_code == 0, result.output
+    for mode in ("fp32", "fp16", "int8"):
+        assert (out / f"cnn_{mode}.tflite").read_bytes()[4:8] == b"TFL3"
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["mode", "size", "gzip", "vs"]
+    int8_row = next(ln for ln in lines if ln.startswith("int8"))
+    assert "ok (SNR" in int8_row and "x " in int8_row
+
+
+def test_convert_json_and_name_stem(model_file, calib_file, tmp_path):
+    stem = tmp_path / "model.tflite"
+    result = _run(
+        "convert", model_file, "-o", stem, "-m", "fp32", "-m", "int8", "-c", calib_file, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    rows = {r["mode"]: r for r in payload["results"]}
+    assert set(rows) == {"fp32", "int8"}
+    assert rows["fp32"]["ratio_vs_fp32"] == 1.0 and rows["int8"]["ratio_vs_fp32"] > 1.0
+    assert rows["int8"]["validation"]["passed"]
+    assert (tmp_path / "model_fp32.tflite").exists() and (tmp_path / "model_int8.tflite").exists()
+
+
+def test_convert_single_file_and_inspect(model_file, tmp_path):
+    out = tmp_path / "one.tflite"
+    result = _run("convert", model_file, "-o", out, "--target", "gpu")
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+    text = _run("inspect", out)
+    assert text.exit_code == 0, text.output
+    assert "CONV_2D" in text.output and "GPU delegate: compatible" in text.output
+    data = json.loads(_run("inspect", out, "--json").output)
+    assert data["inputs"][0]["shape_signature"] == [-1, 8, 8, 1]
+    assert data["weights_bytes"] + data["graph_bytes"] == data["size"]
+
+
+def test_convert_user_errors(model_file, calib, tmp_path):
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    wrong_shape = tmp_path / "wrong_shape.npy"
+    np.save(wrong_shape, np.zeros((8, 9, 9, 1), np.float32))
+    wrong_dtype = tmp_path / "wrong_dtype.npy"
+    np.save(wrong_dtype, (calib * 255).astype(np.uint8))
+    out = tmp_path / "out.tflite"
+    cases = [
+        (("convert", tmp_path / "missing.keras", "-o", out), "No such file"),
+        (("convert", text, "-o", out), "not a Keras model archive"),
+        (("convert", model_file, "-o", out, "-m", "int8", "-c", wrong_shape), "got 9, expected 8"),
+        (("convert", model_file, "-o", out, "-m", "int8", "-c", wrong_dtype), "dtype uint8"),
+        (("convert", model_file, "-o", out, "-m", "int8"), "--calibration FILE"),
+        (("convert", model_file, "-o", out, "-m", "int8", "-c", tmp_path / "nope.npz"), "no such file"),
+        (("convert", model_file, "-o", out, "-m", "fp16", "-t", "edgetpu"), "only full-integer"),
+    ]
+    for args, match in cases:
+        _assert_user_error(_run(*args), match)
+        assert not out.exists()
+    assert list(tmp_path.glob("*.tflite")) == []
+
+
+def test_bad_mode_word(model_file, tmp_path):
+    result = _run("convert", model_file, "-o", tmp_path / "x.tflite", "-m", "int4")
+    assert result.exit_code == 2
+    assert "'int4' is not a mode" in result.output
+
+
+def test_inspect_user_errors(model_file, tmp_path):
+    good = tmp_path / "good.tflite"
+    assert _run("convert", model_file, "-o", good).exit_code == 0
+    content = good.read_bytes()
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(content[: len(content) // 3])
+    empty = tmp_path / "empty.tflite"
+    empty.write_bytes(b"")
+    text = tmp_path / "readme.txt"
+    text.write_text("hello, this is text and not a flatbuffer at all\n")
+    cases = [
+        (tmp_path / "missing.tflite", "No such file"),
+        (truncated, "truncated or corrupt"),
+        (empty, "is empty"),
+        (text, "TFL3 file identifier"),
+        (model_file, "TFL3 file identifier"),
+    ]
+    for path, match in cases:
+        _assert_user_error(_run("inspect", path), match)
