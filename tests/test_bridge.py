@@ -122,7 +122,9 @@ def test_forward_rebuild_is_tf_keras_and_agrees(bridged):
     assert report is not None and report.passed
     assert report.max_abs_diff <= 1e-5
     # Independent check on other inputs than the bridge's own.
-    for p, q in zip(_outputs(source, _inputs(source, 7)), _outputs(forward, _inputs(source, 7))):
+    for p, q in zip(
+        _outputs(source, _inputs(source, 7)), _outputs(forward, _inputs(source, 7)), strict=True
+    ):
         np.testing.assert_allclose(p, q, atol=1e-5, rtol=0)
 
 
@@ -131,7 +133,7 @@ def test_weights_are_copied_exactly(bridged):
     src = [w for w in source.get_weights()]
     dst = [w for w in forward.get_weights()]
     assert len(src) == len(dst)
-    for a, b in zip(src, dst):
+    for a, b in zip(src, dst, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -139,7 +141,7 @@ def test_round_trip_is_exact(bridged):
     source, _, back = bridged
     assert is_keras3_model(back)
     x = _inputs(source, 3)
-    for p, q in zip(_outputs(source, x), _outputs(back, x)):
+    for p, q in zip(_outputs(source, x), _outputs(back, x), strict=True):
         np.testing.assert_array_equal(p, q)
     # Same layer classes, names and weights layout.
     assert [(type(a).__name__, a.name) for a in _leaf_layers(source)] == [
@@ -156,7 +158,7 @@ def test_source_model_is_not_modified():
     nodes = [len(layer._inbound_nodes) for layer in source.operations]
     tflight.to_tf_keras(source)
     assert json.dumps(source.get_config(), sort_keys=True, default=str) == config
-    for a, b in zip(weights, source.get_weights()):
+    for a, b in zip(weights, source.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert [len(layer._inbound_nodes) for layer in source.operations] == nodes
 

@@ -341,7 +341,8 @@ def _legacy_object(value: dict[str, Any]) -> dict[str, Any]:
     return {"class_name": value.get("registered_name") or value["class_name"], "config": config}
 
 
-def _init_params(cls: type) -> tuple[set[str], bool, dict[str, Any]]:
+@functools.cache
+def _init_params(cls: type) -> tuple[frozenset[str], bool, dict[str, Any]]:
     """Named parameters of `cls.__init__`, whether it takes **kwargs, and defaults."""
     names: set[str] = set()
     defaults: dict[str, Any] = {}
@@ -365,7 +366,7 @@ def _init_params(cls: type) -> tuple[set[str], bool, dict[str, Any]]:
         if not has_var_kw:
             break
         var_kw = True
-    return names, var_kw, defaults
+    return frozenset(names), var_kw, defaults
 
 
 def _same(a: Any, b: Any) -> bool:
