@@ -51,6 +51,21 @@ def _memory_kib() -> dict:
     return out
 
 
+def _litert_ranges() -> list:
+    """Executable address ranges of LiteRT's libraries in this process."""
+    ranges = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and "x" in parts[1] and "ai_edge_litert" in parts[5]:
+                    lo, hi = parts[0].split("-")
+                    ranges.append([int(lo, 16), int(hi, 16), parts[5]])
+    except OSError:
+        pass
+    return ranges
+
+
 def _reset_peak() -> bool:
     """Resets the kernel's peak-RSS counter so later peaks are the model's own."""
     try:
@@ -369,7 +384,9 @@ def _run(req: dict) -> dict:
             for d in details
         ],
         "outputs": [
-            {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
+            {"name": d["name"], "shape": [int(s) for s in d["shape"]],
+             "dtype": str(np.dtype(d["dtype"])),
+             "scale": float(d.get("quantization", (0.0, 0))[0])}
             for d in runner.outputs
         ],
         "fully_accelerated": fully,
@@ -381,6 +398,12 @@ def _run(req: dict) -> dict:
         "setup_s": t0 - t_import,
     }
 
+    if req.get("report_ranges"):
+        result["litert_ranges"] = _litert_ranges()
+    if req.get("inputs_save"):
+        tmp = req["inputs_save"] + ".part.npz"
+        np.savez(tmp, **{f"x{i}": a for i, a in enumerate(timing_inputs)})
+        os.replace(tmp, req["inputs_save"])
     if req.get("extra_invokes"):
         for _ in range(int(req["extra_invokes"])):
             runner.invoke()
