@@ -112,17 +112,17 @@ class Cluster:
     provides = frozenset({"clusters"})
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_clusters, int) or isinstance(self.n_clusters, bool) or (
-            self.n_clusters < 2
+        if (
+            not isinstance(self.n_clusters, int)
+            or isinstance(self.n_clusters, bool)
+            or (self.n_clusters < 2)
         ):
             raise CompressionError(f"`n_clusters` must be an int >= 2, got {self.n_clusters!r}.")
         try:
             object.__setattr__(self, "init", CentroidInit(self.init))
         except ValueError:
             words = ", ".join(repr(c.value) for c in CentroidInit)
-            raise CompressionError(
-                f"`init` must be one of {words}, got {self.init!r}."
-            ) from None
+            raise CompressionError(f"`init` must be one of {words}, got {self.init!r}.") from None
         if self.unsupported not in ("raise", "skip"):
             raise CompressionError(
                 f"`unsupported` must be 'raise' or 'skip', got {self.unsupported!r}."
@@ -146,8 +146,9 @@ class Cluster:
             for layer in base.layers
             if layer.trainable_weights and _layer_matches(layer, self.select)
         ]
-        reasons = {layer.name: _clusterable(layer, self.n_clusters, self.per_channel)
-                   for layer in chosen}
+        reasons = {
+            layer.name: _clusterable(layer, self.n_clusters, self.per_channel) for layer in chosen
+        }
         bad = {name: why for name, why in reasons.items() if why}
         if bad and self.unsupported == "raise":
             listed = "; ".join(f"{name!r}: {why}" for name, why in bad.items())
@@ -256,7 +257,9 @@ def strip_clustering(model: Any) -> Any:
       CompressionError: `model` has no clustering wrappers.
     """
     wrapper = _wrapper_class()
-    if not is_tf_keras_model(model) or not any(isinstance(layer, wrapper) for layer in model.layers):
+    if not is_tf_keras_model(model) or not any(
+        isinstance(layer, wrapper) for layer in model.layers
+    ):
         raise CompressionError(
             f"strip_clustering expects a model returned by tflight.cluster, got "
             f"{type(model).__qualname__} {getattr(model, 'name', '')!r} without clustering wrappers."

@@ -47,9 +47,7 @@ __all__ = [
     "selected_layers",
 ]
 
-Selector = (
-    type | tuple[type, ...] | str | Sequence[str] | Callable[[Any], bool] | None
-)
+Selector = type | tuple[type, ...] | str | Sequence[str] | Callable[[Any], bool] | None
 """Which layers a technique touches.
 
 * a layer class or a tuple of classes: every layer that is an *instance* of
@@ -135,7 +133,9 @@ def _compile(model: Any, compile: dict[str, Any] | None) -> None:
     try:
         model.compile(**kwargs)
     except (TypeError, ValueError) as e:
-        raise CompressionError(f"Could not compile the compressed model with {compile!r}: {e}") from e
+        raise CompressionError(
+            f"Could not compile the compressed model with {compile!r}: {e}"
+        ) from e
 
 
 def _translate(key: str, value: Any) -> Any:
@@ -212,6 +212,10 @@ def _check_names_exist(model: Any, select: Selector, *, arg: str) -> None:
     if select is None or callable(select) or isinstance(select, type | tuple):
         return
     known = {layer.name for layer in model.layers}
+    # Wrapped layers answer to the name of the layer they wrap, too.
+    known |= {
+        layer.layer.name for layer in model.layers if hasattr(getattr(layer, "layer", None), "name")
+    }
     missing = [n for n in names if n not in known]
     if missing:
         raise CompressionError(
@@ -378,8 +382,21 @@ def freeze(model: Any, *, train: Selector) -> list[str]:
     _check_names_exist(model, train, arg="train")
     kept = []
     for layer in model.layers:
-        chosen = _layer_matches(layer, train) or _layer_matches(_unwrap(layer), train)
+        inner = _unwrap(layer)
+        chosen = _layer_matches(layer, train) or _layer_matches(inner, train)
         layer.trainable = chosen
+        # TF-MOT wrappers report their inner layer's weights whatever their own flag.
+        inner.trainable = chosen
+        if not chosen and layer is not inner and getattr(layer, "_trainable_weights", None):
+            # QuantizeWrapperV2 also lists the inner kernel among its own trainable
+            # weights and ignores `trainable`: move them where Keras will not train them.
+            # (object.__setattr__: Keras' own __setattr__ would track the variables
+            # back into the trainable list.)
+            moved = list(layer._trainable_weights)
+            object.__setattr__(layer, "_trainable_weights", [])
+            object.__setattr__(
+                layer, "_non_trainable_weights", list(layer._non_trainable_weights) + moved
+            )
         if chosen and layer.trainable_weights:
             kept.append(layer.name)
     if not kept:
@@ -516,7 +533,7 @@ class Pipeline:
             wrapped = technique.apply(current, preserve=preserve, compile=None)
             if train is not None:
                 freeze(wrapped, train=train)
-            _compile(wrapped, compile)
+            _compile(wrapped, _fresh_optimizer(compile))
             history = fit(
                 wrapped, x, y, epochs=n_epochs, callbacks=list(user_callbacks), **fit_kwargs
             )
@@ -534,6 +551,15 @@ class Pipeline:
                 )
             )
         return PipelineResult(model=current, stages=tuple(stages))
+
+
+def _fresh_optimizer(compile: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer object is bound to one model's variables: rebuild it per stage."""
+    optimizer = compile.get("optimizer")
+    if optimizer is None or isinstance(optimizer, str):
+        return compile
+    optimizer = _translate("optimizer", optimizer)
+    return {**compile, "optimizer": type(optimizer).from_config(optimizer.get_config())}
 
 
 def _zeros_by_layer(model: Any) -> dict[str, float]:

@@ -92,8 +92,7 @@ class ConstantSparsity:
             raise CompressionError(f"`frequency` must be >= 1, got {self.frequency}.")
         if 0 <= self.end_step < self.begin_step:
             raise CompressionError(
-                f"`end_step` ({self.end_step}) must be >= `begin_step` ({self.begin_step}) "
-                "or -1."
+                f"`end_step` ({self.end_step}) must be >= `begin_step` ({self.begin_step}) or -1."
             )
 
     @property
@@ -328,9 +327,13 @@ class Prune:
             if layer.name not in targets:
                 return layer
             names = _prunable_weight_names(layer)
-            if names is not None and not (
-                isinstance(layer, mot.PrunableLayer) or hasattr(layer, "get_prunable_weights")
-            ) and type(layer) not in _registry_table():
+            if (
+                names is not None
+                and not (
+                    isinstance(layer, mot.PrunableLayer) or hasattr(layer, "get_prunable_weights")
+                )
+                and type(layer) not in _registry_table()
+            ):
                 # A subclass of a supported layer: tell TF-MOT which weights to prune.
                 layer.get_prunable_weights = lambda layer=layer, names=names: [
                     getattr(layer, n) for n in names
@@ -499,13 +502,23 @@ def sparsity_report(model: Any) -> SparsityReport:
                 values = weight.numpy() * mask.numpy()
                 rows.append(_row(layer.layer.name, weight, values, _wrapper_target(layer)))
             continue
-        inner = getattr(layer, "layer", layer)  # look through QAT/clustering wrappers
-        kernel = getattr(inner, "kernel", None)
-        if kernel is None:
-            kernel = getattr(inner, "depthwise_kernel", None)
-        if kernel is not None and hasattr(kernel, "shape"):
-            rows.append(_row(inner.name, kernel, np.asarray(kernel), None))
+        kernel = _kernel_variable(layer)
+        if kernel is not None:
+            inner = getattr(layer, "layer", layer)  # named after the wrapped layer
+            rows.append(_row(inner.name, kernel, kernel.numpy(), None))
     return SparsityReport(tuple(rows))
+
+
+def _kernel_variable(layer: Any) -> Any:
+    """The (depthwise) kernel variable of a layer or of the layer a wrapper holds.
+
+    QAT wrappers replace the inner layer's `kernel` attribute with a fake-quant
+    tensor, so look the variable up among the weights instead.
+    """
+    for weight in layer.weights:
+        if weight.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel"):
+            return weight
+    return None
 
 
 def _is_pruning_wrapper(layer: Any) -> bool:

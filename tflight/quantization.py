@@ -109,10 +109,15 @@ class QAT:
         if self.keep_float is not None:
             _check_names_exist(base, self.keep_float, arg="keep_float")
         registry = _registry()
-        keep = {layer.name for layer in base.layers if self.keep_float is not None
-                and _layer_matches(layer, self.keep_float)}
+        keep = {
+            layer.name
+            for layer in base.layers
+            if self.keep_float is not None and _layer_matches(layer, self.keep_float)
+        }
         bad = [
-            layer for layer in base.layers if layer.name not in keep and not registry.supports(layer)
+            layer
+            for layer in base.layers
+            if layer.name not in keep and not registry.supports(layer)
         ]
         if bad and self.unsupported == "raise":
             listed = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in bad)
@@ -173,6 +178,12 @@ def quantize(
 
     TF-MOT drops the optimizer when wrapping, so the result is compiled only
     if `compile` is given. QAT needs no callback.
+
+    Convert a whole-model QAT model in `"int8"` mode. With `keep_float`,
+    convert in `"dynamic"` mode: the QAT layers become int8 from their learned
+    ranges and the kept layers stay float; `"int8"` would quantize the kept
+    layers post-training, which the QAT model never saw (`check_agreement`
+    reports the gap).
 
     Args:
       model: a Keras 3 (bridged to tf_keras) or tf_keras Sequential/Functional
@@ -248,9 +259,7 @@ class AgreementReport:
         """Prints the agreement and, if known, both accuracies."""
         line = f"top-1 agreement Keras vs TFLite: {self.agreement:.2%} on {self.samples} samples"
         if self.keras_accuracy is not None and self.tflite_accuracy is not None:
-            line += (
-                f"; accuracy Keras {self.keras_accuracy:.2%}, TFLite {self.tflite_accuracy:.2%}"
-            )
+            line += f"; accuracy Keras {self.keras_accuracy:.2%}, TFLite {self.tflite_accuracy:.2%}"
         print_fn(line)
 
 

@@ -1,0 +1,500 @@
+"""The compression API, table-driven: apply -> fit -> strip -> convert -> LiteRT -> compare.
+
+Every technique and combination in `TECHNIQUES` goes through the same
+properties on the tiny digits CNN (real TensorFlow, TF-MOT and LiteRT), then the
+error paths: unsupported layers, bad arguments, missing callbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+converters = pytest.importorskip("converters")
+
+import tflight  # noqa: E402
+from tflight._keras import tf_keras  # noqa: E402
+from tflight.errors import (  # noqa: E402
+    CompressionError,
+    MissingCallbackError,
+    UnsupportedLayerError,
+)
+
+N_TRAIN = 320  # 5 steps of 64 per epoch: short on purpose (the frequency=100 trap)
+
+
+def _compile_kwargs():
+    k = tf_keras()
+    return {
+        "optimizer": k.optimizers.Adam(1e-3),
+        "loss": k.losses.SparseCategoricalCrossentropy(from_logits=True),
+        "metrics": ["accuracy"],
+    }
+
+
+def _dense():
+    return tf_keras().layers.Dense
+
+
+def _conv():
+    return tf_keras().layers.Conv2D
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    make: object  # () -> list of techniques (built lazily: classes come from tf_keras)
+    mode: str
+    sparsity: float = 0.0  # minimum overall sparsity of the pruned kernels after strip
+    clusters: int | None = None  # maximum distinct values per clustered kernel
+    epochs: int = 1
+
+
+TECHNIQUES = [
+    Case("prune_constant", lambda: [tflight.Prune(sparsity=0.5)], "fp32", sparsity=0.5),
+    Case(
+        "prune_polynomial",
+        lambda: [tflight.Prune(sparsity=tflight.PolynomialDecay(0.6, end_step=4))],
+        "fp32",
+        sparsity=0.6,
+    ),
+    Case("prune_2_4", lambda: [tflight.Prune(m_by_n=(2, 4), select=_dense())], "fp32", 0.5),
+    Case(
+        "prune_block",
+        lambda: [tflight.Prune(sparsity=0.5, block_size=(1, 4), select=_dense())],
+        "fp32",
+        sparsity=0.5,
+    ),
+    Case("prune_int8", lambda: [tflight.Prune(sparsity=0.5)], "int8", sparsity=0.5),
+    Case("qat", lambda: [tflight.QAT()], "int8", epochs=2),
+    # Kept-float layers stay float only in a "dynamic" conversion (see the test below).
+    Case("qat_selective", lambda: [tflight.QAT(keep_float=["logits"])], "dynamic", epochs=2),
+    Case("cluster", lambda: [tflight.Cluster(n_clusters=8)], "fp32", clusters=8),
+    Case(
+        "cluster_per_channel",
+        lambda: [tflight.Cluster(n_clusters=4, init="linear", per_channel=True, select=_conv())],
+        "fp32",
+    ),
+    Case("pqat", lambda: [tflight.Prune(sparsity=0.5), tflight.QAT()], "int8", 0.5, epochs=2),
+    Case(
+        "cqat", lambda: [tflight.Cluster(n_clusters=8), tflight.QAT()], "int8", clusters=8, epochs=2
+    ),
+    Case(
+        "pcqat",
+        lambda: [tflight.Prune(sparsity=0.5), tflight.Cluster(n_clusters=8), tflight.QAT()],
+        "int8",
+        sparsity=0.5,
+        clusters=8,
+        epochs=2,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    return digits.x_train[:N_TRAIN], digits.y_train[:N_TRAIN]
+
+
+def _weights_equal(a, b):
+    wa, wb = a.get_weights(), b.get_weights()
+    return len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
+
+
+def _kernels(model):
+    """name -> kernel array, looking through QAT wrappers."""
+    out = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        for weight in layer.weights:
+            if weight.name.split("/")[-1] == "kernel:0":
+                out[inner.name] = weight.numpy()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", TECHNIQUES, ids=[c.name for c in TECHNIQUES])
+def test_technique_end_to_end(case, tf_keras_cnn, data, digits, calib):
+    before = [w.copy() for w in tf_keras_cnn.get_weights()]
+    x, y = data
+    techniques = case.make()
+    result = tflight.Pipeline(techniques).fit(
+        tf_keras_cnn, x, y, compile=_compile_kwargs(), epochs=case.epochs, batch_size=64
+    )
+    model = result.model
+    assert len(result.stages) == len(techniques)
+
+    # The user's model is untouched.
+    assert all(
+        np.array_equal(a, b) for a, b in zip(before, tf_keras_cnn.get_weights(), strict=True)
+    )
+
+    # strip(apply(m)) keeps the layer types and the weights layout.
+    if not isinstance(techniques[-1], tflight.QAT):
+        assert [type(layer) for layer in model.layers] == [
+            type(layer) for layer in tf_keras_cnn.layers
+        ]
+        assert [w.shape for w in model.get_weights()] == [w.shape for w in before]
+
+    kernels = _kernels(model)
+    if case.sparsity:
+        report = tflight.sparsity_report(model)
+        pruned = [r for r in report.layers if r.sparsity > 0]
+        assert pruned, report
+        assert min(r.sparsity for r in pruned) >= case.sparsity - 0.02, report
+    if case.name == "prune_2_4":
+        groups = kernels["logits"].T.reshape(-1, 4)  # 4 consecutive input channels
+        assert ((groups == 0).sum(axis=1) >= 2).all()
+    if case.name == "prune_block":
+        # (1, 4) blocks along the 10 outputs: the first 8 columns form two whole blocks,
+        # each all-zero or all-kept.
+        zero = kernels["logits"][:, :8].reshape(128, 2, 4) == 0
+        assert (zero.all(axis=-1) | ~zero.any(axis=-1)).all()
+    if case.clusters:
+        for name, kernel in kernels.items():
+            assert np.unique(kernel).size <= case.clusters, name
+    if case.name == "cluster_per_channel":
+        conv = kernels["conv"]
+        for c in range(conv.shape[-1]):
+            assert np.unique(conv[..., c]).size <= 4
+
+    # Convert, run in LiteRT, compare with Keras.
+    conversion = converters.convert(model, case.mode, representative_data=calib, validate=False)
+    runner = converters.TFLiteModel(conversion.flatbuffer)
+    lite = runner.predict(digits.x_test)
+    keras_out = model.predict(digits.x_test, verbose=0)
+    assert lite.shape == keras_out.shape
+    report = tflight.check_agreement(
+        model, runner, digits.x_test, y=digits.y_test, min_agreement=0.95
+    )
+    assert report.samples == len(digits.x_test)
+    if case.mode == "fp32":
+        np.testing.assert_allclose(lite, keras_out, atol=1e-3)
+    # Five steps of fine-tuning a weak fixture: still well above chance (10 %).
+    # Accuracy targets are measured in benchmarks/compression.py.
+    assert report.tflite_accuracy > 0.2, report
+
+
+@pytest.mark.slow
+def test_keras3_model_through_the_bridge(keras3_cnn, data, digits, calib):
+    import keras
+
+    before = [w.copy() for w in keras3_cnn.get_weights()]
+    x, y = data
+    compile_kwargs = {
+        "optimizer": "adam",
+        "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),  # translated
+    }
+    out = tflight.Pipeline([tflight.Prune(sparsity=0.5), tflight.QAT()]).fit(
+        keras3_cnn, x, y, compile=compile_kwargs, epochs=2, batch_size=64
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(before, keras3_cnn.get_weights(), strict=True))
+    result = converters.convert(out.model, "int8", representative_data=calib, validate=False)
+    report = tflight.check_agreement(out.model, result, digits.x_test, y=digits.y_test)
+    assert report.agreement >= 0.99
+    assert tflight.sparsity_report(out.model).overall >= 0.48
+
+
+@pytest.mark.slow
+def test_sparse_storage_and_gzip(tf_keras_cnn, data, digits, calib):
+    x, y = data
+    pruned = tflight.prune(tf_keras_cnn, sparsity=0.8, compile=_compile_kwargs())
+    tflight.fit(pruned, x, y, epochs=1, batch_size=64, verbose=0)
+    stripped = tflight.strip_pruning(pruned)
+    assert tflight.sparsity_report(stripped).overall >= 0.78
+    dense = converters.convert(tf_keras_cnn, "fp32", validate=False)
+    sparse = converters.convert(stripped, "fp32", sparse=True, validate=False)
+    assert sparse.gzip_size < dense.gzip_size
+    lite = converters.TFLiteModel(sparse.flatbuffer).predict(digits.x_test)
+    np.testing.assert_allclose(lite, stripped.predict(digits.x_test, verbose=0), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------
+# Callbacks: no hidden coupling.
+
+
+def test_fit_without_pruning_callback_fails_at_start(tf_keras_cnn, data):
+    x, y = data
+    pruned = tflight.prune(tf_keras_cnn, sparsity=0.5, compile=_compile_kwargs())
+    before = [w.copy() for w in pruned.get_weights()]
+    with pytest.raises(MissingCallbackError, match=r"tflight\.callbacks\(model\)"):
+        pruned.fit(x, y, epochs=1, verbose=0)
+    with pytest.raises(MissingCallbackError, match="UpdatePruningStep"):
+        pruned.fit(x, y, epochs=1, verbose=0, callbacks=[tf_keras().callbacks.History()])
+    assert _weights_equal_list(before, pruned.get_weights())  # no step ran
+    pruned.fit(x, y, epochs=1, batch_size=64, verbose=0, callbacks=tflight.callbacks(pruned))
+    assert tflight.sparsity_report(pruned).overall >= 0.48
+
+
+def _weights_equal_list(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_callbacks_lists_what_each_model_needs(tf_keras_cnn):
+    pruned = tflight.prune(tf_keras_cnn, sparsity=0.5)
+    assert [type(c).__name__ for c in tflight.callbacks(pruned)] == ["UpdatePruningStep"]
+    assert tflight.callbacks(tflight.quantize(tf_keras_cnn)) == []
+    assert tflight.callbacks(tflight.cluster(tf_keras_cnn, n_clusters=8)) == []
+    assert tflight.callbacks(tf_keras_cnn) == []
+
+
+def test_fit_helper_refuses_an_uncompiled_model(tf_keras_cnn, data):
+    pruned = tflight.prune(tf_keras_cnn, sparsity=0.5)  # TF-MOT dropped the optimizer
+    with pytest.raises(CompressionError, match="not compiled"):
+        tflight.fit(pruned, *data, epochs=1)
+
+
+def test_strip_checks_achieved_sparsity(tf_keras_cnn, data):
+    x, y = data
+    pruned = tflight.prune(
+        tf_keras_cnn,
+        sparsity=tflight.PolynomialDecay(0.8, end_step=50),  # 5 steps are not enough
+        compile=_compile_kwargs(),
+    )
+    tflight.fit(pruned, x, y, epochs=1, batch_size=64, verbose=0)
+    with pytest.raises(CompressionError, match=r"did not reach its target.*end_step"):
+        tflight.strip_pruning(pruned)
+    assert tflight.strip_pruning(pruned, check=False) is not None
+
+
+# ----------------------------------------------------------------------------
+# Parameter-efficient fine-tuning.
+
+
+def test_freeze_trains_only_chosen_layers(tf_keras_cnn, data):
+    x, y = data
+    qat = tflight.quantize(tf_keras_cnn)
+    kept = tflight.freeze(qat, train=["logits"])
+    assert kept == ["quant_logits"]
+    qat.compile(**_compile_kwargs())
+    conv_before = _kernels(qat)["conv"].copy()
+    logits_before = _kernels(qat)["logits"].copy()
+    tflight.fit(qat, x, y, epochs=1, batch_size=64, verbose=0)
+    assert np.array_equal(_kernels(qat)["conv"], conv_before)
+    assert not np.array_equal(_kernels(qat)["logits"], logits_before)
+
+
+def test_pipeline_train_option_freezes_other_layers(tf_keras_cnn, data):
+    out = tflight.Pipeline([tflight.Cluster(n_clusters=8, select=["logits"])]).fit(
+        tf_keras_cnn, *data, compile=_compile_kwargs(), train=["logits"], batch_size=64
+    )
+    assert np.array_equal(_kernels(out.model)["conv"], _kernels(tf_keras_cnn)["conv"])
+
+
+# ----------------------------------------------------------------------------
+# Layer selection and unsupported layers.
+
+
+def _model_with(layer_factory):
+    k = tf_keras()
+    inputs = k.Input((8, 8, 1))
+    h = k.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    h = layer_factory(k)(h)
+    h = k.layers.Flatten(name="flatten")(h)
+    outputs = k.layers.Dense(10, name="logits")(h)
+    return k.Model(inputs, outputs, name="with_extra")
+
+
+def test_qat_names_each_unsupported_layer():
+    model = _model_with(lambda k: k.layers.LayerNormalization(name="norm"))
+    with pytest.raises(UnsupportedLayerError, match=r"'norm' \(LayerNormalization\)"):
+        tflight.quantize(model)
+    qat = tflight.quantize(model, unsupported="keep_float")
+    names = {type(layer).__name__ for layer in qat.layers}
+    assert "LayerNormalization" in names  # left float, visibly
+    assert "QuantizeWrapperV2" in names
+
+
+def test_prune_selects_subclasses_by_isinstance(data):
+    k = tf_keras()
+
+    class MyConv(k.layers.Conv2D):
+        pass
+
+    model = k.Sequential(
+        [k.Input((8, 8, 1)), MyConv(8, 3, name="myconv"), k.layers.Flatten(), k.layers.Dense(10)]
+    )
+    with k.utils.custom_object_scope({"MyConv": MyConv}):
+        pruned = tflight.prune(
+            model, sparsity=0.5, select=k.layers.Conv2D, compile=_compile_kwargs()
+        )
+        tflight.fit(pruned, *data, epochs=1, batch_size=64, verbose=0)
+        stripped = tflight.strip_pruning(pruned)
+    rows = {r.layer: r for r in tflight.sparsity_report(stripped).layers}
+    assert rows["myconv"].sparsity >= 0.48
+    assert rows[model.layers[-1].name].sparsity == 0.0  # Dense was not selected
+
+
+def test_selection_by_predicate(tf_keras_cnn):
+    pruned = tflight.prune(tf_keras_cnn, select=lambda layer: layer.name == "logits")
+    wrapped = [layer.name for layer in pruned.layers if hasattr(layer, "pruning_vars")]
+    assert wrapped == ["prune_low_magnitude_logits"]
+
+
+def test_m_by_n_refuses_layers_without_groups(tf_keras_cnn):
+    # The conv has 1 input channel: no group of 4 to sparsify.
+    with pytest.raises(UnsupportedLayerError, match=r"2:4.*'conv' \(Conv2D\)"):
+        tflight.prune(tf_keras_cnn, m_by_n=(2, 4))
+    pruned = tflight.prune(tf_keras_cnn, m_by_n=(2, 4), unsupported="skip")
+    assert not hasattr(pruned.get_layer("conv"), "pruning_vars")
+
+
+def test_cluster_refuses_layers_too_small_instead_of_skipping(tf_keras_cnn):
+    with pytest.raises(UnsupportedLayerError, match=r"'conv'.*72 weights"):
+        tflight.cluster(tf_keras_cnn, n_clusters=128)
+    clustered = tflight.cluster(tf_keras_cnn, n_clusters=128, unsupported="skip")
+    assert type(clustered.get_layer("conv")).__name__ == "Conv2D"
+
+
+def test_pipeline_refuses_lost_sparsity(tf_keras_cnn, data):
+    # Cluster-preserving QAT keeps zeros only in clustered layers.
+    pipe = tflight.Pipeline(
+        [
+            tflight.Prune(sparsity=0.5),
+            tflight.Cluster(n_clusters=8, select=["logits"]),
+            tflight.QAT(),
+        ]
+    )
+    with pytest.raises(CompressionError, match=r"did not preserve the pruned sparsity: conv"):
+        pipe.fit(tf_keras_cnn, *data, compile=_compile_kwargs(), batch_size=64)
+
+
+# ----------------------------------------------------------------------------
+# The QAT Keras-vs-TFLite agreement check.
+
+
+@pytest.mark.slow
+def test_check_agreement_fails_loudly_on_a_mismatched_tflite(tf_keras_cnn, digits, calib):
+    qat = tflight.quantize(tf_keras_cnn)
+    k = tf_keras()
+    k.utils.set_random_seed(1)
+    stranger = k.models.clone_model(tf_keras_cnn)  # same shapes, random weights
+    wrong = converters.convert(stranger, "int8", representative_data=calib, validate=False)
+    with pytest.raises(CompressionError, match=r"top-1 agreement .* below min_agreement"):
+        tflight.check_agreement(qat, wrong, digits.x_test)
+    report = tflight.check_agreement(qat, wrong, digits.x_test, min_agreement=0.0)
+    lines = []
+    report.summary(print_fn=lines.append)
+    assert "agreement" in lines[0]
+
+
+@pytest.mark.slow
+def test_selective_qat_converted_full_int8_is_caught(tf_keras_cnn, data, digits, calib):
+    # Full-int8 conversion quantizes the kept-float layer post-training, which the
+    # QAT model never saw: exactly the Keras-vs-TFLite gap the check exists for.
+    out = tflight.Pipeline([tflight.QAT(keep_float=["logits"])]).fit(
+        tf_keras_cnn, *data, compile=_compile_kwargs(), epochs=2, batch_size=64
+    )
+    full = converters.convert(out.model, "int8", representative_data=calib, validate=False)
+    with pytest.raises(CompressionError, match="disagrees with the Keras model"):
+        tflight.check_agreement(out.model, full, digits.x_test)
+    mixed = converters.convert(out.model, "dynamic", validate=False)
+    assert tflight.check_agreement(out.model, mixed, digits.x_test).agreement >= 0.99
+
+
+# ----------------------------------------------------------------------------
+# Bad arguments.
+
+
+@pytest.mark.parametrize(
+    ("build", "match"),
+    [
+        (
+            lambda: tflight.Prune(sparsity=1.5),
+            r"`sparsity` must be a fraction in \(0, 1\), got 1.5",
+        ),
+        (lambda: tflight.Prune(sparsity="half"), "`sparsity` must be a fraction"),
+        (lambda: tflight.Prune(m_by_n=(4, 2)), r"`m_by_n`.*got \(4, 2\)"),
+        (lambda: tflight.Prune(block_size=(0, 4)), "`block_size`"),
+        (lambda: tflight.Prune(m_by_n=(2, 4), block_size=(1, 4)), "cannot be combined"),
+        (lambda: tflight.Prune(unsupported="ignore"), "'raise' or 'skip'"),
+        (lambda: tflight.Prune(select=[1, 2]), "`select` must be"),
+        (lambda: tflight.ConstantSparsity(0.5, frequency=0), "`frequency` must be >= 1"),
+        (lambda: tflight.PolynomialDecay(0.8, end_step=0), "`end_step` .* must be after"),
+        (lambda: tflight.PolynomialDecay(0.8, end_step=10, frequency=3), "must divide"),
+        (lambda: tflight.PolynomialDecay(0.5, end_step=10, initial=0.6), "below `final`"),
+        (lambda: tflight.Cluster(n_clusters=1), r"`n_clusters` must be an int >= 2, got 1"),
+        (lambda: tflight.Cluster(init="kmeans"), r"`init` must be one of .*'kmeans\+\+'"),
+        (lambda: tflight.QAT(unsupported="skip"), "'raise' or 'keep_float'"),
+        (lambda: tflight.Pipeline([]), "at least one technique"),
+        (lambda: tflight.Pipeline([tflight.QAT(), tflight.Prune()]), "QAT must be the last"),
+        (lambda: tflight.Pipeline(["prune"]), "must be techniques"),
+    ],
+)
+def test_bad_arguments(build, match):
+    with pytest.raises(CompressionError, match=match):
+        build()
+
+
+def test_bad_models_and_names(tf_keras_cnn, data):
+    with pytest.raises(CompressionError, match="expects a Keras 3 or tf_keras model"):
+        tflight.prune(np.zeros(3))
+    with pytest.raises(CompressionError, match=r"not in model .*\['nope'\]"):
+        tflight.prune(tf_keras_cnn, select=["nope"])
+    with pytest.raises(CompressionError, match="keep_float"):
+        tflight.quantize(tf_keras_cnn, keep_float=["nope"])
+    with pytest.raises(CompressionError, match="expects a model returned by tflight.prune"):
+        tflight.strip_pruning(tf_keras_cnn)
+    with pytest.raises(CompressionError, match="expects a model returned by tflight.cluster"):
+        tflight.strip_clustering(tf_keras_cnn)
+    with pytest.raises(CompressionError, match="expects a model returned by tflight.quantize"):
+        tflight.strip_quantization(tf_keras_cnn)
+    with pytest.raises(CompressionError, match="compile.*loss"):
+        tflight.Pipeline([tflight.QAT()]).fit(tf_keras_cnn, *data, compile={"optimizer": "adam"})
+    with pytest.raises(CompressionError, match="`epochs` must be"):
+        tflight.Pipeline([tflight.QAT()]).fit(
+            tf_keras_cnn, *data, compile=_compile_kwargs(), epochs=[1, 2]
+        )
+
+    k = tf_keras()
+
+    class Sub(k.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = k.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    sub = Sub()
+    sub(np.zeros((1, 3), np.float32))
+    with pytest.raises(CompressionError, match="Sequential and Functional models only"):
+        tflight.quantize(sub)
+
+
+def test_public_surface():
+    expected = {
+        "CentroidInit",
+        "Cluster",
+        "cluster",
+        "strip_clustering",
+        "Pipeline",
+        "PipelineResult",
+        "callbacks",
+        "fit",
+        "freeze",
+        "ConstantSparsity",
+        "PolynomialDecay",
+        "Prune",
+        "SparsityReport",
+        "prune",
+        "sparsity_report",
+        "strip_pruning",
+        "QAT",
+        "AgreementReport",
+        "check_agreement",
+        "quantize",
+        "strip_quantization",
+    }
+    assert expected <= set(tflight.__all__)
+    for name in expected:
+        assert getattr(tflight, name) is not None
+
+
+def test_sparsity_report_summary_snapshot(tf_keras_cnn):
+    lines = []
+    tflight.sparsity_report(tf_keras_cnn).summary(print_fn=lines.append)
+    assert lines[0].split() == ["layer", "weight", "shape", "sparsity", "target"]
+    assert lines[1].split()[:2] == ["conv", "kernel"]
+    assert lines[-1] == "overall sparsity: 0.0%"
