@@ -58,6 +58,9 @@ def _register() -> None:
     from tflight import _cli_distill
 
     cli.add_command(_cli_distill.distill)
+    from tflight import _cli_bench
+
+    cli.add_command(_cli_bench.bench)
     # Further commands register here.
 
 
