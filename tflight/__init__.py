@@ -54,8 +54,36 @@ __all__ = [
     "DistillationLoss",
     "SoftTargetLoss",
     "HardTargetLoss",
+from tflight.benchmark import Accelerator
+from tflight.benchmark import BenchmarkConfig
+from tflight.benchmark import BenchmarkResult
+from tflight.benchmark import Comparison
+from tflight.benchmark import Device
+from tflight.benchmark import append_history
+from tflight.benchmark import benchmark
+from tflight.benchmark import benchmark_many
+from tflight.benchmark import plot_latency_vs_size
+from tflight.benchmark import read_history
+from tflight.device import setup_arm64
+from tflight.profiles import PROFILES as DEVICE_PROFILES
+from tflight.profiles import DeviceProfile
+from tflight.profiles import estimate_latency
     "GroundTruthLoss",
     "FeatureLoss",
     "LossInputs",
     # -- benchmark --
 ]
+    "Accelerator",
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "Comparison",
+    "DEVICE_PROFILES",
+    "Device",
+    "DeviceProfile",
+    "append_history",
+    "benchmark",
+    "benchmark_many",
+    "estimate_latency",
+    "plot_latency_vs_size",
+    "read_history",
+    "setup_arm64",
