@@ -39,6 +39,7 @@ from converters.validate import Thresholds, ValidationReport, compare_outputs, d
 
 __all__ = ["ConversionResult", "convert", "convert_many", "write_atomic"]
 
+_SIGNATURE_KEY = "serving_default"
 _VALIDATION_SAMPLES = 32
 _MAX_CALIBRATION_SAMPLES = 500
 _IO_DTYPES = {
@@ -94,7 +95,8 @@ class ConversionResult:
       input_dtype: dtype of the model inputs in the flatbuffer.
       output_dtype: dtype of the model outputs in the flatbuffer.
       sparse: whether TFLite's sparse weight storage was requested.
-      seconds: time spent converting this mode (without the shared export).
+      seconds: time spent converting this mode (for the first mode of a
+        `convert_many` call, including the shared trace and freeze).
     """
 
     mode: Mode
@@ -249,19 +251,19 @@ def _converter_error(mode: Mode, source: Source, e: BaseException) -> Conversion
     )
 
 
-def _convert_one(
-    saved_model_dir: str,
+def _configure(
+    converter: Any,
     mode: Mode,
     *,
-    source: Source,
     calibration: list[np.ndarray] | None,
+    input_names: list[str] | None,
     input_dtype: str,
     output_dtype: str,
     sparse: bool,
-) -> bytes:
+) -> None:
+    """Sets the converter options of `mode` (the TFLite post-training recipes)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     optimizations = []
     if mode is not Mode.FP32:
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -270,31 +272,134 @@ def _convert_one(
     converter.optimizations = optimizations
     if mode is Mode.FP16:
         converter.target_spec.supported_types = [tf.float16]
-    if mode.needs_calibration:
-        assert calibration is not None
-        names = [s.name for s in source.inputs]
-        n = calibration[0].shape[0]
+    if not mode.needs_calibration:
+        return
+    assert calibration is not None
+    n = calibration[0].shape[0]
 
-        def representative_dataset():
-            for i in range(n):
-                yield {name: a[i : i + 1] for name, a in zip(names, calibration, strict=False)}
+    def representative_dataset():
+        for i in range(n):
+            sample = [a[i : i + 1] for a in calibration]
+            # Models with a signature take samples by name; frozen functions
+            # take them in input order.
+            yield dict(zip(input_names, sample, strict=True)) if input_names else sample
 
-        converter.representative_dataset = representative_dataset
-        if mode is Mode.INT8:
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        else:
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            ]
-        converter.inference_input_type = tf.as_dtype(input_dtype)
-        converter.inference_output_type = tf.as_dtype(output_dtype)
+    converter.representative_dataset = representative_dataset
+    if mode is Mode.INT8:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    converter.inference_input_type = tf.as_dtype(input_dtype)
+    converter.inference_output_type = tf.as_dtype(output_dtype)
+
+
+def _run_converter(converter: Any) -> bytes:
     # The converter and its calibrator print progress to stdout; keep the
     # caller's stdout clean (it may be JSON).
     with contextlib.redirect_stdout(io.StringIO()):
+        return bytes(converter.convert())
+
+
+def _add_signature(flatbuffer: bytes, input_names: list[str], output_names: list[str]) -> bytes:
+    """Adds the `serving_default` signature a frozen-graph conversion lacks.
+
+    Runtimes and apps address inputs and outputs through signatures
+    (`get_signature_runner`), so every file we write has one, named after the
+    source model's inputs and outputs.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    model = s.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    if model.signatureDefs:
+        return flatbuffer
+    sg = model.subgraphs[0]
+    if len(sg.inputs) != len(input_names) or len(sg.outputs) != len(output_names):
+        raise ConversionError(
+            f"The converted model has {len(sg.inputs)} inputs and {len(sg.outputs)} outputs, "
+            f"the source model {len(input_names)} and {len(output_names)}."
+        )
+
+    def tensor_map(name: str, index: int) -> Any:
+        tm = s.TensorMapT()
+        tm.name = name
+        tm.tensorIndex = int(index)
+        return tm
+
+    sd = s.SignatureDefT()
+    sd.signatureKey = _SIGNATURE_KEY
+    sd.subgraphIndex = 0
+    sd.inputs = [tensor_map(n, i) for n, i in zip(input_names, sg.inputs, strict=True)]
+    sd.outputs = [tensor_map(n, i) for n, i in zip(output_names, sg.outputs, strict=True)]
+    model.signatureDefs = [sd]
+    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+class _SharedExport:
+    """One trace-and-freeze of the source model, shared by every mode.
+
+    Each mode converts from the frozen function, which skips the SavedModel
+    export and re-import that `from_keras_model` / `from_saved_model` repeat
+    for every conversion. Models the frozen-graph path cannot handle (it fails
+    on some stateful or control-flow graphs) fall back to one SavedModel
+    export, also shared.
+    """
+
+    def __init__(self, source: Source, directory: str, *, static_batch: int | None) -> None:
+        self.source = source
+        self.directory = directory
+        self.static_batch = static_batch
+        self._frozen: Any = None
+        self._frozen_error: BaseException | None = None
+        self._saved_model: str | None = None
+        self.seconds = 0.0
+
+    def _freeze(self) -> Any:
+        if self._frozen is None and self._frozen_error is None:
+            start = time.perf_counter()
+            try:
+                self._frozen = self.source.freeze(static_batch=self.static_batch)
+            except Exception as e:  # noqa: BLE001 - fall back to a SavedModel
+                self._frozen_error = e
+            self.seconds += time.perf_counter() - start
+        return self._frozen
+
+    def _saved_model_dir(self) -> str:
+        if self._saved_model is None:
+            start = time.perf_counter()
+            self._saved_model = self.source.export(
+                self.directory, static_batch=self.static_batch
+            )
+            self.seconds += time.perf_counter() - start
+        return self._saved_model
+
+    def convert(self, mode: Mode, **options: Any) -> bytes:
+        import tensorflow as tf
+
+        names = [s.name for s in self.source.inputs]
+        frozen = self._freeze()
+        if frozen is not None:
+            converter = tf.lite.TFLiteConverter.from_concrete_functions(
+                [frozen], trackable_obj=tf.Module()
+            )
+            converter.experimental_lower_to_saved_model = False
+            _configure(converter, mode, input_names=None, **options)
+            try:
+                flatbuffer = _run_converter(converter)
+            except Exception:  # noqa: BLE001 - retried from a SavedModel below
+                pass
+            else:
+                return _add_signature(flatbuffer, names, sorted(self.source.output_names))
+        converter = tf.lite.TFLiteConverter.from_saved_model(self._saved_model_dir())
+        _configure(converter, mode, input_names=names, **options)
         try:
-            return bytes(converter.convert())
+            return _run_converter(converter)
         except Exception as e:  # noqa: BLE001 - the converter raises many types
-            raise _converter_error(mode, source, e) from e
+            raise _converter_error(mode, self.source, e) from e
 
 
 def convert_many(
@@ -392,14 +497,14 @@ def convert_many(
 
     results: dict[str, ConversionResult] = {}
     with tempfile.TemporaryDirectory(prefix="converters-") as tmp:
-        export_dir = source.export(tmp, static_batch=1 if needs_static_shapes(tgt) else None)
+        export = _SharedExport(
+            source, tmp, static_batch=1 if needs_static_shapes(tgt) else None
+        )
         for m in mode_list:
             start = time.perf_counter()
             in_dt, out_dt = io[m]
-            flatbuffer = _convert_one(
-                export_dir,
+            flatbuffer = export.convert(
                 m,
-                source=source,
                 calibration=calibration,
                 input_dtype=in_dt,
                 output_dtype=out_dt,

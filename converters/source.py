@@ -69,16 +69,10 @@ class Source:
         out = self._call(tensors)
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def export(self, directory: str, *, static_batch: int | None = None) -> str:
-        """Exports one SavedModel with a `serving_default` signature; returns its path.
-
-        A SavedModel source with free batch dimensions is used as it is, without
-        a new export, unless `static_batch` asks for fixed shapes.
-        """
+    def _serving_function(self, static_batch: int | None) -> tuple[Any, Any]:
+        """A traced serving function with one named argument per input."""
         import tensorflow as tf
 
-        if self._saved_model_dir is not None and static_batch is None:
-            return self._saved_model_dir
         specs = [
             tf.TensorSpec(
                 (static_batch, *s.shape[1:]) if static_batch else s.shape,
@@ -93,6 +87,34 @@ class Source:
         def serve(*xs):
             return call(list(xs))
 
+        return serve, serve.get_concrete_function()
+
+    def freeze(self, *, static_batch: int | None = None) -> Any:
+        """Traces the model once and folds its variables into constants.
+
+        The frozen function is what every conversion mode starts from: tracing
+        and freezing is the expensive, mode-independent part of a conversion.
+        Its inputs are in `inputs` order and its outputs in sorted
+        `output_names` order.
+        """
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2,
+        )
+
+        _, concrete = self._serving_function(static_batch)
+        return convert_variables_to_constants_v2(concrete)
+
+    def export(self, directory: str, *, static_batch: int | None = None) -> str:
+        """Exports one SavedModel with a `serving_default` signature; returns its path.
+
+        A SavedModel source with free batch dimensions is used as it is, without
+        a new export, unless `static_batch` asks for fixed shapes.
+        """
+        import tensorflow as tf
+
+        if self._saved_model_dir is not None and static_batch is None:
+            return self._saved_model_dir
+        serve, concrete = self._serving_function(static_batch)
         module = tf.Module()
         # Track the variables themselves (not the Keras objects) so that saving
         # writes only weights and the traced graph, not Keras metadata.
@@ -101,9 +123,7 @@ class Source:
         module.serve = serve
         path = os.path.join(directory, "saved_model")
         try:
-            tf.saved_model.save(
-                module, path, signatures={_SIGNATURE_KEY: serve.get_concrete_function()}
-            )
+            tf.saved_model.save(module, path, signatures={_SIGNATURE_KEY: concrete})
         except Exception as e:  # noqa: BLE001 - TensorFlow raises many types here
             raise UnsupportedModelError(
                 f"Could not export {self.description} to a SavedModel: {_first_line(e)}"

@@ -110,23 +110,28 @@ def test_quantized_modes_are_smaller(keras3_results):
     assert size["dynamic"] < size["fp16"]
 
 
-def test_convert_many_exports_once(keras3_cnn, calib, monkeypatch):
+def test_convert_many_traces_once(keras3_cnn, calib, monkeypatch):
     from converters.source import Source
 
     calls = []
-    original = Source.export
+    for name in ("freeze", "export"):
+        original = getattr(Source, name)
 
-    def counting(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
 
-    monkeypatch.setattr(Source, "export", counting)
+        monkeypatch.setattr(Source, name, counting)
     results = converters.convert_many(
         keras3_cnn, "fp32,fp16,int8", representative_data=calib, validate=False
     )
     assert list(results) == ["fp32", "fp16", "int8"]
-    assert len(calls) == 1
+    assert calls == ["freeze"]
     assert all(r.validation is None for r in results.values())
+    # Every file carries a serving signature named after the model's inputs.
+    model = results["int8"].load()
+    assert model.input_names == [load_source(keras3_cnn).inputs[0].name]
+    assert model.output_names == ["output_0"]
 
 
 @pytest.fixture(scope="module")
@@ -442,3 +447,15 @@ def test_inspect_report(keras3_cnn, calib, tmp_path):
     assert d["inputs"][0]["dtype"] == "int8"
     text = report.summary()
     assert "CONV_2D" in text and "zero point" in text and "GPU delegate: compatible" in text
+
+
+def test_saved_model_fallback_when_freezing_fails(keras3_cnn, calib, monkeypatch):
+    from converters.source import Source
+
+    def refuse(self, **kwargs):
+        raise RuntimeError("this graph cannot be frozen")
+
+    monkeypatch.setattr(Source, "freeze", refuse)
+    results = converters.convert_many(keras3_cnn, ["fp32", "int8"], representative_data=calib)
+    assert all(r.validation.passed for r in results.values())
+    assert results["int8"].load().output_names == ["output_0"]
