@@ -90,7 +90,7 @@ def _load_interpreter(req: dict):
     if delegate:
         try:
             loaded = litert.load_delegate(delegate["library"], delegate.get("options") or {})
-        except (ValueError, OSError, RuntimeError) as e:
+        except Exception as e:  # noqa: BLE001 - a missing symbol is an AttributeError
             raise _UserError(
                 "DelegateError",
                 f"could not load the delegate library {delegate['library']!r}: "
@@ -474,6 +474,11 @@ def main(argv: list[str]) -> int:
         out = _profile_prefixes(req) if req.get("prefix_models") else _run(req)
     except _UserError as e:
         out = {"error": {"kind": e.kind, "message": str(e)}}
+    except Exception as e:  # noqa: BLE001 - reported to the caller as a failed run
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        out = {"error": {"kind": "RuntimeFailure",
+                         "message": f"LiteRT failed on {req.get('model')!r}: "
+                                    f"{type(e).__name__}: {first}"}}
     sys.stdout.write("\n" + RESULT_MARK + json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

@@ -1,0 +1,414 @@
+"""Benchmarking .tflite files on the host: real LiteRT, tiny real models."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tflight.benchmark import (
+    BenchmarkConfig,
+    Comparison,
+    InputDataError,
+    append_history,
+    benchmark,
+    benchmark_many,
+    plot_latency_vs_size,
+    read_history,
+)
+from tflight.cli import cli
+from tflight.errors import BenchmarkError
+from tflight.profiles import (
+    PROFILES,
+    DeviceProfile,
+    calibrate,
+    estimate_latency,
+    get_profile,
+    model_work,
+)
+
+FAST = BenchmarkConfig(runs=20, min_time=0.05, warmup_runs=1, warmup_min_time=0.0)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, keras3_cnn, calib):
+    """The trained tiny CNN as fp32 and full-int8 .tflite files (converted once)."""
+    import converters
+
+    out = tmp_path_factory.mktemp("bench_models")
+    fp32 = converters.convert(keras3_cnn, "fp32", validate=False)
+    # Full integer with int8 input and output, as shipped to int8-only accelerators.
+    int8 = converters.convert(
+        keras3_cnn, "int8", representative_data=calib, input_dtype="int8",
+        output_dtype="int8", validate=False,
+    )
+    return {
+        "fp32": str(fp32.save(out / "cnn_fp32.tflite")),
+        "int8": str(int8.save(out / "cnn_int8.tflite")),
+    }
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory, digits):
+    path = tmp_path_factory.mktemp("bench_data") / "digits_test.npz"
+    np.savez(path, x=digits.x_test[:200], y=digits.y_test[:200])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def fp32_result(models):
+    return benchmark(models["fp32"], config=FAST, profile=True)
+
+
+def test_result_statistics_are_consistent(fp32_result, models):
+    r = fp32_result
+    lat = r.latency
+    assert lat.count >= FAST.runs
+    assert 0 < lat.min_ms <= lat.median_ms <= lat.p90_ms <= lat.p99_ms <= lat.max_ms
+    assert lat.min_ms <= lat.mean_ms <= lat.max_ms
+    assert r.init_ms > 0 and r.first_ms > 0
+    assert r.size_bytes == os.path.getsize(models["fp32"])
+    assert r.memory.baseline_kib and r.memory.peak_kib >= r.memory.baseline_kib
+    assert r.memory.peak_is_model_only
+    assert r.runtime.startswith("ai-edge-litert")
+    assert r.input_source.startswith("random")
+    assert r.inputs[0]["shape"] == [1, 8, 8, 1] and r.inputs[0]["dtype"] == "float32"
+    assert {e.profile for e in r.estimates} == set(PROFILES)
+    assert all(e.label.startswith("estimated") for e in r.estimates)
+
+
+def test_measured_per_op_profile_names_ops_and_delegation(fp32_result):
+    prof = fp32_result.profile
+    assert prof is not None and not prof.estimated
+    assert "prefix timing" in prof.method
+    names = [o.op_name for o in prof.ops]
+    assert names[0] == "CONV_2D" and "FULLY_CONNECTED" in names
+    # XNNPACK takes the convolution and the dense layer.
+    by_name = {o.op_name: o for o in prof.ops}
+    assert by_name["CONV_2D"].delegated is True
+    assert by_name["FULLY_CONNECTED"].delegated is True
+    assert math.isclose(sum(o.share for o in prof.ops), 1.0, rel_tol=1e-6)
+    lines: list[str] = []
+    prof.summary(lines.append)
+    assert "measured" in lines[0]
+
+
+def test_xnnpack_off_runs_every_op_on_builtin_kernels(models):
+    r = benchmark(
+        models["fp32"], config=BenchmarkConfig(runs=5, min_time=0.0, xnnpack=False, threads=2),
+        profile=True,
+    )
+    assert r.config.xnnpack is False and r.config.threads == 2
+    assert all(o.delegated is False for o in r.profile.ops)
+
+
+def test_int8_model_gets_int8_random_inputs(models):
+    r = benchmark(models["int8"], config=FAST)
+    assert r.inputs[0]["dtype"] == "int8"
+    assert r.latency.count >= FAST.runs
+    # On a phone-class profile int8 is estimated faster than fp32; host timing may differ.
+    fp32 = estimate_latency(models["fp32"], "pixel4").ms
+    assert estimate_latency(models["int8"], "pixel4").ms < fp32
+
+
+def test_accuracy_and_agreement_on_real_digits(models, digits_npz, keras3_cnn, digits):
+    comp = benchmark_many([models["fp32"], models["int8"]], inputs=digits_npz, config=FAST)
+    fp32, int8 = comp.results
+    assert fp32.samples == 200 and int8.samples == 200
+    # The same accuracy as the Keras model it was converted from, far above chance.
+    logits = keras3_cnn.predict(digits.x_test[:200], verbose=0)
+    keras_acc = float(np.mean(logits.argmax(axis=1) == digits.y_test[:200]))
+    assert fp32.accuracy == pytest.approx(keras_acc, abs=0.011)
+    assert fp32.accuracy > 0.3
+    assert abs(int8.accuracy - fp32.accuracy) < 0.05
+    assert fp32.agreement is None
+    assert int8.agreement > 0.95
+    assert int8.max_abs_diff is not None
+    ratios = comp.ratios()
+    assert ratios[0] == {"latency": 1.0, "size": 1.0, "memory": 1.0}
+    assert ratios[1]["size"] < 0.8
+    lines: list[str] = []
+    comp.summary(lines.append)
+    assert lines[0].split()[:3] == ["model", "size", "init"]
+    assert "accuracy" in lines[0] and "agree" in lines[0] and "(est.)" in lines[0]
+    assert "cnn_int8.tflite" in lines[3]
+
+
+def test_input_file_is_never_modified(models, tmp_path):
+    src = Path(models["int8"])
+    before = (src.read_bytes(), src.stat().st_mtime_ns)
+    benchmark(str(src), config=BenchmarkConfig(runs=2, min_time=0.0))
+    assert (src.read_bytes(), src.stat().st_mtime_ns) == before
+
+
+def test_bytes_input_is_accepted(models):
+    r = benchmark(Path(models["fp32"]).read_bytes(), config=BenchmarkConfig(runs=2, min_time=0.0))
+    assert r.model == "<bytes>"
+
+
+def test_gpu_request_falls_back_with_compatibility_analysis(models):
+    r = benchmark(models["fp32"], config=BenchmarkConfig(runs=3, min_time=0.0, accelerator="gpu"))
+    if r.accelerator == "gpu":  # a machine with a working GPU accelerator
+        assert r.latency.count >= 3
+        return
+    assert r.accelerator == "cpu"
+    assert any("GPU accelerator" in n and "not available here" in n for n in r.notes)
+    assert r.gpu_compatibility and "GPU" in r.gpu_compatibility
+
+
+def test_npu_request_falls_back_to_cpu(models):
+    r = benchmark(models["int8"], config=BenchmarkConfig(runs=3, min_time=0.0, accelerator="npu"))
+    if r.accelerator == "npu":
+        return
+    assert any("NPU accelerator" in n for n in r.notes)
+    assert r.gpu_compatibility is None
+
+
+def test_external_delegate_that_is_not_a_delegate_is_a_clear_error(models):
+    not_a_delegate = np.__file__.replace("__init__.py", "")
+    so = next(Path(not_a_delegate).rglob("*.so"))
+    cfg = BenchmarkConfig(runs=2, min_time=0.0, delegate=str(so), delegate_options={"k": "v"})
+    with pytest.raises(BenchmarkError, match="could not load the delegate library"):
+        benchmark(models["fp32"], config=cfg)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"runs": 0}, "`runs` must be an integer >= 1"),
+        ({"min_time": -1}, "`min_time` must be"),
+        ({"threads": 0}, "`threads` must be"),
+        ({"accelerator": "tpu"}, "`accelerator` must be one of"),
+        ({"delegate": "/nonexistent/libedgetpu.so.1"}, "does not exist"),
+        ({"delegate_options": {"a": "b"}}, "without a `delegate`"),
+    ],
+)
+def test_config_validation(kwargs, match):
+    with pytest.raises(BenchmarkError, match=match):
+        BenchmarkConfig(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, models):
+    d = tmp_path_factory.mktemp("bad")
+    good = Path(models["fp32"]).read_bytes()
+    files = {
+        "truncated": good[: len(good) // 3],
+        "corrupt": good[:8] + bytes(b ^ 0x5A for b in good[8:200]) + good[200:],
+        "text": b"this is not a model at all\n" * 10,
+        "empty": b"",
+    }
+    out = {}
+    for name, content in files.items():
+        p = d / f"{name}.tflite"
+        p.write_bytes(content)
+        out[name] = str(p)
+    return out
+
+
+@pytest.mark.parametrize("name", ["truncated", "corrupt", "text", "empty"])
+def test_bad_model_files_raise_a_clear_error(bad_files, name):
+    with pytest.raises(BenchmarkError) as info:
+        benchmark(bad_files[name], config=BenchmarkConfig(runs=1, min_time=0.0))
+    assert bad_files[name] in str(info.value) or ".tflite" in str(info.value)
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path):
+    with pytest.raises(BenchmarkError):
+        benchmark(str(tmp_path / "nope.tflite"))
+
+
+def test_npz_of_wrong_shape_names_expected_shape(models, tmp_path):
+    path = tmp_path / "wrong.npz"
+    np.savez(path, x=np.zeros((4, 28, 28, 1), np.float32))
+    with pytest.raises(InputDataError, match=r"shape \(4, 28, 28, 1\).*\(8, 8, 1\)"):
+        benchmark(models["fp32"], inputs=str(path), config=FAST)
+
+
+def test_npz_without_usable_array_lists_its_keys(models, tmp_path):
+    path = tmp_path / "keys.npz"
+    np.savez(path, images=np.zeros((4, 8, 8, 1), np.float32))
+    with pytest.raises(InputDataError, match=r"\['images'\]"):
+        benchmark(models["fp32"], inputs=str(path), config=FAST)
+
+
+def test_labels_of_wrong_length(models, tmp_path):
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=np.zeros((4, 8, 8, 1), np.float32), y=np.zeros(3, np.int64))
+    with pytest.raises(InputDataError, match="3 entries but the inputs hold 4"):
+        benchmark(models["fp32"], inputs=str(path), config=FAST)
+
+
+def test_inputs_must_be_npz_and_reference_needs_inputs(models, tmp_path):
+    with pytest.raises(InputDataError, match=r"must be an \.npz"):
+        benchmark(models["fp32"], inputs=str(tmp_path / "x.npy"))
+    with pytest.raises(InputDataError, match="needs `inputs`"):
+        benchmark(models["int8"], reference=models["fp32"], config=FAST)
+
+
+def test_history_appends_one_json_line_per_result(fp32_result, tmp_path):
+    hist = tmp_path / "sub" / "history.jsonl"
+    append_history([fp32_result], hist)
+    append_history([fp32_result], hist)
+    with open(hist, "a") as f:
+        f.write('{"torn": ')  # an interrupted writer
+    rows = read_history(hist)
+    assert len(rows) == 2
+    assert rows[0]["sha256"] == fp32_result.sha256
+    assert rows[0]["latency"]["median_ms"] == fp32_result.latency.median_ms
+    assert read_history(tmp_path / "absent.jsonl") == []
+
+
+def test_plot_latency_vs_size(fp32_result, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = plot_latency_vs_size([fp32_result, fp32_result], tmp_path / "plot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*part*"))
+    with pytest.raises(BenchmarkError, match="must end in"):
+        plot_latency_vs_size([fp32_result], tmp_path / "plot.txt")
+
+
+def test_to_dict_is_json_serialisable(fp32_result):
+    d = json.loads(json.dumps(fp32_result.to_dict()))
+    assert d["latency"]["count"] == fp32_result.latency.count
+    assert d["profile"]["estimated"] is False
+    assert all(e["estimated"] for e in d["estimates"])
+
+
+def test_summary_labels_estimates(fp32_result):
+    lines: list[str] = []
+    fp32_result.summary(lines.append)
+    text = "\n".join(lines)
+    assert "Latency" in text and "Memory" in text
+    assert "(estimated" in text
+
+
+# --- device profiles -------------------------------------------------------
+
+
+def test_profiles_validate_and_lookup():
+    assert get_profile("pixel4") is PROFILES["pixel4"]
+    with pytest.raises(BenchmarkError, match="known profiles: pixel4"):
+        get_profile("iphone99")
+    with pytest.raises(ValueError, match="unknown kinds"):
+        DeviceProfile("x", "x", {"int4": 1.0}, bandwidth=1.0, op_overhead_s=0.0)
+
+
+def test_model_work_counts_macs_of_the_tiny_cnn(models):
+    work = model_work(models["fp32"])
+    conv = next(o for o in work.ops if o.op_name == "CONV_2D")
+    dense = next(o for o in work.ops if o.op_name == "FULLY_CONNECTED")
+    assert conv.macs == 8 * 8 * 8 * 3 * 3 * 1
+    assert dense.macs == 10 * 128
+    assert {o.kind.value for o in model_work(models["int8"]).ops} == {"int8"}
+
+
+def test_calibrate_reproduces_its_target(models):
+    work = model_work(models["fp32"])
+    x = calibrate(work, "fp32", 0.05, bandwidth=10e9, op_overhead_s=1e-6)
+    prof = DeviceProfile("t", "test", {"fp32": x}, bandwidth=10e9, op_overhead_s=1e-6)
+    assert estimate_latency(work, prof).ms == pytest.approx(0.05, rel=1e-6)
+    with pytest.raises(ValueError, match="floor"):
+        calibrate(work, "fp32", 1e-6, bandwidth=10e9, op_overhead_s=1e-6)
+
+
+def test_edgetpu_profile_flags_float_ops(models):
+    est = estimate_latency(models["fp32"], "edgetpu")
+    assert est.unsupported_ops and "not supported by edgetpu" in est.label
+    assert not estimate_latency(models["int8"], "edgetpu").unsupported_ops
+
+
+@pytest.mark.slow
+def test_pixel4_profile_reproduces_published_mobilenet_v1():
+    """MobileNetV1 on Pixel 4, 4 threads: 14.0 ms float, 5.0 ms int8 (published)."""
+    import keras
+
+    import converters
+
+    model = keras.applications.MobileNet(weights=None, input_shape=(224, 224, 3))
+    rng = np.random.default_rng(0)
+    data = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
+    res = converters.convert_many(model, ["fp32", "int8"], representative_data=data, validate=False)
+    fp32 = estimate_latency(res["fp32"].flatbuffer, "pixel4").ms
+    int8 = estimate_latency(res["int8"].flatbuffer, "pixel4").ms
+    assert fp32 == pytest.approx(14.0, rel=0.03)
+    assert int8 == pytest.approx(5.0, rel=0.03)
+    assert 2.0 <= fp32 / int8 <= 3.0
+    assert estimate_latency(res["int8"].flatbuffer, "edgetpu").ms == pytest.approx(2.2, rel=0.03)
+
+
+# --- command line ----------------------------------------------------------
+
+
+def _bench(*args):
+    return CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
+
+
+def test_cli_table_history_and_plot(models, digits_npz, tmp_path):
+    hist = tmp_path / "h.jsonl"
+    png = tmp_path / "p.png"
+    args = [models["fp32"], models["int8"], "--runs", "5", "--min-time", "0",
+            "--inputs", digits_npz, "--history", str(hist), "--estimate", "pixel4",
+            "--estimate", "edgetpu"]
+    if "matplotlib" in sys.modules or _has_matplotlib():
+        args += ["--plot", str(png)]
+    res = _bench(*args)
+    assert res.exit_code == 0, res.output
+    assert "x latency" in res.output and "pixel4 ms (est.)" in res.output
+    assert "edgetpu ms (est.)" in res.output
+    assert "first entry" in res.output
+    assert len(read_history(hist)) == 2
+    res2 = _bench(models["fp32"], "--runs", "5", "--min-time", "0", "--history", str(hist))
+    assert res2.exit_code == 0
+    assert "median" in res2.output and "->" in res2.output
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_cli_json(models):
+    res = _bench(models["int8"], "--runs", "3", "--min-time", "0", "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.output)
+    assert data[0]["latency"]["count"] >= 3 and data[0]["estimates"][0]["estimated"]
+
+
+@pytest.mark.parametrize("name", ["truncated", "text"])
+def test_cli_bad_file_exit_2_without_traceback(bad_files, name):
+    res = CliRunner().invoke(cli, ["bench", bad_files[name]])
+    assert res.exit_code == 2
+    assert res.output.startswith("Error: ") and "Traceback" not in res.output
+
+
+def test_cli_bad_npz_and_options_exit_2(models, tmp_path):
+    path = tmp_path / "wrong.npz"
+    np.savez(path, x=np.zeros((2, 3, 3), np.float32))
+    res = CliRunner().invoke(cli, ["bench", models["fp32"], "--inputs", str(path)])
+    assert res.exit_code == 2 and "Error:" in res.output and "(8, 8, 1)" in res.output
+    res = CliRunner().invoke(cli, ["bench", models["fp32"], "--delegate-option", "novalue"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    res = CliRunner().invoke(cli, ["bench", models["fp32"], "--estimate", "nokia3310"])
+    assert res.exit_code == 2 and "pixel4" in res.output
+
+
+def test_cli_plot_without_matplotlib_is_a_clear_error(models, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    res = CliRunner().invoke(cli, ["bench", models["fp32"], "--plot", str(tmp_path / "p.png")])
+    assert res.exit_code == 2 and "pip install 'tflight[plot]'" in res.output
+
+
+def test_comparison_needs_results():
+    with pytest.raises(BenchmarkError):
+        benchmark_many([])
+    assert Comparison  # exported
