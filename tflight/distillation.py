@@ -616,13 +616,7 @@ class Distiller:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise DistillationError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
 
-        @tf.function(reduce_retracing=True)
-        def forward(batch):
-            logits, feats = self._run(
-                self._teacher_runner, batch, False, self._teacher_probabilities
-            )
-            return logits, feats
-
+        forward = self._teacher_forward()
         start = time.perf_counter()
         logits, feats = [], [[] for _ in self._pairs]
         for i in range(0, len(x), batch_size):
@@ -640,6 +634,18 @@ class Distiller:
             },
             seconds=seconds,
         )
+
+    def _teacher_forward(self):
+        # One traced function per distiller: repeated caches reuse it.
+        holder = getattr(self, "_forward_fn", None)
+        if holder is None:
+
+            @tf.function(reduce_retracing=True)
+            def forward(batch):
+                return self._run(self._teacher_runner, batch, False, self._teacher_probabilities)
+
+            holder = self._forward_fn = _Hidden(forward)
+        return holder.value
 
     # ------------------------------------------------------------------ serialization
 
