@@ -67,15 +67,21 @@ def _preprocessing():
     return k.Model(x, k.layers.Softmax(name="softmax")(h), name="preprocessing")
 
 
-def _mobilenet_v3_small():
-    return keras.applications.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), classes=10)
+def _mobilenet_v3_small_backbone():
+    """A keras.applications backbone nested in a classifier, as users fine-tune them."""
+    backbone = keras.applications.MobileNetV3Small(
+        weights=None, input_shape=(32, 32, 3), include_top=False, pooling="avg"
+    )
+    x = keras.Input((32, 32, 3), name="image")
+    h = keras.layers.Dropout(0.2, name="head_dropout")(backbone(x))
+    return keras.Model(x, keras.layers.Dense(10, name="head")(h), name="classifier")
 
 
 BUILDERS = {
     "multi_io": _multi_io,
     "nested": _nested,
     "preprocessing": _preprocessing,
-    "mobilenet_v3_small_32": _mobilenet_v3_small,
+    "mobilenet_v3_small_backbone": _mobilenet_v3_small_backbone,
 }
 
 
@@ -473,3 +479,63 @@ def test_user_keras_is_unchanged_after_import_and_bridge():
     for key in ("keras", "tf_keras_module", "tf_keras_version", "same_dense"):
         assert with_tflight[key] == plain[key], key
     assert with_tflight["same_dense"] is True
+
+
+# -- more shapes of models ---------------------------------------------------
+
+
+def test_dict_inputs_agree_both_ways():
+    k = keras
+    inputs = {"left": k.Input((4,), name="left"), "right": k.Input((4,), name="right")}
+    h = k.layers.Subtract(name="sub")([inputs["left"], inputs["right"]])
+    model = k.Model(inputs, k.layers.Dense(2, name="d")(h), name="dict_in")
+    forward = tflight.to_tf_keras(model)
+    assert bridge.report_of(forward).passed
+    back = tflight.to_keras3(forward)
+    x = {"left": np.ones((2, 4), "float32"), "right": np.zeros((2, 4), "float32")}
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(back(x)))
+
+
+def test_native_tf_keras_graph_ops_and_activations_reach_keras3():
+    """tf_keras' own TFOpLambda layers and hard_sigmoid (which Keras 3 redefined)."""
+    import tensorflow as tf
+
+    tfk = tf_keras()
+    tfk.utils.set_random_seed(0)
+    x = tfk.Input((5,), name="x")
+    h = tfk.layers.Dense(4, activation="hard_sigmoid", name="hs")(x)
+    h = tf.nn.relu6(h * 3.0 + 1.0)
+    out = tfk.layers.Dense(2, activation=tf.nn.relu6, name="r6")(h)
+    model = tfk.Model(x, out, name="native")
+    back = tflight.to_keras3(model)
+    assert bridge.report_of(back).passed
+    data = np.random.default_rng(0).normal(size=(4, 5)).astype("float32") * 4
+    np.testing.assert_allclose(np.asarray(back(data)), np.asarray(model(data)), atol=1e-6)
+
+
+def test_custom_activation_function_is_refused():
+    def doubled(t):
+        return t * 2.0
+
+    x = keras.Input((3,))
+    m = keras.Model(x, keras.layers.Dense(2, activation=doubled, name="odd")(x))
+    with pytest.raises(UnsupportedLayerError, match="'odd' \\(Dense\\) uses activation"):
+        tflight.to_tf_keras(m)
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_bridged_model_saves_and_loads_in_tf_keras(tmp_path, suffix):
+    """Graph ops and Keras-3-only activations survive tf_keras save/load and cloning."""
+    x = keras.Input((5,))
+    h = keras.layers.Dense(4, activation="hard_sigmoid", name="d")(x)
+    h = keras.layers.Activation("hard_silu", name="act")(h) + 1.0
+    model = keras.Model(x, h, name="saveable")
+    forward = tflight.to_tf_keras(model)
+    path = tmp_path / f"m{suffix}"
+    forward.save(path)
+    loaded = tf_keras().models.load_model(path)
+    clone = tf_keras().models.clone_model(forward)
+    clone.set_weights(forward.get_weights())
+    data = np.random.default_rng(0).uniform(-4, 4, size=(8, 5)).astype("float32")
+    for other in (loaded, clone):
+        np.testing.assert_array_equal(np.asarray(other(data)), np.asarray(model(data)))

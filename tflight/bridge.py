@@ -228,6 +228,18 @@ def _random_inputs(model: Any, *, batch_size: int, seed: int) -> list[np.ndarray
     return arrays
 
 
+def _structured(model: Any, arrays: list[np.ndarray]) -> Any:
+    """Arrays in the structure (tensor, list or dict) the model's inputs were built in."""
+    if len(arrays) == 1:
+        return arrays[0]
+    struct = getattr(model, "_inputs_struct", None)  # Keras 3
+    if struct is None:
+        struct = getattr(model, "_nested_inputs", None)  # tf_keras
+    if struct is None:
+        return arrays
+    return tf.nest.pack_sequence_as(struct, arrays)
+
+
 def _flat_outputs(outputs: Any) -> list[np.ndarray]:
     return [np.asarray(o) for o in tf.nest.flatten(outputs)]
 
@@ -269,9 +281,8 @@ def compare(
             f"{len(target.inputs)}; compare needs models with the same inputs."
         )
     x = _random_inputs(source, batch_size=batch_size, seed=seed)
-    feed = x[0] if len(x) == 1 else x
-    a = _flat_outputs(source(feed, training=False))
-    b = _flat_outputs(target(feed, training=False))
+    a = _flat_outputs(source(_structured(source, x), training=False))
+    b = _flat_outputs(target(_structured(target, x), training=False))
     if len(a) != len(b) or any(p.shape != q.shape for p, q in zip(a, b, strict=False)):
         raise BridgeError(
             f"'{source.name}' and '{target.name}' give outputs of different shapes: "
@@ -315,7 +326,6 @@ _SHARED_ACTIVATIONS = frozenset(
     }
 )
 _ACTIVATION_ALIASES = {"silu": "swish"}
-_KERAS3_PACKAGE = "tflight_keras3"  # tf_keras names of Keras 3 activations
 _TF_KERAS_PACKAGE = "tflight_tf_keras"  # Keras 3 names of tf_keras activations
 
 # Keyword arguments every tf_keras layer accepts besides its own.
@@ -463,18 +473,39 @@ def _tfk_support() -> Any:
 
     ns.KerasOperation = tfk.saving.register_keras_serializable(package="tflight")(KerasOperation)
 
-    def _wrap(name: str) -> Callable[[Any], Any]:
-        fn = keras.activations.get(name)
+    class Keras3Activation:
+        """A Keras 3 activation (by name) usable as a tf_keras activation.
 
-        def activation(x: Any) -> Any:
-            return fn(x)
+        A serializable object rather than a bare function: tf_keras writes
+        registered functions to HDF5 in a form it cannot read back, and a
+        plain name would resolve to tf_keras' own function of that name,
+        which can differ (hard_sigmoid).
+        """
 
-        activation.__name__ = name
-        return tfk.saving.register_keras_serializable(package=_KERAS3_PACKAGE, name=name)(
-            activation
-        )
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.__name__ = name
+            self._fn = keras.activations.get(name)
 
-    ns.wrap_activation = functools.cache(_wrap)
+        def __call__(self, x: Any) -> Any:
+            return self._fn(x)
+
+        def get_config(self) -> dict[str, Any]:
+            return {"name": self.name}
+
+        @classmethod
+        def from_config(cls, config: dict[str, Any]) -> Keras3Activation:
+            return cls(**config)
+
+    ns.Keras3Activation = tfk.saving.register_keras_serializable(package="tflight")(
+        Keras3Activation
+    )
+    ns.wrap_activation = functools.cache(Keras3Activation)
+    # tf_keras reads HDF5 configs with its legacy loader, which looks classes
+    # up by their bare name rather than the registered "package>name".
+    custom = tfk.utils.get_custom_objects()
+    custom.setdefault("KerasOperation", KerasOperation)
+    custom.setdefault("Keras3Activation", Keras3Activation)
     return ns
 
 
@@ -566,25 +597,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _k3_activation_to_tfk(value: Any) -> Any:
+def _activation_name(value: Any) -> Any:
+    """The name of a serialized activation (a string, a dict or a function)."""
+    if isinstance(value, Mapping):
+        config = value.get("config")
+        if isinstance(config, str):
+            return config
+        if isinstance(config, Mapping) and isinstance(config.get("name"), str):
+            return config["name"]
+        return str(value.get("registered_name") or value.get("class_name"))
+    if isinstance(value, str):
+        return value
+    return str(getattr(value, "__name__", repr(value)))
+
+
+def _k3_activation_to_tfk(value: Any, layer: Any) -> Any:
     if value is None:
         return value
-    if isinstance(value, dict):
-        value = value.get("config", {}).get("name") or value.get("class_name")
-    if not isinstance(value, str):
-        value = keras.activations.serialize(value)
-        if isinstance(value, dict):
-            value = value.get("config") or value.get("class_name")
-    name = _ACTIVATION_ALIASES.get(value, value)
+    raw = _activation_name(value)
+    name = _ACTIVATION_ALIASES.get(raw, raw)
     if name in _SHARED_ACTIVATIONS:
         return name
     try:
-        keras.activations.get(name)
+        if not name.isidentifier() or not callable(keras.activations.get(name)):
+            raise ValueError(name)
     except Exception as e:  # noqa: BLE001 - reported as a bridge error below
         raise UnsupportedLayerError(
-            f"Activation {value!r} is not a Keras activation the bridge can translate; "
-            "use a built-in activation, or register a translation with "
-            "tflight.bridge.register(...)."
+            f"Layer '{layer.name}' ({type(layer).__name__}) uses activation {raw!r}, which is "
+            "not a built-in Keras activation; use a built-in one, or register a translation "
+            "for the layer with tflight.bridge.register(...)."
         ) from e
     # A registered function: tf_keras serializes it under a name of its own, so
     # a clone (as TF-MOT makes) cannot fall back to tf_keras' different meaning.
@@ -762,7 +803,9 @@ class _Builder:
         if cls is None:
             raise _unsupported(layer, "tf_keras")
         config = {
-            _RENAMED.get(name, {}).get(k, k): _translate_value(k, v, _k3_activation_to_tfk)
+            _RENAMED.get(name, {}).get(k, k): _translate_value(
+                k, v, lambda a: _k3_activation_to_tfk(a, layer)
+            )
             for k, v in layer.get_config().items()
         }
         config["dtype"] = _policy_name(config.get("dtype"))
@@ -896,7 +939,7 @@ class _Builder:
             raise _unsupported(layer, "Keras 3")
         reverse = {v: k for k, v in _RENAMED.get(name, {}).items()}
         config = {
-            reverse.get(k, k): _translate_value(k, v, _tfk_activation_to_k3)
+            reverse.get(k, k): _translate_value(k, v, lambda a: _tfk_activation_to_k3(a, layer))
             for k, v in _plain(layer.get_config()).items()
         }
         if name == "BatchNormalization" and isinstance(config.get("axis"), list):
@@ -944,25 +987,25 @@ class _Builder:
                 dst.finalize_state()
 
 
-def _tfk_activation_to_k3(value: Any) -> Any:
+def _tfk_activation_to_k3(value: Any, layer: Any) -> Any:
     if value is None:
         return value
-    if isinstance(value, dict):
-        value = value.get("config") or value.get("class_name")
-    if not isinstance(value, str):
-        value = getattr(value, "__name__", None) or repr(value)
-    if value.startswith(f"{_KERAS3_PACKAGE}>"):
-        return value.split(">", 1)[1]
+    if isinstance(value, Mapping) and value.get("class_name") == "Keras3Activation":
+        return value["config"]["name"]  # made by to_tf_keras: the Keras 3 name
+    name = _activation_name(value)
     support = _k3_support()
-    if value in support.tf_keras_activations:
-        return support.tf_keras_activations[value]
-    if value in _SHARED_ACTIVATIONS:
-        return value
-    raise UnsupportedLayerError(
-        f"tf_keras activation {value!r} has no Keras 3 translation; use a built-in "
-        "activation, or register a translation with "
-        "tflight.bridge.register(..., direction='to_keras3')."
-    )
+    if name in support.tf_keras_activations:
+        return support.tf_keras_activations[name]
+    try:
+        keras.activations.get(name)
+    except Exception as e:  # noqa: BLE001 - reported as a bridge error below
+        raise UnsupportedLayerError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) uses activation {name!r}, which "
+            "has no Keras 3 counterpart; use a built-in one, or register a translation for "
+            "the layer with tflight.bridge.register(..., direction='to_keras3')."
+        ) from e
+    # Same name, same function (relu6, silu, ...); the output check confirms it.
+    return name
 
 
 def _copy_operation(op: Any) -> Any:
