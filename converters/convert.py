@@ -232,7 +232,13 @@ def _resolve_thresholds(thresholds: Any, mode: Mode) -> Thresholds:
         if isinstance(value, Thresholds):
             return value
         if isinstance(value, Mapping):
-            return Thresholds(**value)
+            try:
+                return Thresholds(**value)
+            except TypeError as e:
+                raise ConversionError(
+                    f"`thresholds` for {mode.value!r}: {e}; the fields are min_snr_db, "
+                    "min_top1 and max_abs_error."
+                ) from None
     raise ConversionError(
         "`thresholds` must be None, a converters.Thresholds, or a dict from mode to "
         f"Thresholds; got {type(thresholds).__name__}."
@@ -568,18 +574,12 @@ def _reorder_io(flatbuffer: bytes, input_names: list[str], output_names: list[st
         order = [index[n] for n in wanted]
         o = sg._tab.Offset(field)
         start = sg._tab.Vector(o)
-        current = [sg._tab.Get(_flatbuffers_int32(), start + 4 * j) for j in range(count)]
+        current = [struct.unpack_from("<i", buf, start + 4 * j)[0] for j in range(count)]
         if sorted(current) != sorted(order):
             continue
         for j, t in enumerate(order):
             struct.pack_into("<i", buf, start + 4 * j, t)
     return bytes(buf)
-
-
-def _flatbuffers_int32() -> Any:
-    import flatbuffers
-
-    return flatbuffers.number_types.Int32Flags
 
 
 def _validate(

@@ -13,10 +13,13 @@ from typing import Any
 
 import click
 
+# Cheap: `converters.modes` imports neither TensorFlow nor LiteRT.
+from converters.modes import Mode, Target
+
 __all__ = ["convert", "inspect"]
 
-_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-_TARGETS = ("cpu", "gpu", "edgetpu", "npu")
+_MODES = tuple(m.value for m in Mode)
+_TARGETS = tuple(t.value for t in Target)
 _IO_DTYPES = ("float32", "int8", "uint8", "int16")
 
 
