@@ -245,6 +245,18 @@ def test_fit_helper_refuses_an_uncompiled_model(tf_keras_cnn, data):
         tflight.fit(pruned, *data, epochs=1)
 
 
+def test_constant_sparsity_reaches_target_in_a_short_fine_tune(tf_keras_cnn, data):
+    # TF-MOT's own ConstantSparsity(0.5, begin_step=0, frequency=100) ends these
+    # 5 steps at 0 %; tflight's begins at the first batch.
+    pruned = tflight.prune(
+        tf_keras_cnn,
+        sparsity=tflight.ConstantSparsity(0.5, frequency=100),
+        compile=_compile_kwargs(),
+    )
+    tflight.fit(pruned, *data, epochs=1, batch_size=64, verbose=0)
+    assert tflight.sparsity_report(tflight.strip_pruning(pruned)).overall >= 0.49
+
+
 def test_strip_checks_achieved_sparsity(tf_keras_cnn, data):
     x, y = data
     pruned = tflight.prune(

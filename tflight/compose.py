@@ -145,23 +145,27 @@ def _translate(key: str, value: Any) -> Any:
     module = type(value).__module__.split(".")[0]
     if module != "keras":
         return value
-    import keras
+    import inspect
 
     k = tf_keras()
-    registry = {
-        "optimizer": (keras.optimizers.serialize, k.optimizers.deserialize),
-        "loss": (keras.losses.serialize, k.losses.deserialize),
-        "metrics": (keras.metrics.serialize, k.metrics.deserialize),
-    }
-    if key not in registry:
+    namespaces = {"optimizer": k.optimizers, "loss": k.losses, "metrics": k.metrics}
+    if key not in namespaces:
         return value
-    serialize, deserialize = registry[key]
+    name = type(value).__name__
+    cls = getattr(namespaces[key], name, None)
     try:
-        config = serialize(value)
-        return deserialize({"class_name": config["class_name"], "config": config["config"]})
+        if cls is None:
+            raise ValueError(f"tf_keras.{namespaces[key].__name__.split('.')[-1]} has no {name}")
+        accepted = inspect.signature(cls.__init__).parameters
+        config = {
+            arg: val
+            for arg, val in value.get_config().items()
+            if arg in accepted and arg != "name" and val is not None
+        }
+        return cls(**config)
     except Exception as e:  # noqa: BLE001 - any failure means "cannot translate"
         raise CompressionError(
-            f"The Keras 3 {key} {type(value).__name__} has no tf_keras equivalent ({e}). "
+            f"The Keras 3 {key} {name} has no tf_keras equivalent ({e}). "
             f"Pass a string (e.g. 'adam') or a tf_keras object as `compile[{key!r}]`."
         ) from e
 

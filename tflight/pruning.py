@@ -5,10 +5,12 @@
 `callbacks=tflight.callbacks(model)`), then `strip_pruning` returns the plain
 model, after checking that every layer reached the sparsity it was asked for.
 
-TF-MOT's schedules update the masks every 100 steps by default, so a short
-fine-tune silently ends at 0 % sparsity. Here the update frequency defaults to
-something that fits any fine-tune: every step for `ConstantSparsity`, and a
-tenth of the ramp for `PolynomialDecay` (always landing on `end_step`).
+TF-MOT counts training steps from 1 (the first batch), so its default
+`ConstantSparsity(begin_step=0, frequency=100)` first prunes at step 100 and a
+short fine-tune silently ends at 0 % sparsity. Here `begin_step=0` means the
+first batch, so `ConstantSparsity` reaches its target at once and re-selects
+every `frequency` steps (cheap), and `PolynomialDecay` picks an update
+frequency that always lands on `end_step`. `strip_pruning` checks the result.
 
 References:
   Zhu, Gupta. "To prune, or not to prune: exploring the efficacy of pruning
@@ -72,16 +74,18 @@ class ConstantSparsity:
 
     Args:
       target: fraction of weights set to zero, in (0, 1).
-      begin_step: first training step that prunes.
+      begin_step: first training step that prunes; 0 (the default) and 1
+        both mean the first batch, so any fine-tune reaches `target`.
       end_step: last step that updates the mask; -1 keeps updating.
-      frequency: steps between mask updates; 1 (the default) suits any
-        fine-tune length.
+      frequency: steps between later mask updates (re-selection of the
+        smallest weights). Each update sorts the weights, so updating every
+        step makes training several times slower.
     """
 
     target: float
     begin_step: int = 0
     end_step: int = -1
-    frequency: int = 1
+    frequency: int = 100
 
     def __post_init__(self) -> None:
         _check_fraction("target", self.target, low_open=True)
@@ -100,8 +104,9 @@ class ConstantSparsity:
         return self.target
 
     def _tfmot(self) -> Any:
+        # TF-MOT's first training step is 1: a begin_step of 0 would never fire.
         return tfmot().sparsity.keras.ConstantSparsity(
-            self.target, self.begin_step, end_step=self.end_step, frequency=self.frequency
+            self.target, max(self.begin_step, 1), end_step=self.end_step, frequency=self.frequency
         )
 
 
@@ -202,7 +207,7 @@ class Prune:
     """Magnitude pruning, as a technique for `tflight.Pipeline`.
 
     Args:
-      sparsity: a target fraction (a `ConstantSparsity` applied every step) or
+      sparsity: a target fraction (a `ConstantSparsity` reached at the first step) or
         a schedule (`ConstantSparsity`, `PolynomialDecay`).
       m_by_n: structured sparsity, e.g. `(2, 4)`: at least 2 zeros in each 4
         consecutive weights along the input channels (needs input channels
