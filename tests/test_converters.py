@@ -459,3 +459,23 @@ def test_saved_model_fallback_when_freezing_fails(keras3_cnn, calib, monkeypatch
     results = converters.convert_many(keras3_cnn, ["fp32", "int8"], representative_data=calib)
     assert all(r.validation.passed for r in results.values())
     assert results["int8"].load().output_names == ["output_0"]
+
+
+@pytest.mark.parametrize(
+    ("probe", "match"),
+    [
+        ("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)", "crashed"),
+        ("import time; time.sleep(30)", "did not finish"),
+        ("raise SystemExit(3)", "exited with code 3"),
+    ],
+)
+def test_a_crashing_or_hanging_load_cannot_take_the_caller_down(
+    keras3_results, monkeypatch, probe, match
+):
+    # The child process stands in for LiteRT meeting a hostile file: whatever
+    # it does, the caller gets a typed error and carries on.
+    import converters.verify as verify
+
+    monkeypatch.setattr(verify, "_PROBE", probe)
+    with pytest.raises(errors.InvalidTFLiteError, match=match):
+        verify.verify_tflite(keras3_results["fp32"].flatbuffer, timeout=3)
