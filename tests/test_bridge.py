@@ -539,3 +539,56 @@ def test_bridged_model_saves_and_loads_in_tf_keras(tmp_path, suffix):
     data = np.random.default_rng(0).uniform(-4, 4, size=(8, 5)).astype("float32")
     for other in (loaded, clone):
         np.testing.assert_array_equal(np.asarray(other(data)), np.asarray(model(data)))
+
+
+# -- layer kinds, table-driven -----------------------------------------------
+
+_L = keras.layers
+LAYER_CASES = {
+    "embedding_lstm": (((7,), "int32"), lambda: [_L.Embedding(20, 8, mask_zero=True), _L.LSTM(6)]),
+    "gru_simple_rnn": (
+        ((7, 4), "float32"),
+        lambda: [_L.GRU(5, return_sequences=True), _L.SimpleRNN(3)],
+    ),
+    "bidirectional": (((7, 4), "float32"), lambda: [_L.Bidirectional(_L.LSTM(3))]),
+    "time_distributed": (((7, 4), "float32"), lambda: [_L.TimeDistributed(_L.Dense(3))]),
+    "conv1d": (((16, 3), "float32"), lambda: [_L.Conv1D(4, 3), _L.GlobalAveragePooling1D()]),
+    "conv2d_transpose": (
+        ((8, 8, 2), "float32"),
+        lambda: [_L.Conv2DTranspose(3, 3, strides=2), _L.UpSampling2D(), _L.Cropping2D(1)],
+    ),
+    "prelu_elu_gelu": (
+        ((6,), "float32"),
+        lambda: [_L.Dense(4), _L.PReLU(), _L.ELU(), _L.Dense(2, activation="gelu")],
+    ),
+    "resizing": (((8, 8, 3), "float32"), lambda: [_L.Resizing(4, 4), _L.CenterCrop(2, 2)]),
+    "group_layer_norm": (
+        ((4, 4, 4), "float32"),
+        lambda: [_L.GroupNormalization(2), _L.LayerNormalization()],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_layer_kinds_round_trip(case):
+    (shape, dtype), make_layers = LAYER_CASES[case]
+    keras.utils.set_random_seed(0)
+    x = keras.Input(shape, dtype=dtype)
+    h = x
+    for layer in make_layers():
+        h = layer(h)
+    source = keras.Model(x, h, name=case)
+    forward = tflight.to_tf_keras(source)
+    assert bridge.report_of(forward).passed
+    back = tflight.to_keras3(forward)
+    assert bridge.compare(source, back, atol=0.0).passed  # exact
+
+
+def test_multi_head_attention_with_two_inputs():
+    keras.utils.set_random_seed(0)
+    q = keras.Input((5, 8), name="q")
+    v = keras.Input((3, 8), name="v")
+    source = keras.Model([q, v], _L.MultiHeadAttention(2, 4, name="mha")(q, v), name="attn")
+    forward = tflight.to_tf_keras(source)
+    assert bridge.report_of(forward).max_abs_diff <= 1e-5
+    assert bridge.compare(source, tflight.to_keras3(forward), atol=0.0).passed

@@ -334,6 +334,19 @@ _TFK_BASE_KWARGS = frozenset(
 )
 _K3_BASE_KWARGS = frozenset({"name", "trainable", "dtype", "activity_regularizer", "autocast"})
 
+# tf_keras options with no effect on what a layer computes.
+_TFK_ONLY_IGNORABLE = frozenset(
+    {
+        "batch_input_shape",
+        "implementation",
+        "input_length",
+        # Input shapes recorded by MultiHeadAttention; Keras 3 builds on call.
+        "query_shape",
+        "key_shape",
+        "value_shape",
+    }
+)
+
 # Config keys renamed between generations: {class name: {Keras 3 key: tf_keras key}}.
 _RENAMED = {"LeakyReLU": {"negative_slope": "alpha"}}
 
@@ -397,8 +410,12 @@ def _fit_config(
     target_cls: type,
     base_kwargs: frozenset[str],
     target_name: str,
+    ignorable: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """Drops options the target class lacks when they hold their default value."""
+    """Drops options the target class lacks when they hold their default value.
+
+    `ignorable` options change speed or bookkeeping only, never the function.
+    """
     names, _, _ = _init_params(target_cls)
     allowed = names | base_kwargs
     _, _, source_defaults = _init_params(type(layer))
@@ -406,7 +423,13 @@ def _fit_config(
     for key, value in config.items():
         if key in allowed:
             fitted[key] = value
-        elif value is None or value is False or _same(value, source_defaults.get(key, object())):
+        elif (
+            key in ignorable
+            or value is None
+            or value is False
+            or (key == "data_format" and value == "channels_last")
+            or _same(value, source_defaults.get(key, object()))
+        ):
             continue
         else:
             raise UnsupportedLayerError(
@@ -799,6 +822,8 @@ class _Builder:
                 arguments=dict(layer.arguments or {}),
                 name=layer.name,
             )
+        if name in _WRAPPERS:
+            return self._wrapper(layer, tfk, self._k3_inner)
         cls = _find_class(layer, "keras", tfk, "tf_keras")
         if cls is None:
             raise _unsupported(layer, "tf_keras")
@@ -811,7 +836,7 @@ class _Builder:
         config["dtype"] = _policy_name(config.get("dtype"))
         config = _fit_config(layer, config, cls, _TFK_BASE_KWARGS, "tf_keras")
         try:
-            return cls.from_config(config)
+            return _rebuild(cls, config)
         except Exception as e:  # noqa: BLE001 - reported with the layer's name
             raise BridgeError(
                 f"tf_keras could not rebuild layer '{layer.name}' ({name}) from its config: "
@@ -934,6 +959,8 @@ class _Builder:
                 arguments=dict(layer.arguments or {}),
                 name=layer.name,
             )
+        if name in _WRAPPERS:
+            return self._wrapper(layer, keras, self._tfk_inner)
         cls = _find_class(layer, "tf_keras", keras, "keras")
         if cls is None:
             raise _unsupported(layer, "Keras 3")
@@ -951,15 +978,38 @@ class _Builder:
                 )
             config["axis"] = config["axis"][0]
         config["dtype"] = _policy_name(config.get("dtype"))
-        config = _fit_config(layer, config, cls, _K3_BASE_KWARGS, "Keras 3")
+        config = _fit_config(layer, config, cls, _K3_BASE_KWARGS, "Keras 3", _TFK_ONLY_IGNORABLE)
         try:
-            return cls.from_config(config)
+            return _rebuild(cls, config)
         except Exception as e:  # noqa: BLE001
             raise BridgeError(
                 f"Keras 3 could not rebuild layer '{layer.name}' ({name}) from its config: "
                 f"{type(e).__name__}: {e}. Register a translation with "
                 "tflight.bridge.register(..., direction='to_keras3') for this layer."
             ) from e
+
+    # -- wrappers (TimeDistributed, Bidirectional) -----------------------
+
+    def _k3_inner(self, layer: Any) -> Any:
+        new = _user_translation(layer, Direction.TO_TF_KERAS)
+        return new if new is not None else self._k3_builtin(layer)
+
+    def _tfk_inner(self, layer: Any) -> Any:
+        new = _user_translation(layer, Direction.TO_KERAS3)
+        return new if new is not None else self._tfk_builtin(layer)
+
+    def _wrapper(self, layer: Any, target: Any, inner: Callable[[Any], Any]) -> Any:
+        # The wrapper is copied as a whole (its weights are those of the inner
+        # layers, forward then backward), since tf_keras re-creates the inner
+        # layers it is given.
+        if type(layer).__name__ == "TimeDistributed":
+            return target.layers.TimeDistributed(inner(layer.layer), name=layer.name)
+        return target.layers.Bidirectional(
+            inner(layer.forward_layer),
+            merge_mode=layer.merge_mode,
+            backward_layer=inner(layer.backward_layer),
+            name=layer.name,
+        )
 
     # -- weights ----------------------------------------------------------
 
@@ -985,6 +1035,18 @@ class _Builder:
                 # Preprocessing layers (Normalization) cache tensors derived
                 # from their state; refresh them from the copied weights.
                 dst.finalize_state()
+
+
+_WRAPPERS = frozenset({"TimeDistributed", "Bidirectional"})
+
+
+def _rebuild(cls: type, config: dict[str, Any]) -> Any:
+    try:
+        return cls.from_config(config)
+    except KeyError:
+        # Some from_config methods also expect a build config (tf_keras
+        # MultiHeadAttention's query_shape); the constructor does not.
+        return cls(**config)
 
 
 def _tfk_activation_to_k3(value: Any, layer: Any) -> Any:
