@@ -523,6 +523,7 @@ def test_custom_activation_function_is_refused():
         tflight.to_tf_keras(m)
 
 
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 @pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_bridged_model_saves_and_loads_in_tf_keras(tmp_path, suffix):
     """Graph ops and Keras-3-only activations survive tf_keras save/load and cloning."""
@@ -592,3 +593,30 @@ def test_multi_head_attention_with_two_inputs():
     forward = tflight.to_tf_keras(source)
     assert bridge.report_of(forward).max_abs_diff <= 1e-5
     assert bridge.compare(source, tflight.to_keras3(forward), atol=0.0).passed
+
+
+class WiderDense(keras.layers.Dense):
+    """A user subclass that changes defaults only: computes what Dense computes."""
+
+    def __init__(self, units=16, **kwargs):
+        super().__init__(units, **kwargs)
+
+
+class ShiftedDense(keras.layers.Dense):
+    def call(self, x):
+        return super().call(x) + 1.0
+
+
+def test_subclass_of_builtin_without_own_call_is_translated():
+    x = keras.Input((4,))
+    source = keras.Model(x, WiderDense(name="wide")(x))
+    forward = tflight.to_tf_keras(source)
+    assert type(forward.get_layer("wide")).__name__ == "Dense"
+    assert bridge.report_of(forward).max_abs_diff == 0.0
+
+
+def test_subclass_with_own_call_needs_a_translation():
+    x = keras.Input((4,))
+    source = keras.Model(x, ShiftedDense(3, name="shifted")(x))
+    with pytest.raises(UnsupportedLayerError, match="'shifted' of class .*ShiftedDense"):
+        tflight.to_tf_keras(source)

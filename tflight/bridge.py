@@ -655,17 +655,24 @@ def _k3_activation_to_tfk(value: Any, layer: Any) -> Any:
     return _tfk_support().wrap_activation(name)
 
 
-def _is_builtin(obj: Any, package: str) -> bool:
-    return type(obj).__module__.split(".")[0] == package
+def _builtin_base(cls: type, package: str) -> type | None:
+    """The Keras class `cls` computes like: itself if Keras ships it, else a Keras
+    base class when no class in between redefines `call` or `build`."""
+    for klass in cls.__mro__:
+        if klass.__module__.split(".")[0] == package:
+            return klass
+        if "call" in klass.__dict__ or "build" in klass.__dict__:
+            return None
+    return None
 
 
-def _find_class(layer: Any, source_pkg: str, target_root: Any, target_pkg: str) -> type | None:
+def _find_class(source_cls: type, target_root: Any, target_pkg: str) -> type | None:
     """The class of the other generation with the same name, if Keras ships one."""
-    name = type(layer).__name__
+    name = source_cls.__name__
     cls = getattr(target_root.layers, name, None)
     if isinstance(cls, type):
         return cls
-    module = type(layer).__module__
+    module = source_cls.__module__
     if ".applications." in module:
         # e.g. keras.src.applications.convnext.LayerScale
         tail = module.split(".applications.", 1)[1]
@@ -811,9 +818,10 @@ class _Builder:
 
     def _k3_builtin(self, layer: Any) -> Any:
         tfk = tf_keras()
-        if not _is_builtin(layer, "keras"):
+        base = _builtin_base(type(layer), "keras")
+        if base is None:
             raise _unsupported(layer, "tf_keras")
-        name = type(layer).__name__
+        name = base.__name__
         if name == "Lambda":
             return tfk.layers.Lambda(
                 layer.function,
@@ -824,7 +832,7 @@ class _Builder:
             )
         if name in _WRAPPERS:
             return self._wrapper(layer, tfk, self._k3_inner)
-        cls = _find_class(layer, "keras", tfk, "tf_keras")
+        cls = _find_class(base, tfk, "tf_keras")
         if cls is None:
             raise _unsupported(layer, "tf_keras")
         config = {
@@ -941,16 +949,16 @@ class _Builder:
 
     def _tfk_builtin(self, layer: Any) -> Any:
         name = type(layer).__name__
-        if not _is_builtin(layer, "tf_keras"):
-            if isinstance(layer, tf_keras().layers.Wrapper) or "tensorflow_model_optimization" in (
-                type(layer).__module__
-            ):
+        base = _builtin_base(type(layer), "tf_keras")
+        if base is None or "tensorflow_model_optimization" in type(layer).__module__:
+            if "tensorflow_model_optimization" in type(layer).__module__:
                 raise UnsupportedLayerError(
                     f"Layer '{layer.name}' is a {name} wrapper from a compression technique; "
                     "strip the model first (e.g. tfmot.sparsity.keras.strip_pruning or "
                     "tflight's strip functions), then call to_keras3."
                 )
             raise _unsupported(layer, "Keras 3")
+        name = base.__name__
         if name == "Lambda":
             return keras.layers.Lambda(
                 layer.function,
@@ -961,7 +969,7 @@ class _Builder:
             )
         if name in _WRAPPERS:
             return self._wrapper(layer, keras, self._tfk_inner)
-        cls = _find_class(layer, "tf_keras", keras, "keras")
+        cls = _find_class(base, keras, "keras")
         if cls is None:
             raise _unsupported(layer, "Keras 3")
         reverse = {v: k for k, v in _RENAMED.get(name, {}).items()}
