@@ -18,6 +18,27 @@ from tflight.bridge import to_keras3
 from tflight.bridge import to_tf_keras
 
 # -- compression --
+from tflight.clustering import CentroidInit
+from tflight.clustering import Cluster
+from tflight.clustering import cluster
+from tflight.clustering import strip_clustering
+from tflight.compose import Pipeline
+from tflight.compose import PipelineResult
+from tflight.compose import callbacks
+from tflight.compose import fit
+from tflight.compose import freeze
+from tflight.pruning import ConstantSparsity
+from tflight.pruning import PolynomialDecay
+from tflight.pruning import Prune
+from tflight.pruning import SparsityReport
+from tflight.pruning import prune
+from tflight.pruning import sparsity_report
+from tflight.pruning import strip_pruning
+from tflight.quantization import QAT
+from tflight.quantization import AgreementReport
+from tflight.quantization import check_agreement
+from tflight.quantization import quantize
+from tflight.quantization import strip_quantization
 
 # -- distillation --
 from tflight.distillation import DistillationResult
@@ -45,6 +66,27 @@ __all__ = [
     "to_keras3",
     "to_tf_keras",
     # -- compression --
+    "CentroidInit",
+    "Cluster",
+    "cluster",
+    "strip_clustering",
+    "Pipeline",
+    "PipelineResult",
+    "callbacks",
+    "fit",
+    "freeze",
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "Prune",
+    "SparsityReport",
+    "prune",
+    "sparsity_report",
+    "strip_pruning",
+    "QAT",
+    "AgreementReport",
+    "check_agreement",
+    "quantize",
+    "strip_quantization",
     # -- distillation --
     "Distiller",
     "DistillationResult",
