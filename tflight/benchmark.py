@@ -265,7 +265,8 @@ class DeviceReport:
       instructions_per_invoke: guest instructions per invoke in LiteRT's
         libraries (repeatable), or None.
       cost_note: exactly what `instructions_per_invoke` counts, or why missing.
-      emulated_median_ms: median invoke time under emulation (not phone time).
+      emulated_median_ms: median invoke time under emulation, and under qemu's
+        tracer when instructions are counted (never phone time).
       wall_s: wall time of the emulated runs.
     """
 

@@ -493,9 +493,16 @@ def _count_trace(fifo: Path, out: dict) -> None:
     out["misses"] = misses
 
 
-def _traced_instructions(
+class _RangesMoved(Exception):
+    def __init__(self, ranges: list):
+        super().__init__("LiteRT was mapped at other addresses")
+        self.ranges = ranges
+
+
+def _traced_run(
     env: Arm64Environment, request: dict, ranges: list, *, timeout: float
-) -> int:
+) -> tuple[dict, float, int]:
+    """One emulated run under qemu's tracer: (child result, wall s, instructions)."""
     with tempfile.TemporaryDirectory(prefix="tflight-trace-") as tmp:
         fifo = Path(tmp) / "trace.fifo"
         os.mkfifo(fifo)
@@ -504,7 +511,7 @@ def _traced_instructions(
         reader.start()
         dfilter = ",".join(f"0x{lo:x}..0x{hi - 1:x}" for lo, hi, *_ in ranges)
         try:
-            traced, _ = _child_call(
+            traced, wall = _child_call(
                 env,
                 request,
                 timeout=timeout,
@@ -516,11 +523,28 @@ def _traced_instructions(
                 fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
                 os.close(fd)
             reader.join(timeout=60)
+    if "error" in traced:
+        return traced, wall, 0
     if traced.get("litert_ranges") != ranges:
-        raise DeviceError("LiteRT was mapped at other addresses in the traced run")
+        raise _RangesMoved(traced.get("litert_ranges") or [])
     if "error" in counted or "instructions" not in counted:
         raise DeviceError(f"could not read qemu's trace: {counted.get('error', 'no data')}")
-    return int(counted["instructions"])
+    return traced, wall, int(counted["instructions"])
+
+
+def _cached_ranges(env: Arm64Environment) -> list:
+    try:
+        return json.loads((env.site.parent / "litert_ranges.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _store_ranges(env: Arm64Environment, ranges: list) -> None:
+    path = env.site.parent / "litert_ranges.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(ranges))
+        os.replace(tmp, path)
 
 
 def run_on_arm64(
@@ -538,7 +562,7 @@ def run_on_arm64(
       request: the child request (model path, runs, inputs ...); runs are
         counted exactly (no minimum time) so that the traced runs repeat.
       env: a ready environment; `setup_arm64(progress=progress)` by default.
-      count_instructions: also count guest instructions per invoke (two more
+      count_instructions: also count guest instructions per invoke (two
         emulated runs under qemu's tracer, each a few times slower).
       extra_invokes: how many more invokes the second traced run makes.
       timeout: seconds allowed for each emulated process.
@@ -554,25 +578,46 @@ def run_on_arm64(
     req = dict(
         request, min_time=0.0, warmup_min_time=0.0, max_time=0.0, threads=1, report_ranges=True
     )
-    _say(progress, "[arm64] running the model under emulation")
-    child, wall = _child_call(env, req, timeout=timeout)
-    if "error" in child or not count_instructions:
-        return EmulatedRun(child, wall, None, "not counted")
-    ranges = child.get("litert_ranges") or []
+    ranges = _cached_ranges(env) if count_instructions else []
+    child = None
     if not ranges:
-        return EmulatedRun(child, wall, None, "not counted: LiteRT's address ranges are unknown")
-    _say(progress, "[arm64] counting guest instructions (two traced runs)")
-    base_req = {k: v for k, v in req.items() if k not in ("outputs_path", "inputs_save")}
-    base_req["outputs_path"] = None
-    n1 = _traced_instructions(env, dict(base_req, extra_invokes=0), ranges, timeout=timeout)
-    n2 = _traced_instructions(
-        env, dict(base_req, extra_invokes=extra_invokes), ranges, timeout=timeout
-    )
+        # Learn where LiteRT's code is mapped (the same every run: no ASLR).
+        _say(progress, "[arm64] running the model under emulation")
+        child, wall = _child_call(env, req, timeout=timeout)
+        ranges = child.get("litert_ranges") or []
+        if ranges:
+            _store_ranges(env, ranges)
+        if "error" in child or not count_instructions:
+            return EmulatedRun(child, wall, None, "not counted")
+        if not ranges:
+            return EmulatedRun(
+                child, wall, None, "not counted: LiteRT's address ranges are unknown"
+            )
+    _say(progress, "[arm64] running the model under emulation, counting guest instructions")
+    try:
+        first, wall, n1 = _traced_run(env, dict(req, extra_invokes=0), ranges, timeout=timeout)
+        if "error" in first:
+            return EmulatedRun(first, wall, None, "not counted")
+        # Identical to the first run but for the extra invokes (outputs go elsewhere).
+        second_req = dict(req, extra_invokes=extra_invokes)
+        if req.get("outputs_path"):
+            second_req["outputs_path"] = req["outputs_path"] + ".second.npz"
+        _, _, n2 = _traced_run(env, second_req, ranges, timeout=timeout)
+    except _RangesMoved:
+        with contextlib.suppress(OSError):
+            (env.site.parent / "litert_ranges.json").unlink()
+        if child is None:
+            # The cache was stale: start again with the new addresses.
+            return run_on_arm64(
+                request, env=env, count_instructions=count_instructions,
+                extra_invokes=extra_invokes, timeout=timeout, progress=progress,
+            )
+        raise DeviceError("LiteRT was mapped at other addresses in the traced run") from None
     per = (n2 - n1) / extra_invokes
     note = (
         "guest AArch64 instructions executed in LiteRT's libraries per invoke "
         f"(qemu exec trace; difference of two runs, {extra_invokes} invokes apart; 1 thread)"
     )
     if per <= 0:
-        return EmulatedRun(child, wall, None, f"not counted: the traced runs differ by {n2 - n1}")
-    return EmulatedRun(child, wall, per, note)
+        return EmulatedRun(first, wall, None, f"not counted: the traced runs differ by {n2 - n1}")
+    return EmulatedRun(first, wall, per, note)
