@@ -40,6 +40,7 @@ from tflight._keras import tf_keras  # noqa: E402
 
 SEED = 0
 BATCH = 32
+ROUNDS = 5
 
 
 @dataclasses.dataclass
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
     timed_qat = tflight.quantize(float_model, compile=compile_kwargs(lr))
     timed_prune = tflight.prune(float_model, sparsity=0.5, compile=compile_kwargs(lr))
     times = {"float": [], "QAT": [], "pruning": []}
-    for _ in range(3):  # interleaved rounds: noise on a shared machine hits all alike
+    for _ in range(ROUNDS):  # interleaved rounds: noise on a shared machine hits all alike
         times["float"].append(step_time(timed_float, data))
         times["QAT"].append(step_time(timed_qat, data))
         times["pruning"].append(step_time(timed_prune, data))
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
             f"{row.size_ratio:>7.2f}{row.gzip_ratio:>7.2f}{row.sparsity:>9.1%}{agree:>9}"
         )
     print(
-        f"\nTraining step (median of {3} interleaved rounds, batch {BATCH}): "
+        f"\nTraining step (median of {ROUNDS} interleaved rounds, batch {BATCH}): "
         f"float {step['float'] * 1e3:.2f} ms, QAT {step['QAT'] * 1e3:.2f} ms "
         f"({step['QAT'] / step['float']:.2f}×), pruning {step['pruning'] * 1e3:.2f} ms "
         f"({step['pruning'] / step['float']:.2f}×)"

@@ -549,12 +549,32 @@ class Pipeline:
             done |= technique.provides
             stages.append(
                 StageResult(
-                    technique=repr(technique),
+                    technique=_label(technique),
                     preserve=preserve,
                     history={k: [float(v) for v in vs] for k, vs in history.history.items()},
                 )
             )
         return PipelineResult(model=current, stages=tuple(stages))
+
+
+def _label(technique: Any) -> str:
+    """`Prune(sparsity=0.5)`: the class and the arguments that differ from the defaults."""
+    if not dataclasses.is_dataclass(technique):
+        return repr(technique)
+
+    def short(value: Any) -> str:
+        if isinstance(value, type):
+            return value.__name__
+        if isinstance(value, str):  # includes str enums
+            return repr(str(value.value if hasattr(value, "value") else value))
+        return repr(value)
+
+    args = [
+        f"{f.name}={short(getattr(technique, f.name))}"
+        for f in dataclasses.fields(technique)
+        if getattr(technique, f.name) != f.default
+    ]
+    return f"{type(technique).__name__}({', '.join(args)})"
 
 
 def _fresh_optimizer(compile: dict[str, Any]) -> dict[str, Any]:
