@@ -61,6 +61,9 @@ def _register() -> None:
     from tflight import _cli_bench
 
     cli.add_command(_cli_bench.bench)
+    from tflight import _cli_compress
+
+    cli.add_command(_cli_compress.compress)
     # Further commands register here.
 
 
