@@ -620,3 +620,23 @@ def test_subclass_with_own_call_needs_a_translation():
     source = keras.Model(x, ShiftedDense(3, name="shifted")(x))
     with pytest.raises(UnsupportedLayerError, match="'shifted' of class .*ShiftedDense"):
         tflight.to_tf_keras(source)
+
+
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
+def test_keras_ops_with_kwargs_lists_slices_and_constants(tmp_path):
+    from keras import ops
+
+    x = keras.Input((6, 4), name="seq")
+    a = ops.mean(x, axis=1)
+    b = ops.concatenate([a, x[:, 0, :2]], axis=-1)
+    c = ops.transpose(ops.reshape(b, (-1, 3, 2)), (0, 2, 1))
+    e = keras.layers.Flatten(name="flat")(c)
+    n = keras.layers.Normalization(mean=[1.0] * 6, variance=[2.0] * 6, name="fixed_norm")(e)
+    source = keras.Model(x, ops.sigmoid(n) * ops.cast(ops.shape(x)[1], "float32"), name="ops")
+    forward = tflight.to_tf_keras(source)
+    assert bridge.report_of(forward).max_abs_diff == 0.0
+    assert bridge.compare(source, tflight.to_keras3(forward), atol=0.0).passed
+    for suffix in (".h5", ".keras"):
+        forward.save(tmp_path / f"m{suffix}")
+        loaded = tf_keras().models.load_model(tmp_path / f"m{suffix}")
+        assert bridge.compare(source, loaded, atol=0.0).passed, suffix

@@ -54,7 +54,7 @@ _FREE_DIM = 32
 
 
 class Direction(enum.StrEnum):
-    """Which way a translation goes; the values are the words used on the CLI."""
+    """Which way a translation goes; the values are the words `register` accepts."""
 
     TO_TF_KERAS = "to_tf_keras"
     TO_KERAS3 = "to_keras3"
@@ -477,7 +477,7 @@ def _tfk_support() -> Any:
             if isinstance(operation, dict):
                 operation = keras.saving.deserialize_keras_object(operation)
             self.operation = operation
-            self.template = _plain(template)
+            self.template = _decode(_plain(template))
 
         @tf.autograph.experimental.do_not_convert
         def call(self, inputs: Any, **unused: Any) -> Any:
@@ -491,7 +491,7 @@ def _tfk_support() -> Any:
         def get_config(self) -> dict[str, Any]:
             config = super().get_config()
             config["operation"] = keras.saving.serialize_keras_object(self.operation)
-            config["template"] = _plain(self.template)
+            config["template"] = _encode(_plain(self.template))
             return config
 
     ns.KerasOperation = tfk.saving.register_keras_serializable(package="tflight")(KerasOperation)
@@ -602,6 +602,42 @@ def _fill_template(template: Any, tensors: list[Any]) -> tuple[list, dict]:
         return value
 
     return walk(template["args"]), walk(template["kwargs"])
+
+
+def _encode(value: Any) -> Any:
+    """Makes constant call arguments JSON-safe (tuples, slices, arrays), for saving."""
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, slice):
+        return {"__slice__": [_encode(value.start), _encode(value.stop), _encode(value.step)]}
+    if value is Ellipsis:
+        return {"__ellipsis__": True}
+    if tf.is_tensor(value) and hasattr(value, "numpy"):  # an eager constant
+        value = value.numpy()
+    if isinstance(value, (np.ndarray, np.generic)):
+        return {"__array__": np.asarray(value).tolist(), "dtype": str(np.asarray(value).dtype)}
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        keys = set(value)
+        if keys == {"__tuple__"}:
+            return tuple(_decode(v) for v in value["__tuple__"])
+        if keys == {"__slice__"}:
+            return slice(*(_decode(v) for v in value["__slice__"]))
+        if keys == {"__ellipsis__"}:
+            return Ellipsis
+        if keys == {"__array__", "dtype"}:
+            return np.asarray(value["__array__"], dtype=value["dtype"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
 
 
 def _as_list(inputs: Any) -> list[Any]:
