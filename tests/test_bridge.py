@@ -72,6 +72,7 @@ def _mobilenet_v3_small_backbone():
     backbone = keras.applications.MobileNetV3Small(
         weights=None, input_shape=(32, 32, 3), include_top=False, pooling="avg"
     )
+    backbone.trainable = False  # the usual fine-tuning set-up
     x = keras.Input((32, 32, 3), name="image")
     h = keras.layers.Dropout(0.2, name="head_dropout")(backbone(x))
     return keras.Model(x, keras.layers.Dense(10, name="head")(h), name="classifier")
@@ -136,6 +137,7 @@ def test_forward_rebuild_is_tf_keras_and_agrees(bridged):
 
 def test_weights_are_copied_exactly(bridged):
     source, forward, _ = bridged
+    assert len(source.trainable_weights) == len(forward.trainable_weights)
     src = [w for w in source.get_weights()]
     dst = [w for w in forward.get_weights()]
     assert len(src) == len(dst)
@@ -154,6 +156,7 @@ def test_round_trip_is_exact(bridged):
         (type(b).__name__, b.name) for b in _leaf_layers(back)
     ]
     assert [w.shape for w in source.get_weights()] == [w.shape for w in back.get_weights()]
+    assert len(back.trainable_weights) == len(source.trainable_weights)
 
 
 def test_source_model_is_not_modified():
@@ -162,10 +165,15 @@ def test_source_model_is_not_modified():
     config = json.dumps(source.get_config(), sort_keys=True, default=str)
     weights = source.get_weights()
     nodes = [len(layer._inbound_nodes) for layer in source.operations]
-    tflight.to_tf_keras(source)
+    forward = tflight.to_tf_keras(source)
     assert json.dumps(source.get_config(), sort_keys=True, default=str) == config
     for a, b in zip(weights, source.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert [len(layer._inbound_nodes) for layer in source.operations] == nodes
+    # The reverse leaves the tf_keras model alone too (and the Keras 3 source).
+    forward_nodes = [len(layer._inbound_nodes) for layer in forward.layers]
+    tflight.to_keras3(forward)
+    assert [len(layer._inbound_nodes) for layer in forward.layers] == forward_nodes
     assert [len(layer._inbound_nodes) for layer in source.operations] == nodes
 
 

@@ -781,7 +781,10 @@ class _Builder:
             new = self._k3_functional(model)
         else:
             raise _subclassed(model)
-        new.trainable = model.trainable
+        if not model.trainable:
+            # Setting it to True would recurse and unfreeze layers frozen on
+            # their own; their configs already carry their flags.
+            new.trainable = False
         return new
 
     def _k3_inputs(self, model: Any) -> list[Any]:
@@ -914,7 +917,10 @@ class _Builder:
             new = self._tfk_functional(model)
         else:
             raise _subclassed(model)
-        new.trainable = model.trainable
+        if not model.trainable:
+            # Setting it to True would recurse and unfreeze layers frozen on
+            # their own; their configs already carry their flags.
+            new.trainable = False
         return new
 
     def _tfk_functional(self, model: Any) -> Any:
