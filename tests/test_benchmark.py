@@ -419,3 +419,29 @@ def test_comparison_needs_results():
     with pytest.raises(BenchmarkError):
         benchmark_many([])
     assert Comparison  # exported
+
+
+def test_public_surface_is_pinned():
+    import tflight
+    from tflight import device, profiles
+
+    mine = {
+        "Accelerator", "BenchmarkConfig", "BenchmarkResult", "Comparison", "DEVICE_PROFILES",
+        "Device", "DeviceProfile", "append_history", "benchmark", "benchmark_many",
+        "estimate_latency", "plot_latency_vs_size", "read_history", "setup_arm64",
+    }
+    assert mine <= set(tflight.__all__)
+    assert all(hasattr(tflight, n) for n in mine)
+    assert set(sys.modules["tflight.benchmark"].__all__) == {
+        "Accelerator", "Device", "BenchmarkConfig", "LatencyStats", "MemoryStats", "OpTiming",
+        "OpProfile", "DeviceReport", "BenchmarkResult", "Comparison", "InputDataError",
+        "benchmark", "benchmark_many", "append_history", "read_history", "plot_latency_vs_size",
+    }
+    assert set(device.__all__) == {
+        "ARM64_RUNTIME", "Arm64Environment", "RegistryUnreachableError", "EmulatedRun",
+        "default_cache_dir", "setup_arm64", "run_on_arm64",
+    }
+    assert set(profiles.__all__) == {
+        "OpKind", "OpWork", "ModelWork", "DeviceProfile", "LatencyEstimate", "PROFILES",
+        "get_profile", "model_work", "estimate_latency", "calibrate",
+    }

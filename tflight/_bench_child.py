@@ -66,6 +66,13 @@ def _litert_ranges() -> list:
     return ranges
 
 
+def _marker(name: str) -> None:
+    try:
+        os.stat(f"/@@tflight-invokes-{name}@@")
+    except OSError:
+        pass
+
+
 def _reset_peak() -> bool:
     """Resets the kernel's peak-RSS counter so later peaks are the model's own."""
     try:
@@ -409,8 +416,12 @@ def _run(req: dict) -> dict:
         np.savez(tmp, **{f"x{i}": a for i, a in enumerate(timing_inputs)})
         os.replace(tmp, req["inputs_save"])
     if req.get("extra_invokes"):
+        # The failing stat calls are markers: an emulator that logs system
+        # calls sees exactly where the extra invokes begin and end.
+        _marker("begin")
         for _ in range(int(req["extra_invokes"])):
             runner.invoke()
+        _marker("end")
 
     if req.get("outputs_path"):
         if samples is not None:

@@ -804,7 +804,7 @@ def benchmark(
       profile: also measure a per-op profile (by prefix timing).
       estimate: device profile names to estimate latency on (default: all).
       count_instructions: with `device="arm64"`, count guest instructions per
-        invoke (two more emulated runs).
+        invoke (the emulated run is made under qemu's tracer).
       progress: called with one line per slow step (emulator set-up ...).
 
     Returns:
@@ -938,14 +938,13 @@ def benchmark(
         )
         device_report = None
         if device is Device.ARM64:
+            # The ARM run gets exactly the host's inputs: the user's, or the
+            # random ones the host child saved.
             dev_inputs = inputs_path or str(tmpd / "inputs.npz")
-            host_outputs = outputs
-            if inputs_path is None:
-                host_outputs = outputs
             device_report = _device_run(
                 str(path),
                 dev_inputs,
-                host_outputs,
+                outputs,
                 [o.get("scale", 0.0) for o in child["outputs"]],
                 cfg,
                 progress,

@@ -19,9 +19,9 @@ interrupted one never looks complete.
 Wall time under emulation is not phone time. The repeatable cost figure this
 module reports instead is the number of **guest AArch64 instructions executed
 in LiteRT's own libraries per invoke**, counted from qemu's execution trace
-(`-d exec,in_asm,nochain` restricted with `-dfilter` to the address ranges of
-the LiteRT libraries) as the difference between two runs that differ only in
-their number of invokes. It does not include time in libc or the kernel, and
+(`-d exec,in_asm,nochain,strace` restricted with `-dfilter` to the address
+ranges of the LiteRT libraries) between two marker system calls that the child
+makes around a fixed number of invokes. It does not include time in libc or the kernel, and
 an instruction is not a cycle; it is repeatable to the instruction on a given
 set-up and moves with the work a model does on ARM.
 
@@ -461,9 +461,14 @@ def _child_call(
 
 
 def _count_trace(fifo: Path, out: dict) -> None:
-    """Reads qemu's exec+in_asm log; sums the guest instructions of executed blocks."""
+    """Reads qemu's exec+in_asm+strace log.
+
+    Sums the guest instructions of the translation blocks executed between the
+    child's begin and end marker system calls.
+    """
     sizes: dict[int, int] = {}
     total = misses = 0
+    inside = False
     pending_start, pending_n = None, 0
     try:
         with open(fifo, "rb") as f:
@@ -478,6 +483,8 @@ def _count_trace(fifo: Path, out: dict) -> None:
                     if pending_start is not None and pending_n:
                         sizes[pending_start] = pending_n
                     pending_start = None
+                    if not inside:
+                        continue
                     pc = int(line.split(b"[", 1)[1].split(b"/")[1], 16)
                     n = sizes.get(pc)
                     if n is None:
@@ -487,6 +494,12 @@ def _count_trace(fifo: Path, out: dict) -> None:
                 elif pending_start is not None and pending_n and not line.strip():
                     sizes[pending_start] = pending_n
                     pending_start = None
+                elif b"@@tflight-invokes-begin@@" in line:
+                    inside = True
+                    out["begin"] = True
+                elif b"@@tflight-invokes-end@@" in line:
+                    inside = False
+                    out["end"] = True
     except Exception as e:  # noqa: BLE001 - reported as a missing figure, not a crash
         out["error"] = f"{type(e).__name__}: {e}"
     out["instructions"] = total
@@ -501,7 +514,7 @@ class _RangesMoved(Exception):
 
 def _traced_run(
     env: Arm64Environment, request: dict, ranges: list, *, timeout: float
-) -> tuple[dict, float, int]:
+) -> tuple[dict, float, int | None]:
     """One emulated run under qemu's tracer: (child result, wall s, instructions)."""
     with tempfile.TemporaryDirectory(prefix="tflight-trace-") as tmp:
         fifo = Path(tmp) / "trace.fifo"
@@ -515,20 +528,24 @@ def _traced_run(
                 env,
                 request,
                 timeout=timeout,
-                qemu_args=("-d", "exec,in_asm,nochain", "-dfilter", dfilter, "-D", str(fifo)),
+                qemu_args=(
+                    "-d", "exec,in_asm,nochain,strace", "-dfilter", dfilter, "-D", str(fifo),
+                ),
             )
         finally:
             # Unblock the reader if qemu never opened the fifo.
             with contextlib.suppress(OSError):
                 fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
                 os.close(fd)
-            reader.join(timeout=60)
+            reader.join(timeout=120)
     if "error" in traced:
-        return traced, wall, 0
+        return traced, wall, None
     if traced.get("litert_ranges") != ranges:
         raise _RangesMoved(traced.get("litert_ranges") or [])
-    if "error" in counted or "instructions" not in counted:
-        raise DeviceError(f"could not read qemu's trace: {counted.get('error', 'no data')}")
+    if "error" in counted or not (counted.get("begin") and counted.get("end")):
+        raise DeviceError(
+            f"could not read qemu's trace: {counted.get('error', 'the invoke markers are missing')}"
+        )
     return traced, wall, int(counted["instructions"])
 
 
@@ -562,9 +579,9 @@ def run_on_arm64(
       request: the child request (model path, runs, inputs ...); runs are
         counted exactly (no minimum time) so that the traced runs repeat.
       env: a ready environment; `setup_arm64(progress=progress)` by default.
-      count_instructions: also count guest instructions per invoke (two
-        emulated runs under qemu's tracer, each a few times slower).
-      extra_invokes: how many more invokes the second traced run makes.
+      count_instructions: also count guest instructions per invoke (the run
+        is made under qemu's tracer, a few times slower).
+      extra_invokes: how many invokes are counted, after the timed ones.
       timeout: seconds allowed for each emulated process.
       progress: called with one line per step.
 
@@ -595,14 +612,9 @@ def run_on_arm64(
             )
     _say(progress, "[arm64] running the model under emulation, counting guest instructions")
     try:
-        first, wall, n1 = _traced_run(env, dict(req, extra_invokes=0), ranges, timeout=timeout)
-        if "error" in first:
-            return EmulatedRun(first, wall, None, "not counted")
-        # Identical to the first run but for the extra invokes (outputs go elsewhere).
-        second_req = dict(req, extra_invokes=extra_invokes)
-        if req.get("outputs_path"):
-            second_req["outputs_path"] = req["outputs_path"] + ".second.npz"
-        _, _, n2 = _traced_run(env, second_req, ranges, timeout=timeout)
+        traced, wall, n = _traced_run(
+            env, dict(req, extra_invokes=extra_invokes), ranges, timeout=timeout
+        )
     except _RangesMoved:
         with contextlib.suppress(OSError):
             (env.site.parent / "litert_ranges.json").unlink()
@@ -613,11 +625,13 @@ def run_on_arm64(
                 extra_invokes=extra_invokes, timeout=timeout, progress=progress,
             )
         raise DeviceError("LiteRT was mapped at other addresses in the traced run") from None
-    per = (n2 - n1) / extra_invokes
+    if n is None:
+        return EmulatedRun(traced, wall, None, "not counted")
     note = (
         "guest AArch64 instructions executed in LiteRT's libraries per invoke "
-        f"(qemu exec trace; difference of two runs, {extra_invokes} invokes apart; 1 thread)"
+        f"(qemu exec trace between markers around {extra_invokes} invokes; 1 thread; "
+        "libc and kernel time excluded)"
     )
-    if per <= 0:
-        return EmulatedRun(first, wall, None, f"not counted: the traced runs differ by {n2 - n1}")
-    return EmulatedRun(first, wall, per, note)
+    if n <= 0:
+        return EmulatedRun(traced, wall, None, "not counted: no LiteRT code ran between markers")
+    return EmulatedRun(traced, wall, n / extra_invokes, note)
