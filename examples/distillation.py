@@ -7,7 +7,7 @@ This walk-through uses scikit-learn's bundled 8x8 digits, so it runs offline in
 about a minute on a laptop CPU:
 
 1. train a teacher CNN;
-2. distil it into a student 400 times smaller (soft targets + a feature hint);
+2. distil it into a student over 100 times smaller (soft targets + a feature hint);
 3. fine-tune the student with quantization-aware training while still
    distilling, and convert it to a full-int8 `.tflite` checked in LiteRT;
 4. plug in a custom distillation loss.
@@ -52,7 +52,7 @@ def main() -> None:
         name="teacher",
     )
     teacher.compile("adam", xent, metrics=["accuracy"])
-    teacher.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    teacher.fit(x, y, epochs=30, batch_size=32, verbose=0)
     print(
         f"teacher: {teacher.count_params():,} params, "
         f"test accuracy {teacher.evaluate(x_test, y_test, verbose=0)[1]:.3f}"

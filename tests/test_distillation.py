@@ -506,3 +506,20 @@ def test_mirrored_strategy_matches_single_device(generation):
     assert report["moved"] > 1e-3  # training happened
     assert report["diff"] < 1e-5  # two replicas == one device on the same global batch
     np.testing.assert_allclose(report["loss1"], report["loss2"], rtol=1e-5)
+
+
+def test_qat_student_distiller_weights_round_trip(tf_keras_cnn, data, tmp_path):
+    # TF-MOT's QuantizeLayer cannot reload from .keras; weights files work.
+    def build():
+        qat = tfmot().quantization.keras.quantize_model(_student(tf_keras()))
+        return Distiller(tf_keras_cnn, qat, feature_layers=[("conv", "conv")])
+
+    d = build()
+    d.compile(optimizer="adam")
+    d.fit(*data, batch_size=64, epochs=1, verbose=0)
+    d.save_weights(tmp_path / "qat.weights.h5")
+    fresh = build()
+    assert not _same(_weights(fresh.student), _weights(d.student))
+    fresh.load_weights(tmp_path / "qat.weights.h5")
+    assert _same(_weights(fresh.student), _weights(d.student))
+    assert _same(_weights(fresh.projections[0]), _weights(d.projections[0]))

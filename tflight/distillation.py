@@ -994,7 +994,10 @@ def load_distiller(path: str | os.PathLike[str]) -> Distiller:
     """Loads a `Distiller` saved with `distiller.save("....keras")`.
 
     The Keras generation is read from the file. Custom losses must be imported
-    (defined) before loading.
+    (defined) before loading. A distiller whose student is QAT-wrapped does not
+    load back: TF-MOT's `QuantizeLayer` cannot reload from the `.keras` format
+    (true of a plain QAT model too); keep such a run with `save_weights` /
+    `load_weights` on a distiller built the same way.
 
     Raises:
       DistillationError: the file is missing, not a `.keras` file, or does not
