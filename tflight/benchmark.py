@@ -1111,6 +1111,7 @@ def plot_latency_vs_size(results: Sequence[BenchmarkResult], path: str | os.Path
     ax.set_xlabel("model size (KiB)")
     ax.set_ylabel("median latency (ms)")
     ax.set_title("latency vs size (measured on this host)")
+    ax.margins(0.2)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.part{out.suffix}")
