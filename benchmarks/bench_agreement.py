@@ -82,6 +82,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = ap.parse_args()
 
+    from tflight.profiles import estimate_latency
+
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-agreement-") as tmp:
         models = _models(Path(tmp))
@@ -112,6 +114,7 @@ def main() -> None:
                 "per_round_ratio_median": statistics.median(per_round),
                 "within_5_percent": abs(m_ours / m_theirs - 1) <= 0.05,
                 "tflight_spread": (max(ours) - min(ours)) / m_ours,
+                "pixel4_estimate_ms": estimate_latency(path, "pixel4").ms,
             }
         trivial = [_tflight_median(models["trivial"], 2000, 100) for _ in range(args.rounds)]
         overhead_ms = statistics.median(trivial)
@@ -125,11 +128,11 @@ def main() -> None:
 
     print()
     print(f"{'model':<20} {'tflight ms':>11} {'litert ms':>10} {'ratio':>7} {'<=5%':>5} "
-          f"{'spread':>7}")
+          f"{'spread':>7} {'pixel4 ms (est.)':>17}")
     for name, f in figures["models"].items():
         print(f"{name:<20} {f['tflight_median_ms']:>11.3f} {f['litert_median_ms']:>10.3f} "
               f"{f['ratio']:>7.3f} {'yes' if f['within_5_percent'] else 'NO':>5} "
-              f"{f['tflight_spread']:>6.1%}")
+              f"{f['tflight_spread']:>6.1%} {f['pixel4_estimate_ms']:>17.2f}")
     o = figures["overhead"]
     print(f"per-invoke overhead (upper bound, trivial model): {o['per_invoke_overhead_us']:.2f} us "
           f"= {o['share_of_1ms_model']:.2%} of a 1 ms model "
