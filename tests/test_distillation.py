@@ -50,6 +50,30 @@ def data(digits):
     return digits.x_train[:N], digits.y_train[:N]
 
 
+_EXPORTED = {
+    "Distiller",
+    "DistillationResult",
+    "TeacherCache",
+    "distill",
+    "load_distiller",
+    "DistillationLoss",
+    "SoftTargetLoss",
+    "HardTargetLoss",
+    "GroundTruthLoss",
+    "FeatureLoss",
+    "LossInputs",
+}
+
+
+def test_public_names():
+    assert _EXPORTED <= set(tflight.__all__)
+    assert all(hasattr(tflight, name) for name in _EXPORTED)
+    from tflight import distillation, distillation_losses
+
+    public = set(distillation.__all__) | set(distillation_losses.__all__)
+    assert public - _EXPORTED == {"load_model", "loss_from_config"}
+
+
 # --------------------------------------------------------------------------- loss math
 
 
