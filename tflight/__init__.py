@@ -54,6 +54,20 @@ from tflight.distillation_losses import LossInputs
 from tflight.distillation_losses import SoftTargetLoss
 
 # -- benchmark --
+from tflight.benchmark import Accelerator
+from tflight.benchmark import BenchmarkConfig
+from tflight.benchmark import BenchmarkResult
+from tflight.benchmark import Comparison
+from tflight.benchmark import Device
+from tflight.benchmark import append_history
+from tflight.benchmark import benchmark
+from tflight.benchmark import benchmark_many
+from tflight.benchmark import plot_latency_vs_size
+from tflight.benchmark import read_history
+from tflight.device import setup_arm64
+from tflight.profiles import PROFILES as DEVICE_PROFILES
+from tflight.profiles import DeviceProfile
+from tflight.profiles import estimate_latency
 
 __version__ = "0.1.0"
 
@@ -96,25 +110,10 @@ __all__ = [
     "DistillationLoss",
     "SoftTargetLoss",
     "HardTargetLoss",
-from tflight.benchmark import Accelerator
-from tflight.benchmark import BenchmarkConfig
-from tflight.benchmark import BenchmarkResult
-from tflight.benchmark import Comparison
-from tflight.benchmark import Device
-from tflight.benchmark import append_history
-from tflight.benchmark import benchmark
-from tflight.benchmark import benchmark_many
-from tflight.benchmark import plot_latency_vs_size
-from tflight.benchmark import read_history
-from tflight.device import setup_arm64
-from tflight.profiles import PROFILES as DEVICE_PROFILES
-from tflight.profiles import DeviceProfile
-from tflight.profiles import estimate_latency
     "GroundTruthLoss",
     "FeatureLoss",
     "LossInputs",
     # -- benchmark --
-]
     "Accelerator",
     "BenchmarkConfig",
     "BenchmarkResult",
@@ -129,3 +128,4 @@ from tflight.profiles import estimate_latency
     "plot_latency_vs_size",
     "read_history",
     "setup_arm64",
+]
