@@ -37,7 +37,6 @@ class _Group(click.Group):
 
 def _is_user_error(e: BaseException) -> bool:
     from converters.errors import ConversionError
-
     from tflight.errors import TflightError
 
     return isinstance(e, (TflightError, ConversionError))

@@ -104,9 +104,9 @@ def run(
     """
     import time
 
-    import converters
     import keras
 
+    import converters
     from tflight.datasets import load_digits
 
     say = progress or (lambda _msg: None)
