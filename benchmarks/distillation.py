@@ -19,9 +19,15 @@ A second part measures what caching the teacher's outputs saves: median epoch
 time with the teacher run live vs. from `Distiller.cache_teacher`, for the
 digits teacher and for a large (random-weight, speed-only) teacher.
 
+Soft targets are harder to fit than one-hot labels: the distilled student
+needs a long schedule to use them. Measured on seeds 0-2 (LiteRT, held-out):
+250 epochs with alpha 0.5 closed 66 % +- 12 of the gap, 120 epochs closed only
+22 % +- 12 (alpha 0.1) and 29 % +- 14 (alpha 0.5); the student trained alone
+gets the same number of epochs and does not improve with more.
+
 Usage:
   python benchmarks/distillation.py --json distillation.json
-  python benchmarks/distillation.py --seeds 0 1 2 3 4 --epochs 60
+  python benchmarks/distillation.py --seeds 0 1 2 3 4 --epochs 120 --alpha 0.1
 
 References:
   Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015
@@ -232,11 +238,11 @@ def epoch_times(teacher, data, *, epochs: int, seed: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=120)
+    p.add_argument("--epochs", type=int, default=250)
     p.add_argument("--teacher-epochs", type=int, default=20)
     p.add_argument("--qat-epochs", type=int, default=5)
     p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.1)
+    p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--feature-weight", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--timing-epochs", type=int, default=5)
