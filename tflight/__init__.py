@@ -13,9 +13,11 @@ from tflight.datasets import load_digits
 from tflight.errors import TflightError
 
 # -- bridge --
-from tflight.bridge import BridgeReport
-from tflight.bridge import to_keras3
-from tflight.bridge import to_tf_keras
+from tflight.bridge import (
+    BridgeReport,
+    to_keras3,
+    to_tf_keras,
+)
 
 # -- compression --
 from tflight.clustering import CentroidInit
