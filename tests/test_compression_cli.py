@@ -42,7 +42,7 @@ def test_compress_pqat_writes_a_verified_tflite(files):
         "1e-3",
         "--min-agreement",
         "0.95",
-        "--out",
+        "-o",
         str(out),
     )
     assert result.exit_code == 0, result.output

@@ -106,7 +106,15 @@ def _ends_in_softmax(model) -> bool:
     show_default=True,
     help="Fail if a QAT .tflite agrees with the Keras model on fewer top-1 predictions.",
 )
-@click.option("--out", "out_path", required=True, help="Where to write the .tflite file.")
+@click.option(
+    "-o",
+    "--output",
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the .tflite file.",
+)
 def compress(
     model_path: str,
     data_path: str,

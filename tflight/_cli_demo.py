@@ -19,14 +19,23 @@ __all__ = ["demo"]
     help="Where the .tflite files are written.",
 )
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--compress-epochs",
+    default=6,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Fine-tuning epochs per compression stage (0 skips compression).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def demo(output_dir: str, epochs: int, seed: int, as_json: bool) -> None:
-    """Train a CNN on bundled digits, convert it, verify and measure every variant."""
+def demo(output_dir: str, epochs: int, compress_epochs: int, seed: int, as_json: bool) -> None:
+    """Train a CNN on bundled digits, compress and convert it, verify and measure each file."""
     from tflight import demo as _demo
 
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
-    result = _demo.run(output_dir, epochs=epochs, seed=seed, progress=progress)
+    result = _demo.run(
+        output_dir, epochs=epochs, compress_epochs=compress_epochs, seed=seed, progress=progress
+    )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
