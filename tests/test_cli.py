@@ -1,0 +1,209 @@
+"""The `tflight` command as a user runs it: fast `--help`, quiet native logs, clear errors.
+
+Everything here runs the command in a fresh Python process, because what is
+checked (which modules get imported, what reaches file descriptor 2) is
+process-wide state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lines TensorFlow / LiteRT / the MLIR converter write from C++ straight to fd 2.
+NATIVE_MARKERS = (
+    "cudart_stub.cc",
+    "All log messages before absl::InitializeLog()",
+    "cpu_feature_guard.cc",
+    "fully_quantize:",
+    "Created TensorFlow Lite XNNPACK delegate",
+    "I0000 ",
+)
+HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert")
+
+# A throw-away command registered on the real group, run through the real `main()`.
+_PROBE = r"""
+import os, sys, warnings
+import click
+from tflight.cli import cli, main
+
+@cli.command("probe")
+@click.option("--fail", is_flag=True)
+@click.option("--warn", is_flag=True)
+def probe(fail, warn):
+    click.echo("result on stdout")
+    click.echo("progress on stderr", err=True)
+    os.write(2, b"I0000 00:00:1.0 1 cudart_stub.cc:31] native chatter\n")
+    click.echo("TF_CPP_MIN_LOG_LEVEL=" + os.environ.get("TF_CPP_MIN_LOG_LEVEL", "<unset>"))
+    if warn:
+        from converters.errors import ConversionWarning
+        from tflight.errors import TflightWarning
+        third_party = [
+            ("    Warning: tf.lite.Interpreter is deprecated and is scheduled for deletion",
+             UserWarning, "tensorflow.lite.python.interpreter"),
+            ("Statistics for quantized inputs were expected, but not specified; continuing "
+             "anyway.", UserWarning, "tensorflow.lite.python.convert"),
+            ("distutils Version classes are deprecated. Use packaging.version instead.",
+             DeprecationWarning, "tensorflow_model_optimization"),
+        ]
+        for i, (msg, cat, mod) in enumerate(third_party):
+            warnings.warn_explicit(msg, cat, mod.replace(".", "/") + ".py", 10 + i, module=mod)
+        warnings.warn("our own tflight warning", TflightWarning)
+        warnings.warn("our own conversion warning", ConversionWarning)
+    if fail:
+        raise RuntimeError("a genuine bug")
+
+main(sys.argv[1:])
+"""
+
+
+def _run(args, *, code=None, tmp_path, extra_env=None, timeout=300):
+    """Runs `tflight ARGS` (or CODE with ARGS) in a fresh process with TMPDIR in tmp_path."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("TFLIGHT_VERBOSE",)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(tmp), **(extra_env or {}))
+    code = code or "import sys; from tflight.cli import main; main(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def _native_logs(tmp_path):
+    return sorted((tmp_path / "tmp").glob("tflight-native-*"))
+
+
+def test_help_imports_no_tensorflow():
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from click.testing import CliRunner
+        from tflight.cli import cli
+        runner = CliRunner()
+        names = ["--help"] + [[c, "--help"] for c in sorted(cli.commands)]
+        for args in names:
+            result = runner.invoke(cli, args if isinstance(args, list) else [args])
+            assert result.exit_code == 0, (args, result.output)
+            assert "Usage:" in result.output
+        print(sorted(cli.commands))
+        print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    commands, heavy = proc.stdout.strip().splitlines()
+    assert {"convert", "inspect", "bench"} <= set(eval(commands))  # noqa: S307 - our own output
+    assert heavy == "[]"
+
+
+def test_help_through_main_is_clean(tmp_path):
+    proc = _run(["--help"], tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: tflight")
+    assert proc.stderr == ""
+    assert _native_logs(tmp_path) == []
+
+
+def test_native_output_goes_to_a_log_that_is_deleted_on_success(tmp_path):
+    proc = _run(["probe"], code=_PROBE, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["result on stdout", "TF_CPP_MIN_LOG_LEVEL=2"]
+    assert proc.stderr == "progress on stderr\n"
+    assert _native_logs(tmp_path) == []
+
+
+def test_user_log_level_is_respected(tmp_path):
+    proc = _run(["probe"], code=_PROBE, tmp_path=tmp_path,
+                extra_env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert "TF_CPP_MIN_LOG_LEVEL=0" in proc.stdout
+
+
+def test_verbose_env_keeps_native_output(tmp_path):
+    proc = _run(["probe"], code=_PROBE, tmp_path=tmp_path, extra_env={"TFLIGHT_VERBOSE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "cudart_stub.cc:31] native chatter" in proc.stderr
+    assert "progress on stderr" in proc.stderr
+    assert _native_logs(tmp_path) == []
+
+
+def test_genuine_bug_shows_traceback_and_keeps_the_native_log(tmp_path):
+    proc = _run(["probe", "--fail"], code=_PROBE, tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert "progress on stderr" in proc.stderr
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("RuntimeError: a genuine bug")
+    assert "native chatter" not in proc.stderr
+    (log,) = _native_logs(tmp_path)
+    assert f"are in {log}" in proc.stderr
+    assert "cudart_stub.cc:31] native chatter" in log.read_text()
+
+
+def test_third_party_warnings_are_hidden_ours_are_not(tmp_path):
+    # -W default would show every warning, DeprecationWarnings included.
+    proc = _run(["probe", "--warn"], code=_PROBE, tmp_path=tmp_path,
+                extra_env={"PYTHONWARNINGS": "default"})
+    assert proc.returncode == 0, proc.stderr
+    assert "TflightWarning: our own tflight warning" in proc.stderr
+    assert "ConversionWarning: our own conversion warning" in proc.stderr
+    for hidden in ("tf.lite.Interpreter is deprecated", "Statistics for quantized inputs",
+                   "distutils Version classes"):
+        assert hidden not in proc.stderr
+
+
+def test_user_error_is_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a zip archive")
+    proc = _run(["convert", bad, "-o", tmp_path / "out.tflite"], tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: ") and "bad.keras" in lines[0]
+    assert proc.stdout == ""
+    assert not (tmp_path / "out.tflite").exists()
+    assert _native_logs(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import keras
+
+    path = tmp_path_factory.mktemp("cli") / "tiny.keras"
+    inp = keras.Input((8,))
+    x = keras.layers.Dense(16, activation="relu")(inp)
+    keras.Model(inp, keras.layers.Dense(4)(x)).save(path)
+    calib = path.with_name("calib.npy")
+    np.save(calib, np.random.default_rng(0).random((32, 8), dtype=np.float32))
+    return path, calib
+
+
+@pytest.mark.slow
+def test_real_convert_is_quiet(tiny_model, tmp_path):
+    model, calib = tiny_model
+    proc = _run(["convert", model, "-o", tmp_path / "out", "-m", "fp32,int8", "-c", calib],
+                tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for marker in NATIVE_MARKERS:
+        assert marker not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    header, rule, *rows = proc.stdout.splitlines()
+    assert header.split()[:2] == ["mode", "size"]
+    assert re.fullmatch(r"[- ]+", rule)
+    assert [r.split()[0] for r in rows] == ["fp32", "int8"]
+    assert all("ok (SNR" in r for r in rows)
+    assert (tmp_path / "out" / "tiny_int8.tflite").read_bytes()[4:8] == b"TFL3"
+    assert _native_logs(tmp_path) == []
