@@ -11,7 +11,11 @@ machine hit both alike. It reports:
 * tflight's own per-invoke overhead: the median tflight reports for a model
   that does almost nothing (one element-wise op on one float), an upper bound
   of what its timing loop adds per invoke (target: <= 2 % of a 1 ms model);
-* the spread of tflight's medians over the rounds ((max - min) / median).
+* the spread of tflight's medians over the rounds ((max - min) / median);
+* the ratio of the two tools' minimum latencies over all rounds: on a shared
+  machine the medians move with the other jobs' load, the minimums much less,
+  so this ratio tells whether both tools run the same kernels at all;
+* the 1-minute load average before, during (per round) and after.
 
 Both tools run with one CPU thread and XNNPACK. Usage:
 
@@ -52,7 +56,8 @@ def _models(tmp: Path) -> dict[str, Path]:
     return out
 
 
-def _litert_median(path: Path, runs: int, warmup: int) -> float:
+def _litert_times(path: Path, runs: int, warmup: int) -> tuple[float, float]:
+    """(median, min) in ms reported by benchmark_litert_model."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         subprocess.run(
@@ -63,15 +68,18 @@ def _litert_median(path: Path, runs: int, warmup: int) -> float:
             ],
             check=True, capture_output=True, text=True,
         )
-        return float(json.loads(out.read_text())["latency"]["median_ms"])
+        lat = json.loads(out.read_text())["latency"]
+        return float(lat["median_ms"]), float(lat["min_ms"])
 
 
-def _tflight_median(path: Path, runs: int, warmup: int) -> float:
+def _tflight_times(path: Path, runs: int, warmup: int) -> tuple[float, float]:
+    """(median, min) in ms reported by tflight.benchmark with the same run counts."""
     from tflight.benchmark import BenchmarkConfig, benchmark
 
     cfg = BenchmarkConfig(runs=runs, min_time=0.0, warmup_runs=warmup, warmup_min_time=0.0,
                           threads=1, xnnpack=True)
-    return benchmark(path, config=cfg, estimate=[]).latency.median_ms
+    lat = benchmark(path, config=cfg, estimate=[]).latency
+    return lat.median_ms, lat.min_ms
 
 
 def main() -> None:
@@ -88,20 +96,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-agreement-") as tmp:
         models = _models(Path(tmp))
         print(f"converted in {time.monotonic() - t0:.0f} s", flush=True)
-        figures: dict = {"rounds": args.rounds, "runs": args.runs, "models": {}}
+        figures: dict = {"rounds": args.rounds, "runs": args.runs, "models": {},
+                         "loadavg_start": os.getloadavg()[0]}
         for name in ("mobilenet_v2_fp32", "mobilenet_v2_int8"):
             path = models[name]
-            ours, theirs = [], []
+            ours, theirs, ours_min, theirs_min, loads = [], [], [], [], []
             for k in range(args.rounds):
                 # Alternate which tool goes first so neither always gets the warmer machine.
                 order = ("tflight", "litert") if k % 2 == 0 else ("litert", "tflight")
                 for tool in order:
                     if tool == "tflight":
-                        ours.append(_tflight_median(path, args.runs, args.warmup))
+                        med, low = _tflight_times(path, args.runs, args.warmup)
+                        ours.append(med)
+                        ours_min.append(low)
                     else:
-                        theirs.append(_litert_median(path, args.runs, args.warmup))
+                        med, low = _litert_times(path, args.runs, args.warmup)
+                        theirs.append(med)
+                        theirs_min.append(low)
+                loads.append(os.getloadavg()[0])
                 print(f"{name} round {k + 1}: tflight {ours[-1]:.3f} ms, "
-                      f"benchmark_litert_model {theirs[-1]:.3f} ms", flush=True)
+                      f"benchmark_litert_model {theirs[-1]:.3f} ms (load {loads[-1]:.2f})",
+                      flush=True)
             m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
             per_round = [a / b for a, b in zip(ours, theirs, strict=True)]
             figures["models"][name] = {
@@ -114,9 +129,13 @@ def main() -> None:
                 "per_round_ratio_median": statistics.median(per_round),
                 "within_5_percent": abs(m_ours / m_theirs - 1) <= 0.05,
                 "tflight_spread": (max(ours) - min(ours)) / m_ours,
+                "tflight_mins_ms": ours_min,
+                "litert_mins_ms": theirs_min,
+                "min_ratio": min(ours_min) / min(theirs_min),
+                "loadavg_per_round": loads,
                 "pixel4_estimate_ms": estimate_latency(path, "pixel4").ms,
             }
-        trivial = [_tflight_median(models["trivial"], 2000, 100) for _ in range(args.rounds)]
+        trivial = [_tflight_times(models["trivial"], 2000, 100)[0] for _ in range(args.rounds)]
         overhead_ms = statistics.median(trivial)
         figures["overhead"] = {
             "trivial_model_median_ms": trivial,
@@ -125,18 +144,24 @@ def main() -> None:
             "within_2_percent": overhead_ms / 1.0 <= 0.02,
         }
     figures["seconds"] = time.monotonic() - t0
+    figures["loadavg_end"] = os.getloadavg()[0]
 
     print()
     print(f"{'model':<20} {'tflight ms':>11} {'litert ms':>10} {'ratio':>7} {'<=5%':>5} "
-          f"{'spread':>7} {'pixel4 ms (est.)':>17}")
+          f"{'spread':>7} {'min ratio':>9} {'pixel4 ms (est.)':>17}")
     for name, f in figures["models"].items():
         print(f"{name:<20} {f['tflight_median_ms']:>11.3f} {f['litert_median_ms']:>10.3f} "
               f"{f['ratio']:>7.3f} {'yes' if f['within_5_percent'] else 'NO':>5} "
-              f"{f['tflight_spread']:>6.1%} {f['pixel4_estimate_ms']:>17.2f}")
+              f"{f['tflight_spread']:>6.1%} {f['min_ratio']:>9.3f} "
+              f"{f['pixel4_estimate_ms']:>17.2f}")
     o = figures["overhead"]
     print(f"per-invoke overhead (upper bound, trivial model): {o['per_invoke_overhead_us']:.2f} us "
           f"= {o['share_of_1ms_model']:.2%} of a 1 ms model "
           f"({'within' if o['within_2_percent'] else 'OVER'} the 2 % target)")
+    loads = [x for f in figures["models"].values() for x in f["loadavg_per_round"]]
+    print(f"1-min load average ({os.cpu_count()} CPUs): {figures['loadavg_start']:.2f} at start, "
+          f"{min(loads):.2f}-{max(loads):.2f} during the rounds, "
+          f"{figures['loadavg_end']:.2f} at the end")
     if args.json:
         tmp_json = args.json.with_name(f".{args.json.name}.part")
         tmp_json.write_text(json.dumps(figures, indent=2))

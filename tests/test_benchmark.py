@@ -117,6 +117,22 @@ def test_int8_model_gets_int8_random_inputs(models):
     assert estimate_latency(models["int8"], "pixel4").ms < fp32
 
 
+def test_random_inputs_match_benchmark_litert_model_ranges():
+    # Float inputs are uniform in [-1, 1] as LiteRT's Python benchmark fills them;
+    # quantized integer inputs span their dtype's range.
+    from tflight._bench_child import _random_inputs
+
+    f32, i8 = _random_inputs(
+        [
+            {"name": "f", "shape": [2, 64, 64, 3], "dtype": np.float32},
+            {"name": "q", "shape": [1, 4096], "dtype": np.int8, "quantization": (0.1, 3)},
+        ],
+        seed=0,
+    )
+    assert f32.dtype == np.float32 and -1.0 <= f32.min() < -0.99 and 0.99 < f32.max() <= 1.0
+    assert i8.dtype == np.int8 and i8.min() == -128 and i8.max() == 127
+
+
 def test_accuracy_and_agreement_on_real_digits(models, digits_npz, keras3_cnn, digits):
     comp = benchmark_many([models["fp32"], models["int8"]], inputs=digits_npz, config=FAST)
     fp32, int8 = comp.results

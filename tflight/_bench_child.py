@@ -10,6 +10,17 @@ never imported by the caller, so that:
   `ai_edge_litert` (it uses only the standard library, numpy and the
   interpreter API that both versions share).
 
+The timing loop measures what LiteRT's ``benchmark_litert_model`` measures:
+inputs are written once before the warm-up, and each sample is
+``time.perf_counter()`` around one invoke alone (no input copy, no output
+read, no allocation), with one thread and XNNPACK by default. The one
+deliberate difference is the API on the CPU: the classic `Interpreter` (with
+its default XNNPACK delegate) rather than `CompiledModel`, because only the
+interpreter can switch XNNPACK off, load an external delegate, list the
+delegated ops and run under the older AArch64 runtime; both hand the graph
+to the same XNNPACK kernels (measured: equal minimum latencies on
+MobileNetV2 fp32 and int8, see ``benchmarks/bench_agreement.py``).
+
 The request is a JSON object (see `tflight.benchmark` for the fields); the
 answer is one JSON line on stdout that starts with `RESULT_MARK`. Errors that
 the caller should report as the user's mistake are returned as
@@ -204,7 +215,12 @@ class _CompiledRunner:
 
 
 def _random_inputs(details: list, seed: int) -> list:
-    """Random inputs of each input's dtype, in the range its quantization maps."""
+    """Random inputs of each input's dtype, in the range its quantization maps.
+
+    Float inputs are uniform in [-1, 1], as `benchmark_litert_model` fills
+    them (and as MobileNet-style preprocessing scales images), so that both
+    tools run the model on the same kind of data.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -214,7 +230,7 @@ def _random_inputs(details: list, seed: int) -> list:
         dtype = np.dtype(d["dtype"])
         scale, zero = d.get("quantization", (0.0, 0))
         if dtype.kind == "f":
-            a = rng.uniform(0.0, 1.0, shape).astype(dtype)
+            a = rng.uniform(-1.0, 1.0, shape).astype(dtype)
         elif dtype.kind in "iu" and scale:
             info = np.iinfo(dtype)
             a = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)

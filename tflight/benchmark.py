@@ -13,6 +13,18 @@ executed as a script) that imports only numpy and LiteRT: a file that crashes
 the runtime kills the child, not the caller, and the child's peak RSS is the
 inference's own rather than TensorFlow's.
 
+Each latency sample is the same as in LiteRT's Python tool
+`python -m ai_edge_litert.tools.benchmark_litert_model`: `perf_counter` around
+one invoke, inputs written once beforehand (float inputs uniform in [-1, 1]),
+one thread, XNNPACK. What differs, deliberately: the defaults add time floors
+(1 s of measured runs, 0.5 s of warm-up) as the C++ `benchmark_model` does,
+where the Python tool runs exactly 5 warm-ups and 50 runs (pass
+`BenchmarkConfig(warmup_runs=5, warmup_min_time=0, min_time=0)` to match it);
+and on the CPU the child uses the classic `Interpreter`, which alone can
+switch XNNPACK off, load external delegates and list delegated ops, where the
+Python tool uses `CompiledModel`; both run the same XNNPACK kernels.
+`benchmarks/bench_agreement.py` measures the two tools side by side.
+
 References:
   TensorFlow Lite `benchmark_model` (warm-up, `num_runs`, `min_secs`,
     `max_secs`), tensorflow/lite/tools/benchmark.
