@@ -18,7 +18,7 @@ deliberate difference is the API on the CPU: the classic `Interpreter` (with
 its default XNNPACK delegate) rather than `CompiledModel`, because only the
 interpreter can switch XNNPACK off, load an external delegate, list the
 delegated ops and run under the older AArch64 runtime; both hand the graph
-to the same XNNPACK kernels (measured: equal minimum latencies on
+to the same XNNPACK kernels (measured: minimum latencies within 3 % on
 MobileNetV2 fp32 and int8, see ``benchmarks/bench_agreement.py``).
 
 The request is a JSON object (see `tflight.benchmark` for the fields); the
