@@ -7,6 +7,7 @@ process-wide state.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -87,7 +88,7 @@ def _native_logs(tmp_path):
 def test_help_imports_no_tensorflow():
     code = textwrap.dedent(
         f"""
-        import sys
+        import json, sys
         from click.testing import CliRunner
         from tflight.cli import cli
         runner = CliRunner()
@@ -96,8 +97,8 @@ def test_help_imports_no_tensorflow():
             result = runner.invoke(cli, args if isinstance(args, list) else [args])
             assert result.exit_code == 0, (args, result.output)
             assert "Usage:" in result.output
-        print(sorted(cli.commands))
-        print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+        print(json.dumps(sorted(cli.commands)))
+        print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
         """
     )
     proc = subprocess.run(
@@ -106,8 +107,8 @@ def test_help_imports_no_tensorflow():
     )
     assert proc.returncode == 0, proc.stderr
     commands, heavy = proc.stdout.strip().splitlines()
-    assert {"convert", "inspect", "bench"} <= set(eval(commands))  # noqa: S307 - our own output
-    assert heavy == "[]"
+    assert {"convert", "inspect", "bench"} <= set(json.loads(commands))
+    assert json.loads(heavy) == []
 
 
 def test_help_through_main_is_clean(tmp_path):
