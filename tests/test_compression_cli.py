@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -47,11 +49,12 @@ def test_compress_pqat_writes_a_verified_tflite(files):
     )
     assert result.exit_code == 0, result.output
     assert "Prune()" in result.output and "QAT() preserving sparsity" in result.output
-    assert "sparsity: 5" in result.output  # 50 % target
+    sparsity = re.search(r"sparsity: ([0-9.]+)%", result.output)
+    assert sparsity and 48.0 <= float(sparsity.group(1)) <= 52.0, result.output  # 50 % target
     assert "top-1 agreement" in result.output
     report = converters.inspect(str(out))
-    assert report is not None
-    assert out.stat().st_size > 0
+    # QAT then int8 conversion: the weights of the convolution are int8.
+    assert report.stats.op_dtypes["CONV_2D"].get("int8", 0) >= 1, report.stats.op_dtypes
 
 
 def test_compress_bad_inputs_exit_2_without_traceback(files, tmp_path):
@@ -64,7 +67,7 @@ def test_compress_bad_inputs_exit_2_without_traceback(files, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, inputs=np.zeros((4, 8, 8, 1)))
     no_y = _run("compress", model, "--data", str(bad), "--out", out)
-    assert no_y.exit_code == 2 and "lacks ['x', 'y']" in no_y.output
+    assert no_y.exit_code == 2 and "has no array `x` (found: ['inputs'])" in no_y.output
 
     bad_model = _run("compress", str(tmp_path / "m.keras"), "--data", data, "--out", out)
     assert bad_model.exit_code == 2 and "does not exist" in bad_model.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
 
 import click
 
@@ -21,56 +20,11 @@ class Recipe(enum.StrEnum):
     PCQAT = "pcqat"
 
 
-def _load_data(path: str):
-    import numpy as np
-
-    from tflight.errors import CompressionError
-
-    if not os.path.isfile(path):
-        raise CompressionError(f"Data file {path!r} does not exist.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
-        raise CompressionError(f"{path!r} is not a readable .npz file: {e}") from e
-    missing = [key for key in ("x", "y") if key not in arrays]
-    if missing:
-        raise CompressionError(
-            f"{path!r} lacks {missing} (found: {sorted(arrays) or 'none'}); save it with "
-            "np.savez(path, x=inputs, y=integer_labels)."
-        )
-    x, y = arrays["x"], arrays["y"]
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or not np.issubdtype(y.dtype, np.integer):
-        raise CompressionError(
-            f"{path!r} must hold `x` of shape (n, ...) and integer labels `y` of shape (n,), "
-            f"got x {x.shape} and y {y.shape} ({y.dtype})."
-        )
-    return x.astype("float32"), y
-
-
-def _load_model(path: str):
-    from tflight.errors import CompressionError
-
-    if not os.path.exists(path):
-        raise CompressionError(f"Model {path!r} does not exist.")
-    try:
-        if path.endswith(".keras"):
-            import keras
-
-            return keras.models.load_model(path, compile=False)
-        from tflight._keras import tf_keras
-
-        return tf_keras().models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - any load failure is a bad model file
-        raise CompressionError(
-            f"Could not load {path!r} as a Keras model ({type(e).__name__}: {e}). Pass a "
-            "Keras 3 `.keras` file, or a tf_keras `.h5` file or SavedModel directory."
-        ) from e
-
-
 def _ends_in_softmax(model) -> bool:
-    activation = getattr(model.layers[-1], "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
+    last = model.layers[-1]
+    if type(last).__name__ == "Softmax":
+        return True
+    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
 
 
 @click.command("compress")
@@ -142,8 +96,16 @@ def compress(
         Recipe.CQAT: ["cluster", "qat"],
         Recipe.PCQAT: ["prune", "cluster", "qat"],
     }[recipe]
-    x, y = _load_data(data_path)
-    model = _load_model(model_path)
+    import numpy as np
+
+    from tflight import _io
+    from tflight.errors import CompressionError
+
+    x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
+    if y.ndim == 2:  # one-hot
+        y = np.argmax(y, axis=-1)
+    model = _io.load_model(model_path, error=CompressionError)
+    _io.check_input_shape(model, x, data_path, error=CompressionError)
     techniques = []
     for stage in stages:
         if stage == "prune":

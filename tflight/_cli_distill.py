@@ -23,57 +23,6 @@ def _parse_pair(value: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def _load_data(path: str, alpha: float):
-    import numpy as np
-
-    from tflight.errors import DistillationError
-
-    if not os.path.isfile(path):
-        raise DistillationError(f"Data file {path!r} does not exist.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
-        raise DistillationError(f"{path!r} is not a readable .npz file: {e}") from e
-    if "x" not in arrays:
-        raise DistillationError(
-            f"{path!r} has no array `x` (found: {sorted(arrays) or 'none'}); save the inputs "
-            "with np.savez(path, x=inputs, y=labels)."
-        )
-    x = arrays["x"]
-    y = arrays.get("y")
-    if y is None and alpha > 0:
-        raise DistillationError(
-            f"{path!r} has no array `y` (labels) but --alpha is {alpha}; add labels with "
-            "np.savez(path, x=inputs, y=labels) or pass --alpha 0 to train on the teacher alone."
-        )
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise DistillationError(
-            f"`x` in {path!r} must be a numeric array of shape (n, ...), got dtype {x.dtype} "
-            f"and shape {x.shape}."
-        )
-    if y is not None and (y.ndim not in (1, 2) or len(y) != len(x)):
-        raise DistillationError(
-            f"`y` in {path!r} must be labels (n,) or one-hot (n, classes) for the {len(x)} "
-            f"examples of `x`, got shape {y.shape}."
-        )
-    return x.astype("float32"), y
-
-
-def _check_input_shape(model, x, path: str) -> None:
-    from tflight.errors import DistillationError
-
-    expected = tuple(model.inputs[0].shape[1:])
-    got = tuple(x.shape[1:])
-    if len(expected) != len(got) or any(
-        e is not None and e != g for e, g in zip(expected, got, strict=True)
-    ):
-        raise DistillationError(
-            f"`x` in {path!r} has examples of shape {got}, but the student takes "
-            f"{tuple(d for d in expected)} (None = any)."
-        )
-
-
 @click.command("distill")
 @click.option(
     "--teacher",
@@ -160,6 +109,7 @@ def distill(
     if not os.path.isdir(out_dir):
         raise click.BadParameter(f"directory {out_dir!r} does not exist", param_hint="-o")
 
+    from tflight import _io
     from tflight.distillation import _module_for, _save_atomic, load_model
     from tflight.distillation import distill as run_distill
     from tflight.errors import DistillationError
@@ -167,10 +117,15 @@ def distill(
     for name, value in (("--teacher", teacher_path), ("--student", student_path)):
         if not os.path.isfile(value):
             raise DistillationError(f"{name}: model file {value!r} does not exist.")
-    x, y = _load_data(data_path, alpha)
+    x, y = _io.load_xy(
+        data_path,
+        labels=alpha > 0,
+        hint=f" or pass --alpha 0 (now {alpha})",
+        error=DistillationError,
+    )
     teacher = load_model(teacher_path)
     student = load_model(student_path)
-    _check_input_shape(student, x, data_path)
+    _io.check_input_shape(student, x, data_path, role="the student", error=DistillationError)
 
     from tflight._keras import is_keras3_model
 

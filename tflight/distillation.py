@@ -23,20 +23,18 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from tflight import _io
 from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf, tf_keras, tfmot
 from tflight.distillation_losses import (
     DistillationLoss,
@@ -917,7 +915,7 @@ def _tf_keras_distiller_class() -> type:
 
         @classmethod
         def from_config(cls, config: dict[str, Any], custom_objects: Any = None):
-            with _tfmot_scope():
+            with _io.tfmot_scope():
                 return cls._from_config(config, tfk)
 
     _TfKerasDistiller.__name__ = "Distiller"
@@ -930,27 +928,6 @@ _Keras3Distiller.__qualname__ = "Distiller"
 
 
 # --------------------------------------------------------------------------- loading
-
-
-@contextlib.contextmanager
-def _tfmot_scope():
-    """Custom-object scopes for models wrapped by TF-MOT (tf_keras only)."""
-    mot = tfmot()
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mot.sparsity.keras.prune_scope())
-        stack.enter_context(mot.quantization.keras.quantize_scope())
-        stack.enter_context(mot.clustering.keras.cluster_scope())
-        yield
-
-
-def _keras_file_generation(path: str) -> str:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            meta = json.loads(zf.read("metadata.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as e:
-        raise DistillationError(f"{path!r} is not a readable .keras model file: {e}") from e
-    version = str(meta.get("keras_version", ""))
-    return "keras3" if version.startswith("3.") else "tf_keras"
 
 
 def load_model(path: str | os.PathLike[str]) -> Any:
@@ -970,24 +947,7 @@ def load_model(path: str | os.PathLike[str]) -> Any:
       DistillationError: the path is missing, has another extension, or the
         file cannot be read as a model.
     """
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".keras", ".h5"):
-        raise DistillationError(
-            f"Model file {path!r} must end in .keras or .h5, got {ext or 'no extension'!r}."
-        )
-    if not os.path.isfile(path):
-        raise DistillationError(f"Model file {path!r} does not exist.")
-    generation = _keras_file_generation(path) if ext == ".keras" else "tf_keras"
-    try:
-        if generation == "keras3":
-            return keras.saving.load_model(path, compile=False)
-        with _tfmot_scope():
-            return tf_keras().models.load_model(path, compile=False)
-    except DistillationError:
-        raise
-    except Exception as e:  # noqa: BLE001 - report any load failure as the user's file problem
-        raise DistillationError(f"Could not load a model from {path!r}: {e}") from e
+    return _io.load_model(path, error=DistillationError)
 
 
 def load_distiller(path: str | os.PathLike[str]) -> Distiller:
@@ -1008,13 +968,13 @@ def load_distiller(path: str | os.PathLike[str]) -> Distiller:
         raise DistillationError(f"A distiller is saved as a .keras file, got {path!r}.")
     if not os.path.isfile(path):
         raise DistillationError(f"Distiller file {path!r} does not exist.")
-    generation = _keras_file_generation(path)
+    generation = _io._keras_file_generation(path, DistillationError)
     try:
         if generation == "keras3":
             model = keras.saving.load_model(path)
         else:
             _tf_keras_distiller_class()
-            with _tfmot_scope():
+            with _io.tfmot_scope():
                 model = tf_keras().models.load_model(path)
     except DistillationError:
         raise
