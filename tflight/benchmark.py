@@ -590,7 +590,16 @@ def _load_labels(path: str | None) -> np.ndarray | None:
     with np.load(path, allow_pickle=False) as data:
         if "y" not in data:
             return None
-        return np.asarray(data["y"])
+        y = np.asarray(data["y"])
+    # Class ids (n,), a column (n, 1), or one-hot (n, classes).
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    if y.ndim == 2 or y.ndim == 1:
+        return y.reshape(-1)
+    raise InputDataError(
+        f"labels 'y' in {path!r} have shape {y.shape}; give class ids (n,) or one-hot "
+        "(n, classes)"
+    )
 
 
 def _check_inputs_path(inputs: str | os.PathLike | None) -> str | None:
@@ -908,7 +917,7 @@ def benchmark(
                     f"labels 'y' in {str(inputs)!r} hold {len(labels)} entries but the inputs "
                     f"hold {len(outputs[0])} samples; give one label per sample"
                 )
-            accuracy = float(np.mean(_top1(outputs[0]) == labels.reshape(-1)))
+            accuracy = float(np.mean(_top1(outputs[0]) == labels))
         if reference is not None:
             if inputs_path is None:
                 raise InputDataError(
