@@ -12,9 +12,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-converters = pytest.importorskip("converters")
-
-import tflight  # noqa: E402
+import converters
+import tflight
 from tflight._keras import tf_keras  # noqa: E402
 from tflight.errors import (  # noqa: E402
     CompressionError,
