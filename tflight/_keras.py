@@ -13,6 +13,7 @@ Everything in `tflight` imports Keras through this module so that:
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 from types import ModuleType
 from typing import Any
@@ -27,6 +28,8 @@ __all__ = [
     "tf",
     "tf_keras",
     "tfmot",
+    "tfmot_internal",
+    "tf_keras_internal",
     "is_keras3_model",
     "is_tf_keras_model",
 ]
@@ -55,6 +58,22 @@ def tfmot() -> ModuleType:
         else:
             os.environ[_LEGACY_ENV] = saved
     return _tfmot
+
+
+def tfmot_internal(path: str) -> ModuleType:
+    """A private TF-MOT module, e.g. `"sparsity.keras.prune_registry"`.
+
+    Some things tflight needs (the layer registries, the wrapper classes) are not
+    in TF-MOT's public API; every such import goes through here, after `tfmot()`.
+    """
+    tfmot()
+    return importlib.import_module(f"tensorflow_model_optimization.python.core.{path}")
+
+
+def tf_keras_internal(path: str) -> ModuleType:
+    """A private tf_keras module, e.g. `"engine.keras_tensor"`."""
+    tf_keras()
+    return importlib.import_module(f"tf_keras.src.{path}")
 
 
 def is_keras3_model(obj: Any) -> bool:

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf, tf_keras
+from tflight._keras import (
+    is_keras3_model,
+    is_tf_keras_model,
+    keras,
+    tf,
+    tf_keras,
+    tf_keras_internal,
+)
 from tflight.errors import BridgeError, UnsupportedLayerError
 
 __all__ = [
@@ -1129,10 +1136,7 @@ def _copy_operation(op: Any) -> Any:
 
 
 def _tfk_tensor_type() -> type:
-    tf_keras()
-    from tf_keras.src.engine.keras_tensor import KerasTensor
-
-    return KerasTensor
+    return tf_keras_internal("engine.keras_tensor").KerasTensor
 
 
 def _is_functional(model: Any) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight._keras import is_tf_keras_model, tf_keras, tfmot
+from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.compose import (
     Selector,
     _as_tf_keras,
@@ -58,18 +58,12 @@ class CentroidInit(enum.StrEnum):
 
 
 def _wrapper_class() -> type:
-    tfmot()
-    from tensorflow_model_optimization.python.core.clustering.keras import cluster_wrapper
-
-    return cluster_wrapper.ClusterWeights
+    return tfmot_internal("clustering.keras.cluster_wrapper").ClusterWeights
 
 
 def _clusterable(layer: Any, n_clusters: int, per_channel: bool) -> str | None:
     """None if TF-MOT can cluster `layer`, else the reason."""
-    tfmot()
-    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
-
-    registry = clustering_registry.ClusteringRegistry
+    registry = tfmot_internal("clustering.keras.clustering_registry").ClusteringRegistry
     if not registry.supports(layer):
         return f"{type(layer).__name__} is not clusterable"
     kernel = getattr(layer, "kernel", None)

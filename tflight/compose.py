@@ -32,7 +32,7 @@ import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot
+from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.errors import CompressionError, MissingCallbackError
 
 __all__ = [
@@ -251,10 +251,7 @@ def selected_layers(model: Any, select: Selector = None) -> list[str]:
 
 
 def _prune_wrapper_class() -> type:
-    tfmot()  # imports TF-MOT the safe way first
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-    return pruning_wrapper.PruneLowMagnitude
+    return tfmot_internal("sparsity.keras.pruning_wrapper").PruneLowMagnitude
 
 
 def _pruning_wrappers(model: Any) -> list[Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight._keras import is_tf_keras_model, tf_keras, tfmot
+from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.compose import (
     Selector,
     _as_tf_keras,
@@ -378,10 +378,8 @@ def _fits_m_by_n(layer: Any, n: int) -> bool:
 
 def _registry_table() -> dict[type, Any]:
     """TF-MOT's table of prunable layer classes -> weight attribute names."""
-    tfmot()  # imports TF-MOT the safe way first
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-
-    return prune_registry.PruneRegistry._LAYERS_WEIGHTS_MAP  # the only source of this table
+    registry = tfmot_internal("sparsity.keras.prune_registry").PruneRegistry
+    return registry._LAYERS_WEIGHTS_MAP  # the only source of this table
 
 
 def prune(

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight._keras import is_tf_keras_model, tf_keras, tfmot
+from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.compose import (
     Selector,
     _as_tf_keras,
@@ -47,22 +47,15 @@ __all__ = [
 
 
 def _registry() -> Any:
-    tfmot()  # imports TF-MOT the safe way first
-    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_registry,
-    )
-
-    return default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+    registry = tfmot_internal("quantization.keras.default_8bit.default_8bit_quantize_registry")
+    return registry.Default8BitQuantizeRegistry()
 
 
 def _is_quantized(model: Any) -> bool:
-    tfmot()
-    from tensorflow_model_optimization.python.core.quantization.keras import (
-        quantize_layer,
-        quantize_wrapper,
+    kinds = (
+        tfmot_internal("quantization.keras.quantize_wrapper").QuantizeWrapper,
+        tfmot_internal("quantization.keras.quantize_layer").QuantizeLayer,
     )
-
-    kinds = (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer)
     return any(isinstance(layer, kinds) for layer in model.layers)
 
 
