@@ -178,6 +178,12 @@ def main(argv=None) -> int:
                 evaluate(f"pruned {pct} sparse", pruned, data, "fp32", calib=calib, sparse=True)
             )
         rows.append(evaluate(f"pruned {pct} + int8", pruned, data, "int8", calib=calib))
+        if target == 0.8:
+            rows.append(
+                evaluate(
+                    f"pruned {pct} + int8 sparse", pruned, data, "int8", calib=calib, sparse=True
+                )
+            )
 
     two_four = run([tflight.Prune(m_by_n=(2, 4), unsupported="skip")])  # conv1: 1 input channel
     rows.append(evaluate("2:4", two_four, data, "fp32", calib=calib))
@@ -218,7 +224,7 @@ def main(argv=None) -> int:
         f"all accuracies measured in LiteRT (Keras accuracy in brackets)"
     )
     header = (
-        f"{'variant':<22}{'acc %':>8}{'(keras)':>9}{'Δ pt':>7}{'size B':>10}{'gzip B':>9}"
+        f"{'variant':<26}{'acc %':>8}{'(keras)':>9}{'Δ pt':>7}{'size B':>10}{'gzip B':>9}"
         f"{'size×':>7}{'gzip×':>7}{'sparsity':>9}{'agree %':>9}"
     )
     print(header)
@@ -226,7 +232,7 @@ def main(argv=None) -> int:
     for row in rows:
         agree = f"{row.agreement:.2%}"[:-1] if row.agreement is not None else "-"
         print(
-            f"{row.name:<22}{row.accuracy * 100:>8.2f}{f'({row.keras_accuracy * 100:.2f})':>9}"
+            f"{row.name:<26}{row.accuracy * 100:>8.2f}{f'({row.keras_accuracy * 100:.2f})':>9}"
             f"{(row.accuracy - base.accuracy) * 100:>+7.2f}{row.size:>10,}{row.gzip_size:>9,}"
             f"{row.size_ratio:>7.2f}{row.gzip_ratio:>7.2f}{row.sparsity:>9.1%}{agree:>9}"
         )
