@@ -14,8 +14,8 @@ import pytest
 
 import converters
 import tflight
-from tflight._keras import tf_keras  # noqa: E402
-from tflight.errors import (  # noqa: E402
+from tflight._keras import tf_keras
+from tflight.errors import (
     CompressionError,
     MissingCallbackError,
     UnsupportedLayerError,
@@ -472,35 +472,6 @@ def test_bad_models_and_names(tf_keras_cnn, data):
     sub(np.zeros((1, 3), np.float32))
     with pytest.raises(CompressionError, match="Sequential and Functional models only"):
         tflight.quantize(sub)
-
-
-def test_public_surface():
-    expected = {
-        "CentroidInit",
-        "Cluster",
-        "cluster",
-        "strip_clustering",
-        "Pipeline",
-        "PipelineResult",
-        "callbacks",
-        "fit",
-        "freeze",
-        "ConstantSparsity",
-        "PolynomialDecay",
-        "Prune",
-        "SparsityReport",
-        "prune",
-        "sparsity_report",
-        "strip_pruning",
-        "QAT",
-        "AgreementReport",
-        "check_agreement",
-        "quantize",
-        "strip_quantization",
-    }
-    assert expected <= set(tflight.__all__)
-    for name in expected:
-        assert getattr(tflight, name) is not None
 
 
 def test_sparsity_report_summary_snapshot(tf_keras_cnn):

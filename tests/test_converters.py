@@ -44,27 +44,8 @@ def tf_keras_results(tf_keras_cnn, calib):
     return converters.convert_many(tf_keras_cnn, MODES, representative_data=calib)
 
 
-def test_public_surface():
-    assert set(converters.__all__) == {
-        "errors",
-        "ConversionError",
-        "ConversionResult",
-        "InspectReport",
-        "Mode",
-        "ModelStats",
-        "Target",
-        "TargetReport",
-        "TensorInfo",
-        "TFLiteModel",
-        "Thresholds",
-        "ValidationReport",
-        "VerifiedTFLite",
-        "convert",
-        "convert_many",
-        "default_thresholds",
-        "inspect",
-        "verify_tflite",
-    }
+def test_mode_and_target_words():
+    # The exported set is pinned in tests/test_public_api.py; these are the CLI words.
     assert [m.value for m in converters.Mode] == MODES
     assert [t.value for t in converters.Target] == ["cpu", "gpu", "edgetpu", "npu"]
 
