@@ -2,8 +2,8 @@
 
 This module owns the group and the single error boundary: a mistake of the
 user's (a library error from `tflight` or `converters`) becomes one line on
-stderr and exit code 2, never a traceback. Each command lives in a private
-`_cli_*` module and imports TensorFlow only when it runs, so that `--help` is
+stderr and exit code 2, never a traceback. Each command lives in a module of
+this package and imports TensorFlow only when it runs, so that `--help` is
 fast.
 
 `main()` also keeps the terminal readable: TensorFlow's and LiteRT's native
@@ -73,20 +73,15 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from tflight import _cli_convert, _cli_demo
+    # One module per command; each imports TensorFlow only when it runs.
+    from tflight.cli import bench, compress, convert, demo, distill
 
-    cli.add_command(_cli_demo.demo)
-    cli.add_command(_cli_convert.convert)
-    cli.add_command(_cli_convert.inspect)
-    from tflight import _cli_distill
-
-    cli.add_command(_cli_distill.distill)
-    from tflight import _cli_bench
-
-    cli.add_command(_cli_bench.bench)
-    from tflight import _cli_compress
-
-    cli.add_command(_cli_compress.compress)
+    cli.add_command(demo.demo)
+    cli.add_command(convert.convert)
+    cli.add_command(convert.inspect)
+    cli.add_command(distill.distill)
+    cli.add_command(bench.bench)
+    cli.add_command(compress.compress)
     # Further commands register here.
 
 
