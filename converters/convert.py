@@ -31,6 +31,7 @@ from converters.errors import (
     RepresentativeDataError,
     UnsupportedModelError,
 )
+from converters.files import write_atomic
 from converters.modes import Mode, Target, parse_mode, parse_target
 from converters.runtime import TFLiteModel
 from converters.source import Source, load_source
@@ -49,36 +50,6 @@ _IO_DTYPES = {
     Mode.INT8: ("float32", "int8", "uint8"),
     Mode.INT16X8: ("float32", "int16"),
 }
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes `data` to `path` through a temporary file and a rename.
-
-    A reader (or a crash) never sees a half-written file: the bytes go to a
-    temporary file in the same directory, are flushed to disk, and the file is
-    renamed over `path` in one step.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ConversionError(f"Cannot write to {str(path)!r}: it is a directory.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise ConversionError(f"Cannot write to {str(path)!r}: {e.strerror or e}.") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise ConversionError(f"Cannot write to {str(path)!r}: {e.strerror or e}.") from e
-        raise
-    return path
 
 
 @dataclasses.dataclass(frozen=True)
