@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def run() -> dict:
-    from tflight.profiles import PROFILES
+    from tflight.profiles import PROFILES, _fit_device, cross_validate, published_rows
 
     per_profile = {}
     all_err, speed = [], []
@@ -45,6 +45,14 @@ def run() -> dict:
             "calibration": p.calibration,
             "coefficients": dict(p.coefficients),
             **v.to_dict(),
+        }
+        # Stricter: hold out whole families (all MobileNetV1 sizes at once, ...).
+        rows = [r for r in published_rows() if r.device == name]
+        fam = cross_validate(rows, lambda train, n=name: _fit_device(n, train), by="family")
+        per_profile[name]["family_heldout"] = {
+            k: getattr(fam, k) for k in ("method", "rows", "median_abs_err_pct",
+                                         "worst_abs_err_pct", "rank_corr",
+                                         "int8_speedup_median_abs_err_pct")
         }
         all_err += [abs(est / pub - 1) * 100 for _, _, pub, est in v.predictions]
         by = {(m, prec): (pub, est) for m, prec, pub, est in v.predictions}
@@ -86,6 +94,14 @@ def render(result: dict, print_fn=print) -> None:
              f"{(h['int8_speedup_median_abs_err_pct'] or float('nan')):>21.1f}")
     print_fn("(all: Spearman is the lowest per-profile value; targets: median <= 20 %, "
              "Spearman >= 0.95, speed-up <= 20 %)")
+    print_fn("")
+    print_fn("Stricter: leave-one-family-out (every size of a family held out at once)")
+    for name, d in result["profiles"].items():
+        f = d["family_heldout"]
+        rc, sp = f["rank_corr"], f["int8_speedup_median_abs_err_pct"]
+        print_fn(f"{name:<12}{f['rows']:>5}{f['median_abs_err_pct']:>10.1f}"
+                 f"{f['worst_abs_err_pct']:>9.1f}{(f'{rc:.3f}' if rc is not None else '-'):>10}"
+                 f"{(f'{sp:.1f}' if sp is not None else '-'):>21}")
     print_fn("")
     print_fn(f"{'profile':<12}{'model':<24}{'prec':<6}{'published ms':>13}{'held-out est.':>14}"
              f"{'err %':>8}")

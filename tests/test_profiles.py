@@ -208,3 +208,23 @@ def test_edgetpu_runs_everything_after_the_first_unsupported_op_on_the_cpu(calib
     # A float model has no op the Edge TPU runs.
     fp32 = converters.convert(model, "fp32", validate=False).flatbuffer
     assert len(estimate_latency(fp32, "edgetpu").unsupported_ops) == len(model_work(fp32).ops)
+
+
+def test_family_cross_validation_holds_out_whole_families():
+    from tflight.profiles import _fit_device, cross_validate, model_family, published_rows
+
+    rows = [r for r in published_rows() if r.device == "pixel3"]
+    seen: list[list[str]] = []
+
+    def fit(train):
+        seen.append(sorted({model_family(r.model) for r in train}))
+        return _fit_device("pixel3", train)
+
+    v = cross_validate(rows, fit, by="family")
+    assert "family" in v.method and v.rows == len(rows)
+    families = {model_family(r.model) for r in rows}
+    assert len(seen) == len(families)
+    # Each fit lacks exactly one family.
+    assert all(len(s) == len(families) - 1 for s in seen)
+    with pytest.raises(ValueError, match="`by`"):
+        cross_validate(rows, fit, by="device")

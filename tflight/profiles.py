@@ -45,7 +45,7 @@ import dataclasses
 import enum
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -478,18 +478,36 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float(spearmanr(a, b).statistic)
 
 
-def cross_validate(rows: Sequence[_Row], fit: callable) -> Validation:
-    """Leave-one-architecture-out: each model (all its precisions) is predicted
-    by a profile fitted to the other models only.
+def model_family(model: str) -> str:
+    """The architecture family of a published model (`mobilenet_v1_0.50_160` -> `mobilenet_v1`)."""
+    for prefix in ("mobilenet_v1", "mobilenet_v2", "nasnet", "efficientnet_lite", "vgg",
+                   "resnet50", "resnet152", "resnet_v2"):
+        if model.startswith(prefix):
+            return prefix
+    return model
+
+
+def cross_validate(
+    rows: Sequence[_Row], fit: Callable[[Sequence[_Row]], DeviceProfile], *, by: str = "architecture"
+) -> Validation:
+    """Cross-validation in which every prediction comes from a fit without its model.
 
     Args:
       rows: the published figures of one device.
       fit: `fit(rows) -> DeviceProfile`.
+      by: `"architecture"`: each model (fp32 and int8 together) is held out
+        in turn; `"family"`: each family (all MobileNetV1 sizes, all
+        EfficientNet-Lites, ...) is held out in turn, a stricter test.
     """
+    if by not in ("architecture", "family"):
+        raise ValueError(f"`by` must be 'architecture' or 'family', got {by!r}.")
+    key = (lambda r: r.model) if by == "architecture" else (lambda r: model_family(r.model))
     preds: list[tuple[str, str, float, float]] = []
-    for m in sorted({r.model for r in rows}):
-        train = [r for r in rows if r.model != m]
-        test = [r for r in rows if r.model == m]
+    for m in sorted({key(r) for r in rows}):
+        train = [r for r in rows if key(r) != m]
+        test = [r for r in rows if key(r) == m]
+        if len(train) < 2:
+            continue
         prof = fit(train)
         for r in test:
             est = prof.cost(features_from_totals(r.totals, prof.kind)) * 1e3
@@ -502,7 +520,11 @@ def cross_validate(rows: Sequence[_Row], fit: callable) -> Validation:
             tf, pf = by[(m, "fp32")]
             speed.append(abs((pf / p) / (tf / t) - 1) * 100)
     return Validation(
-        method="leave-one-architecture-out (fp32 and int8 of a model held out together)",
+        method=(
+            "leave-one-architecture-out (fp32 and int8 of a model held out together)"
+            if by == "architecture"
+            else "leave-one-family-out (every size and precision of a family held out together)"
+        ),
         rows=len(preds),
         median_abs_err_pct=float(np.median(errs)),
         worst_abs_err_pct=float(np.max(errs)),
