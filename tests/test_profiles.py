@@ -116,6 +116,9 @@ def test_estimate_label_says_estimated_and_names_profile_and_error(cnn):
     int8 = estimate_latency(cnn["int8"], "pixel4")
     assert fp32.label.startswith("estimated on pixel4; held-out error median ")
     assert "published figures" in fp32.label
+    # The tiny CNN is far below the smallest published figure: the label says so.
+    lo, _ = PROFILES["pixel4"].published_range_ms
+    assert fp32.ms < lo and "extrapolated" in fp32.label
     assert int8.ms < fp32.ms
     assert len(fp32.per_op_ms) == len(model_work(cnn["fp32"]).ops)
     assert fp32.to_dict()["estimated"] is True

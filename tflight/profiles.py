@@ -264,6 +264,8 @@ class DeviceProfile:
       fallback: profile that runs what this device cannot, or None.
       calibration: where the fitted figures come from.
       validation: held-out error of this profile, or None (hand-made profile).
+      published_range_ms: smallest and largest published latency it was fitted
+        to; estimates outside it are extrapolations and say so.
     """
 
     name: str
@@ -275,6 +277,7 @@ class DeviceProfile:
     fallback: str | None = None
     calibration: str = ""
     validation: Validation | None = None
+    published_range_ms: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -467,6 +470,7 @@ def calibrate(
         calibrated=calibrated,
         fallback=fallback,
         calibration=calibration,
+        published_range_ms=(float(y.min() * 1e3), float(y.max() * 1e3)),
     )
 
 
@@ -514,10 +518,10 @@ def cross_validate(
             preds.append((r.model, r.precision, r.ms, est))
     errs = [abs(p / t - 1) * 100 for _, _, t, p in preds]
     speed = []
-    by = {(m, prec): (t, p) for m, prec, t, p in preds}
-    for (m, prec), (t, p) in by.items():
-        if prec == "int8" and (m, "fp32") in by:
-            tf, pf = by[(m, "fp32")]
+    pairs = {(m, prec): (t, p) for m, prec, t, p in preds}
+    for (m, prec), (t, p) in pairs.items():
+        if prec == "int8" and (m, "fp32") in pairs:
+            tf, pf = pairs[(m, "fp32")]
             speed.append(abs((pf / p) / (tf / t) - 1) * 100)
     return Validation(
         method=(
@@ -734,12 +738,17 @@ def estimate_latency(
         label += f"; {val.short()}"
     else:
         label += "; profile not validated"
+    total = float(sum(per_op))
+    lo_hi = prof.published_range_ms
+    if lo_hi is not None and not lo_hi[0] <= total <= lo_hi[1]:
+        label += (f"; outside the published range {lo_hi[0]:g}-{lo_hi[1]:g} ms it was fitted to "
+                  "(extrapolated)")
     if unsupported:
         label += (f"; {len(unsupported)} op(s) from {unsupported[0].split(' ')[0]} on not "
                   f"supported by {prof.name}, estimated on {prof.fallback}")
     return LatencyEstimate(
         profile=prof.name,
-        ms=float(sum(per_op)),
+        ms=total,
         per_op_ms=tuple(per_op),
         unsupported_ops=tuple(unsupported),
         label=label,
