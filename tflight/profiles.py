@@ -142,15 +142,19 @@ CPU_COLUMNS = tuple(
 TPU_COLUMNS = ("tpu:macs", "tpu:light", "tpu:offchip_bytes", "ops")
 
 # Edge TPU operators, from coral.ai/docs/edgetpu/models-intro ("Supported
-# operations"), as TFLite builtin names.
+# operations"), as TFLite builtin names. The first group was checked against a
+# stored copy of that table (which is cut off after ResizeNearestNeighbor); the
+# second group is the rest of the page's table and was not re-checked here.
 EDGETPU_OPS = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS",
-    "FULLY_CONNECTED", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM",
-    "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE",
-    "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR",
-    "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT",
-    "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH", "TRANSPOSE",
-    "TRANSPOSE_CONV", "DEQUANTIZE",
+    "LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1", "TANH", "ADD", "MAXIMUM", "MINIMUM", "MUL",
+    "SUB", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED", "L2_NORMALIZATION", "MAX_POOL_2D", "MEAN", "PAD", "RESHAPE",
+    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+}) | frozenset({
+    "EXPAND_DIMS", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "PACK", "PRELU", "QUANTIZE",
+    "DEQUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH",
+    "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUM", "SQUARED_DIFFERENCE", "TRANSPOSE",
+    "TRANSPOSE_CONV",
 })
 # Parameters the Edge TPU caches on chip; the rest streams in on every inference.
 EDGETPU_SRAM_BYTES = 8 * 1024 * 1024
