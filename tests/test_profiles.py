@@ -231,3 +231,18 @@ def test_family_cross_validation_holds_out_whole_families():
     assert all(len(s) == len(families) - 1 for s in seen)
     with pytest.raises(ValueError, match="`by`"):
         cross_validate(rows, fit, by="device")
+
+
+def test_fp16_weights_are_costed_as_fp32_and_their_dequantize_is_free(keras3_cnn):
+    import converters
+
+    fb = converters.convert(keras3_cnn, "fp16", validate=False).flatbuffer
+    work = model_work(fb)
+    conv = next(o for o in work.ops if o.op_name == "CONV_2D")
+    assert conv.arith == "fp16"
+    deq = [o for o in work.ops if o.op_name == "DEQUANTIZE"]
+    assert deq and all(o.op_class == "constant" for o in deq)
+    est = estimate_latency(work, "pixel3")
+    assert any(n.startswith("fp16 weights costed as fp32") for n in est.notes)
+    k = work.ops.index(deq[0])
+    assert est.per_op_ms[k] == 0.0
