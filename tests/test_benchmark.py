@@ -23,14 +23,7 @@ from tflight.benchmark import (
 )
 from tflight.cli import cli
 from tflight.errors import BenchmarkError
-from tflight.profiles import (
-    PROFILES,
-    DeviceProfile,
-    calibrate,
-    estimate_latency,
-    get_profile,
-    model_work,
-)
+from tflight.profiles import PROFILES, estimate_latency
 
 FAST = BenchmarkConfig(runs=20, min_time=0.05, warmup_runs=1, warmup_min_time=0.0)
 
@@ -302,67 +295,6 @@ def test_summary_labels_estimates(fp32_result):
     text = "\n".join(lines)
     assert "Latency" in text and "Memory" in text
     assert "(estimated" in text
-
-
-# --- device profiles -------------------------------------------------------
-
-
-def test_profiles_validate_and_lookup():
-    assert get_profile("pixel4") is PROFILES["pixel4"]
-    with pytest.raises(BenchmarkError, match="known profiles: pixel4"):
-        get_profile("iphone99")
-    with pytest.raises(ValueError, match="unknown kinds"):
-        DeviceProfile("x", "x", {"int4": 1.0}, bandwidth=1.0, op_overhead_s=0.0)
-
-
-def test_model_work_counts_macs_of_the_tiny_cnn(models):
-    work = model_work(models["fp32"])
-    conv = next(o for o in work.ops if o.op_name == "CONV_2D")
-    dense = next(o for o in work.ops if o.op_name == "FULLY_CONNECTED")
-    assert conv.macs == 8 * 8 * 8 * 3 * 3 * 1
-    assert dense.macs == 10 * 128
-    assert {o.kind.value for o in model_work(models["int8"]).ops} == {"int8"}
-
-
-def test_calibrate_reproduces_its_target(models):
-    work = model_work(models["fp32"])
-    x = calibrate(work, "fp32", 0.05, bandwidth=10e9, op_overhead_s=1e-6)
-    prof = DeviceProfile("t", "test", {"fp32": x}, bandwidth=10e9, op_overhead_s=1e-6)
-    assert estimate_latency(work, prof).ms == pytest.approx(0.05, rel=1e-6)
-    with pytest.raises(ValueError, match="floor"):
-        calibrate(work, "fp32", 1e-6, bandwidth=10e9, op_overhead_s=1e-6)
-
-
-def test_edgetpu_profile_flags_float_ops(models):
-    est = estimate_latency(models["fp32"], "edgetpu")
-    assert est.unsupported_ops and "not supported by edgetpu" in est.label
-    assert not estimate_latency(models["int8"], "edgetpu").unsupported_ops
-
-
-@pytest.mark.slow
-def test_pixel4_profile_reproduces_published_mobilenet_v1():
-    """MobileNetV1 on Pixel 4, 4 threads: 14.0 ms float, 5.0 ms int8 (published)."""
-    import keras
-
-    import converters
-
-    model = keras.applications.MobileNet(weights=None, input_shape=(224, 224, 3))
-    rng = np.random.default_rng(0)
-    data = rng.uniform(-1, 1, (2, 224, 224, 3)).astype(np.float32)
-    res = {
-        "fp32": converters.convert(model, "fp32", validate=False),
-        # The published int8 figures are for int8 in, int8 out.
-        "int8": converters.convert(
-            model, "int8", representative_data=data, input_dtype="int8", output_dtype="int8",
-            validate=False,
-        ),
-    }
-    fp32 = estimate_latency(res["fp32"].flatbuffer, "pixel4").ms
-    int8 = estimate_latency(res["int8"].flatbuffer, "pixel4").ms
-    assert fp32 == pytest.approx(14.0, rel=0.03)
-    assert int8 == pytest.approx(5.0, rel=0.03)
-    assert 2.0 <= fp32 / int8 <= 3.0
-    assert estimate_latency(res["int8"].flatbuffer, "edgetpu").ms == pytest.approx(2.2, rel=0.03)
 
 
 # --- command line ----------------------------------------------------------
