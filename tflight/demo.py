@@ -112,6 +112,10 @@ def run(
 
     Returns:
       A `DemoResult`.
+
+    Raises:
+      TflightError: `output_dir` cannot be created or written to (checked
+        before any training).
     """
     import time
 
@@ -121,7 +125,7 @@ def run(
     from tflight.datasets import load_digits
 
     say = progress or (lambda _msg: None)
-    os.makedirs(output_dir, exist_ok=True)
+    _prepare_output_dir(output_dir)
     data = load_digits(seed=seed)
 
     say(f"Training a small CNN on {len(data.x_train)} digits ...")
@@ -164,6 +168,27 @@ def run(
         train_seconds=train_seconds,
         num_test=len(data.x_test),
     )
+
+
+def _prepare_output_dir(output_dir: str) -> None:
+    """Creates `output_dir` and proves it writable, before any training."""
+    import tempfile
+
+    from tflight.errors import TflightError
+
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise TflightError(
+            f"Output folder {output_dir!r} is a file; give a folder for the .tflite files."
+        )
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise TflightError(
+            f"Cannot write the demo's files to {output_dir!r}: {e.strerror or e}. Choose a "
+            "writable folder with -o."
+        ) from e
 
 
 def _pcqat_row(model: Any, data: Any, output_dir: str, *, epochs: int, say: Callable) -> DemoRow:
