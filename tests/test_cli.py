@@ -7,6 +7,7 @@ process-wide state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -142,16 +143,66 @@ def test_verbose_env_keeps_native_output(tmp_path):
     assert _native_logs(tmp_path) == []
 
 
-def test_genuine_bug_shows_traceback_and_keeps_the_native_log(tmp_path):
+def test_genuine_bug_is_an_internal_error_with_its_traceback_in_the_kept_log(tmp_path):
     proc = _run(["probe", "--fail"], code=_PROBE, tmp_path=tmp_path)
     assert proc.returncode == 1
     assert "progress on stderr" in proc.stderr
-    assert "Traceback (most recent call last)" in proc.stderr
-    assert proc.stderr.rstrip().endswith("RuntimeError: a genuine bug")
-    assert "native chatter" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "native chatter" not in proc.stderr
     (log,) = _native_logs(tmp_path)
-    assert f"are in {log}" in proc.stderr
-    assert "cudart_stub.cc:31] native chatter" in log.read_text()
+    lines = proc.stderr.splitlines()
+    assert lines[-1] == (
+        "Error: internal error in tflight (RuntimeError: a genuine bug). This is a bug, not a "
+        f"mistake of yours; the full traceback is in {log} (please attach it to a bug report)."
+    )
+    text = log.read_text()
+    assert "cudart_stub.cc:31] native chatter" in text
+    assert "Traceback (most recent call last)" in text
+    assert text.rstrip().endswith("RuntimeError: a genuine bug")
+
+
+def test_log_is_kept_and_named_after_any_failed_exit(tmp_path):
+    code = _PROBE.replace('raise RuntimeError("a genuine bug")', "sys.exit(3)")
+    proc = _run(["probe", "--fail"], code=code, tmp_path=tmp_path)
+    assert proc.returncode == 3
+    (log,) = _native_logs(tmp_path)
+    assert proc.stderr.splitlines()[-1] == f"tflight: the log of this run is kept in {log}"
+
+
+def test_internal_error_in_the_model_loader_is_not_blamed_on_the_user(tmp_path, monkeypatch):
+    """A failure of ours while loading a valid file: exit 1, 'internal error', a log."""
+    import tempfile
+
+    import tf_keras
+    from click.testing import CliRunner
+
+    from tflight import _io
+    from tflight.cli import cli
+
+    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
+    path = tmp_path / "m.h5"
+    model.save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((8, 4), "float32"), y=np.zeros(8, "int64"))
+
+    @contextlib.contextmanager
+    def broken_scope():
+        raise AttributeError("'NoneType' object has no attribute 'keras'")
+        yield
+
+    monkeypatch.setattr(_io, "tfmot_scope", broken_scope)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = CliRunner().invoke(
+        cli, ["compress", str(path), "--data", str(data), "-o", str(tmp_path / "o.tflite")]
+    )
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: internal error in tflight (AttributeError: ")
+    (log,) = tmp_path.glob("tflight-error-*.log")
+    assert f"the full traceback is in {log}" in line
+    assert "broken_scope" in log.read_text()
+    # The same file with the loader intact is the user's good model, not an error.
+    monkeypatch.undo()
+    assert _io.load_model(path).count_params() == 10
 
 
 def test_third_party_warnings_are_hidden_ours_are_not(tmp_path):
