@@ -129,6 +129,12 @@ def test_compress_checks_the_output_folder_before_training(files, tmp_path):
              str(blocker / "out.tflite"))
     )
     assert "is not a directory" in line
+    # os.access says yes to root everywhere; /proc takes no new files all the same.
+    line = _one_error_line(
+        _run("compress", model, "--data", data, "--technique", "prune", "-o",
+             "/proc/no/such/dir/out.tflite")
+    )
+    assert "cannot create files in '/proc'" in line
 
 
 def test_compress_rejects_labels_out_of_range_before_training(files, tmp_path, digits):
