@@ -322,3 +322,24 @@ def test_compress_interrupted_mid_training_leaves_nothing(files, tmp_path):
     assert "Interrupted." in rest and "Traceback" not in rest
     assert list(out_dir.iterdir()) == []
     assert list(tmp.glob("tflight-*")) == []
+
+
+def test_compress_advice_names_the_command_flags_not_python_arguments(tmp_path, digits):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Reshape((8, 8)),
+        keras.layers.Conv1D(4, 3, name="conv1d"),  # not in TF-MOT's QAT allowlist
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+    path = tmp_path / "conv1d.keras"
+    model.save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:64], y=digits.y_train[:64])
+    line = _one_error_line(_run("compress", str(path), "--data", str(data), "--technique", "qat",
+                                "-o", str(tmp_path / "o.tflite")))
+    assert "'conv1d'" in line and "--keep-unsupported-float" in line
+    assert "keep_float" not in line and "=" not in line

@@ -94,6 +94,12 @@ def _ends_in_softmax(model) -> bool:
     help="Fail if a QAT .tflite agrees with the Keras model on fewer top-1 predictions "
     "of the held-out data.",
 )
+@click.option(
+    "--keep-unsupported-float",
+    is_flag=True,
+    help="With QAT: leave layers TF-MOT cannot quantize in float (they are listed) "
+    "instead of failing.",
+)
 @custom_objects_option
 @progress_option
 @click.option(
@@ -118,6 +124,7 @@ def compress(
     lr: float,
     mode: str | None,
     min_agreement: float,
+    keep_unsupported_float: bool,
     custom_objects_path: str | None,
     progress: bool | None,
     out_path: str,
@@ -130,7 +137,7 @@ def compress(
     """
     from converters.files import check_output
     from tflight import _io
-    from tflight.errors import CompressionError
+    from tflight.errors import CompressionError, UnsupportedLayerError
 
     # The output is checked before anything is loaded or trained.
     if os.path.splitext(out_path)[1].lower() != ".tflite":
@@ -181,7 +188,9 @@ def compress(
         elif stage == "cluster":
             techniques.append(tflight.Cluster(n_clusters=clusters))
         else:
-            techniques.append(tflight.QAT())
+            techniques.append(
+                tflight.QAT(unsupported="keep_float" if keep_unsupported_float else "raise")
+            )
     k = tf_keras()
     loss = k.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
     callbacks = [stage_callback(k, say, stages)] if say else []
@@ -198,6 +207,16 @@ def compress(
             verbose=0,
             callbacks=callbacks,
         )
+    except UnsupportedLayerError as e:
+        # The library's advice names Python arguments; give the command's own.
+        reason = str(e).split(". ")[0]
+        fix = "" if keep_unsupported_float or "qat" not in stages else (
+            " Leave them in float with --keep-unsupported-float, or"
+        )
+        raise UnsupportedLayerError(
+            f"{reason}.{fix or ''} {'r' if fix else 'R'}eplace them with supported layers "
+            "(Conv2D, DepthwiseConv2D, Dense, ...), or choose another --technique."
+        ) from e
     except CompressionError as e:
         if "did not reach its target" not in str(e):
             raise
