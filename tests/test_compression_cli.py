@@ -343,3 +343,19 @@ def test_compress_advice_names_the_command_flags_not_python_arguments(tmp_path, 
                                 "-o", str(tmp_path / "o.tflite")))
     assert "'conv1d'" in line and "--keep-unsupported-float" in line
     assert "keep_float" not in line and "=" not in line
+
+
+def test_custom_objects_scope_lets_the_converter_load_a_custom_layer(custom_model):
+    import converters
+    from converters.errors import ConversionError, ModelLoadError
+    from tflight import _io
+
+    import keras
+
+    _, model, layers_py = custom_model
+    keras.saving.get_custom_objects().pop("test_custom>Scale", None)  # as in a fresh process
+    with pytest.raises(ModelLoadError):
+        converters.convert(model, "fp32", validate=False)
+    with _io.custom_objects_scope(layers_py, error=ConversionError):
+        result = converters.convert(model, "fp32")
+    assert result.validation.short().startswith("ok")

@@ -35,6 +35,7 @@ __all__ = [
     "check_input_shape",
     "check_labels",
     "class_ids",
+    "custom_objects_scope",
     "load_custom_objects",
     "load_model",
     "load_xy",
@@ -262,6 +263,32 @@ def load_custom_objects(
             )
         objects.update(extra)
     return objects
+
+
+@contextlib.contextmanager
+def custom_objects_scope(
+    path: str | os.PathLike[str] | None, *, error: type[TflightError] = TflightError
+) -> Iterator[dict[str, Any]]:
+    """Imports the user's custom-objects file and makes its names known to both Kerases.
+
+    For code that loads models through another loader (`converters.convert`
+    on a path): inside the block, Keras 3 and tf_keras resolve the file's
+    classes by name, registered or not.
+
+    Example:
+      >>> with custom_objects_scope("my_layers.py", error=ConversionError):
+      ...     results = converters.convert_many("model.keras", ["fp32"])
+    """
+    objects = load_custom_objects(path, error=error)
+    if not objects:
+        yield objects
+        return
+    import keras
+
+    from tflight._keras import tf_keras
+
+    with keras.saving.custom_object_scope(objects), tf_keras().utils.custom_object_scope(objects):
+        yield objects
 
 
 def load_xy(
