@@ -171,3 +171,45 @@ def test_pruned_tf_keras_student_from_h5(files, tmp_path, digits):
     trained = mot.sparsity.keras.strip_pruning(load_model(out))
     kernel = trained.get_layer("logits").kernel.numpy()
     assert (kernel == 0).mean() == pytest.approx(0.5, abs=0.01)
+
+
+_LAYERS = '''
+import keras
+
+
+class Gain(keras.layers.Layer):
+    """Multiplies by a fixed factor; not registered, found by name."""
+
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return x * self.factor
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+'''
+
+
+def test_distill_loads_a_custom_layer_teacher_with_custom_objects(files, tmp_path):
+    from tflight import _io
+
+    layers_py = tmp_path / "my_layers.py"
+    layers_py.write_text(_LAYERS)
+    gain = _io.load_custom_objects(layers_py)["Gain"]
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential(
+        [keras.Input((8, 8, 1)), gain(0.5), keras.layers.Conv2D(8, 3, activation="relu"),
+         keras.layers.Flatten(), keras.layers.Dense(10)],
+        name="custom_teacher",
+    )
+    path = tmp_path / "teacher.keras"
+    teacher.save(path)
+    args = ["--teacher", str(path), "--student", files["student"], "--data", files["data"],
+            "--epochs", "1", "-o", str(tmp_path / "out.keras")]
+    without = _run(*args)
+    assert without.exit_code == 2 and "--custom-objects my_layers.py" in without.output
+    result = _run(*args, "--custom-objects", str(layers_py))
+    assert result.exit_code == 0, result.output
+    assert "Distilling 'custom_teacher'" in result.output
