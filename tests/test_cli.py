@@ -259,3 +259,21 @@ def test_real_convert_is_quiet(tiny_model, tmp_path):
     assert all("ok (SNR" in r for r in rows)
     assert (tmp_path / "out" / "tiny_int8.tflite").read_bytes()[4:8] == b"TFL3"
     assert _native_logs(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_real_distill_is_quiet_and_leaves_no_log(tmp_path, digits):
+    import keras
+
+    teacher_path, student_path = tmp_path / "teacher.keras", tmp_path / "student.keras"
+    for path, width in ((teacher_path, 16), (student_path, 2)):
+        keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(width, 3),
+                          keras.layers.Flatten(), keras.layers.Dense(10)]).save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:64], y=digits.y_train[:64])
+    proc = _run(["distill", "--teacher", teacher_path, "--student", student_path, "--data", data,
+                 "--epochs", "1", "-o", tmp_path / "out.keras"], tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no CUDA probe, no Keras shuffle warning, no progress when piped
+    assert "Wrote" in proc.stdout
+    assert _native_logs(tmp_path) == []
