@@ -41,7 +41,8 @@ from tflight.cli import cli, main
 @cli.command("probe")
 @click.option("--fail", is_flag=True)
 @click.option("--warn", is_flag=True)
-def probe(fail, warn):
+@click.option("--crash", is_flag=True)
+def probe(fail, warn, crash):
     click.echo("result on stdout")
     click.echo("progress on stderr", err=True)
     os.write(2, b"I0000 00:00:1.0 1 cudart_stub.cc:31] native chatter\n")
@@ -63,6 +64,9 @@ def probe(fail, warn):
         warnings.warn("our own conversion warning", ConversionWarning)
     if fail:
         raise RuntimeError("a genuine bug")
+    if crash:
+        import signal
+        os.kill(os.getpid(), signal.SIGSEGV)
 
 main(sys.argv[1:])
 """
@@ -166,6 +170,24 @@ def test_log_is_kept_and_named_after_any_failed_exit(tmp_path):
     assert proc.returncode == 3
     (log,) = _native_logs(tmp_path)
     assert proc.stderr.splitlines()[-1] == f"tflight: the log of this run is kept in {log}"
+
+
+def test_log_of_a_crashed_run_is_named_by_the_next_run(tmp_path):
+    crashed = _run(["probe", "--crash"], code=_PROBE, tmp_path=tmp_path)
+    assert crashed.returncode == -11, crashed.stderr
+    (log,) = _native_logs(tmp_path)
+    assert "Fatal Python error: Segmentation fault" in log.read_text()
+    proc = _run(["probe"], code=_PROBE, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _native_logs(tmp_path) == []
+    (kept,) = (tmp_path / "tmp").glob("tflight-crashed-*.log")
+    assert "cudart_stub.cc:31] native chatter" in kept.read_text()
+    assert proc.stderr.splitlines()[0] == (
+        f"tflight: an earlier run (process {log.name.split('-')[2]}) ended abruptly (crash or "
+        f"kill); its native log is kept in {kept}"
+    )
+    again = _run(["probe"], code=_PROBE, tmp_path=tmp_path)
+    assert again.stderr == "progress on stderr\n"  # named once
 
 
 def test_internal_error_in_the_model_loader_is_not_blamed_on_the_user(tmp_path, monkeypatch):

@@ -17,8 +17,10 @@ go to a temporary log file, while everything `tflight` prints and Python
 warnings still reach the real stderr. The log is deleted when the command
 succeeds or stops at a mistake of the user's (exit 2, the `Error:` line says
 what is wrong) or at Ctrl-C; after an internal error it is kept, holds the
-traceback too, and its path is printed. `TFLIGHT_VERBOSE=1` turns the
-redirection off.
+traceback too, and its path is printed. A run that dies in native code
+(SIGSEGV, abort) leaves its log with faulthandler's Python stack in it; the
+next run names such a log once (renamed `tflight-crashed-*.log`).
+`TFLIGHT_VERBOSE=1` turns the redirection off.
 """
 
 from __future__ import annotations
@@ -167,7 +169,10 @@ def _native_stderr_to_log() -> Iterator[None]:
     except (OSError, ValueError):  # no usable descriptor 2: nothing to protect
         yield
         return
-    log_fd, log_path = tempfile.mkstemp(prefix="tflight-native-", suffix=".log")
+    _report_abandoned_logs()
+    # The process id in the name lets a later run recognise the log of a run
+    # that was killed or crashed before it could say where its log was.
+    log_fd, log_path = tempfile.mkstemp(prefix=f"tflight-native-{os.getpid()}-", suffix=".log")
     python_stderr = sys.stderr
     # Not closed afterwards: loggers created during the command may hold it.
     sys.stderr = open(
@@ -180,6 +185,10 @@ def _native_stderr_to_log() -> Iterator[None]:
     )
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    # A native crash (SIGSEGV, abort) writes the Python stack into the log.
+    import faulthandler
+
+    faulthandler.enable(file=2, all_threads=False)
     _run_log.update(path=log_path, named=False)
     code: int | None = EXIT_INTERNAL
     try:
@@ -203,6 +212,42 @@ def _native_stderr_to_log() -> Iterator[None]:
         elif os.path.exists(log_path) and not named:
             # (An internal error has already named the log in its `Error:` line.)
             print(f"tflight: the log of this run is kept in {log_path}", file=sys.stderr)
+
+
+def _report_abandoned_logs() -> None:
+    """Names the logs of earlier runs that died (a crash, a kill) before naming them.
+
+    Such a log is renamed `tflight-crashed-*.log` once reported, so that it is
+    named once and never deleted behind the user's back.
+    """
+    import glob
+    import re
+
+    pattern = os.path.join(tempfile.gettempdir(), "tflight-native-*-*.log")
+    for path in glob.glob(pattern):
+        match = re.fullmatch(r"tflight-native-(\d+)-.*\.log", os.path.basename(path))
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:  # not ours to judge (permissions)
+            continue
+        crashed = path.replace("tflight-native-", "tflight-crashed-", 1)
+        try:
+            os.replace(path, crashed)
+        except OSError:
+            continue
+        print(
+            f"tflight: an earlier run (process {pid}) ended abruptly (crash or kill); its "
+            f"native log is kept in {crashed}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
