@@ -346,11 +346,11 @@ def test_compress_advice_names_the_command_flags_not_python_arguments(tmp_path, 
 
 
 def test_custom_objects_scope_lets_the_converter_load_a_custom_layer(custom_model):
+    import keras
+
     import converters
     from converters.errors import ConversionError, ModelLoadError
     from tflight import _io
-
-    import keras
 
     _, model, layers_py = custom_model
     keras.saving.get_custom_objects().pop("test_custom>Scale", None)  # as in a fresh process

@@ -97,8 +97,7 @@ def _ends_in_softmax(model) -> bool:
 @click.option(
     "--keep-unsupported-float",
     is_flag=True,
-    help="With QAT: leave layers TF-MOT cannot quantize in float (they are listed) "
-    "instead of failing.",
+    help="With QAT: leave the layers TF-MOT cannot quantize in float instead of failing.",
 )
 @custom_objects_option
 @progress_option
