@@ -299,3 +299,22 @@ def test_real_distill_is_quiet_and_leaves_no_log(tmp_path, digits):
     assert proc.stderr == ""  # no CUDA probe, no Keras shuffle warning, no progress when piped
     assert "Wrote" in proc.stdout
     assert _native_logs(tmp_path) == []
+
+
+def test_an_os_error_on_a_users_path_is_the_users_problem():
+    from click.testing import CliRunner
+
+    import tflight.cli as cli_module
+
+    @cli_module.cli.command("write-probe")
+    def write_probe():
+        # A path outside the temporary folder and our package: the user's.
+        open("/proc/no/such/dir/f.txt", "w")  # noqa: SIM115
+
+    try:
+        result = CliRunner().invoke(cli_module.cli, ["write-probe"])
+    finally:
+        cli_module.cli.commands.pop("write-probe")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: [Errno 2] No such file or directory: ")
+    assert "internal error" not in result.output

@@ -120,7 +120,22 @@ def _is_user_error(e: BaseException) -> bool:
     from converters.errors import ConversionError
     from tflight.errors import TflightError
 
-    return isinstance(e, (TflightError, ConversionError))
+    return isinstance(e, (TflightError, ConversionError)) or _is_users_path_error(e)
+
+
+def _is_users_path_error(e: BaseException) -> bool:
+    """An OSError about a path of the user's (not a temporary file, not our package).
+
+    Permission denied, a missing folder or a full disk on a path the user
+    named is a problem to fix on their side, not a bug; the OSError's message
+    names the path.
+    """
+    if not isinstance(e, OSError) or not e.filename or not isinstance(e.filename, str):
+        return False
+    path = os.path.realpath(e.filename)
+    ours = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return not (path.startswith(ours + os.sep) or path.startswith(tmp + os.sep))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
