@@ -135,13 +135,11 @@ def distill(
     pairs = [_parse_pair(v) for v in feature_layers]
 
     from converters.files import check_output
-    from tflight import _io
-    from tflight.distillation import _check_output_path, _module_for, _save_atomic
-    from tflight.distillation import distill as run_distill
     from tflight.errors import DistillationError
 
-    # The output is checked before anything is loaded or trained.
-    _check_output_path(output)
+    # The output is checked before anything heavy is imported, loaded or trained.
+    if os.path.splitext(output)[1].lower() not in (".keras", ".h5"):
+        raise DistillationError(f"Output path {output!r} must end in .keras or .h5.")
     check_output(
         output,
         [teacher_path, student_path, data_path, validation_path, custom_objects_path],
@@ -152,6 +150,11 @@ def distill(
     for name, value in (("--teacher", teacher_path), ("--student", student_path)):
         if not os.path.isfile(value):
             raise DistillationError(f"{name}: model file {value!r} does not exist.")
+
+    from tflight import _io
+    from tflight.distillation import _check_output_path, _module_for, _save_atomic
+    from tflight.distillation import distill as run_distill
+
     say = progress_printer(progress)
     x, y = _io.load_xy(
         data_path,
