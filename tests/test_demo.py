@@ -61,3 +61,13 @@ def test_demo_refuses_an_unwritable_output_folder_before_training(tmp_path, wher
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
     assert repr(out) in lines[0] and "Training" not in result.output
+
+
+def test_demo_shows_stages_and_epochs_only_when_asked_or_on_a_terminal(tmp_path):
+    args = ["demo", "-o", str(tmp_path / "out"), "--epochs", "2", "--compress-epochs", "0"]
+    shown = CliRunner().invoke(cli, [*args, "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert "Training a small CNN" in shown.stderr and "  epoch 2/2: loss " in shown.stderr
+    quiet = CliRunner().invoke(cli, args)  # CliRunner's stderr is not a terminal
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
