@@ -7,6 +7,7 @@ process-wide state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,7 +41,8 @@ from tflight.cli import cli, main
 @cli.command("probe")
 @click.option("--fail", is_flag=True)
 @click.option("--warn", is_flag=True)
-def probe(fail, warn):
+@click.option("--crash", is_flag=True)
+def probe(fail, warn, crash):
     click.echo("result on stdout")
     click.echo("progress on stderr", err=True)
     os.write(2, b"I0000 00:00:1.0 1 cudart_stub.cc:31] native chatter\n")
@@ -62,6 +64,9 @@ def probe(fail, warn):
         warnings.warn("our own conversion warning", ConversionWarning)
     if fail:
         raise RuntimeError("a genuine bug")
+    if crash:
+        import signal
+        os.kill(os.getpid(), signal.SIGSEGV)
 
 main(sys.argv[1:])
 """
@@ -142,16 +147,84 @@ def test_verbose_env_keeps_native_output(tmp_path):
     assert _native_logs(tmp_path) == []
 
 
-def test_genuine_bug_shows_traceback_and_keeps_the_native_log(tmp_path):
+def test_genuine_bug_is_an_internal_error_with_its_traceback_in_the_kept_log(tmp_path):
     proc = _run(["probe", "--fail"], code=_PROBE, tmp_path=tmp_path)
     assert proc.returncode == 1
     assert "progress on stderr" in proc.stderr
-    assert "Traceback (most recent call last)" in proc.stderr
-    assert proc.stderr.rstrip().endswith("RuntimeError: a genuine bug")
-    assert "native chatter" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "native chatter" not in proc.stderr
     (log,) = _native_logs(tmp_path)
-    assert f"are in {log}" in proc.stderr
-    assert "cudart_stub.cc:31] native chatter" in log.read_text()
+    lines = proc.stderr.splitlines()
+    assert lines[-1] == (
+        "Error: internal error in tflight (RuntimeError: a genuine bug). This is a bug, not a "
+        f"mistake of yours; the full traceback is in {log} (please attach it to a bug report)."
+    )
+    text = log.read_text()
+    assert "cudart_stub.cc:31] native chatter" in text
+    assert "Traceback (most recent call last)" in text
+    assert text.rstrip().endswith("RuntimeError: a genuine bug")
+
+
+def test_log_is_kept_and_named_after_any_failed_exit(tmp_path):
+    code = _PROBE.replace('raise RuntimeError("a genuine bug")', "sys.exit(3)")
+    proc = _run(["probe", "--fail"], code=code, tmp_path=tmp_path)
+    assert proc.returncode == 3
+    (log,) = _native_logs(tmp_path)
+    assert proc.stderr.splitlines()[-1] == f"tflight: the log of this run is kept in {log}"
+
+
+def test_log_of_a_crashed_run_is_named_by_the_next_run(tmp_path):
+    crashed = _run(["probe", "--crash"], code=_PROBE, tmp_path=tmp_path)
+    assert crashed.returncode == -11, crashed.stderr
+    (log,) = _native_logs(tmp_path)
+    assert "Fatal Python error: Segmentation fault" in log.read_text()
+    proc = _run(["probe"], code=_PROBE, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert _native_logs(tmp_path) == []
+    (kept,) = (tmp_path / "tmp").glob("tflight-crashed-*.log")
+    assert "cudart_stub.cc:31] native chatter" in kept.read_text()
+    assert proc.stderr.splitlines()[0] == (
+        f"tflight: an earlier run (process {log.name.split('-')[2]}) ended abruptly (crash or "
+        f"kill); its native log is kept in {kept}"
+    )
+    again = _run(["probe"], code=_PROBE, tmp_path=tmp_path)
+    assert again.stderr == "progress on stderr\n"  # named once
+
+
+def test_internal_error_in_the_model_loader_is_not_blamed_on_the_user(tmp_path, monkeypatch):
+    """A failure of ours while loading a valid file: exit 1, 'internal error', a log."""
+    import tempfile
+
+    import tf_keras
+    from click.testing import CliRunner
+
+    from tflight import _io
+    from tflight.cli import cli
+
+    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)])
+    path = tmp_path / "m.h5"
+    model.save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((8, 4), "float32"), y=np.zeros(8, "int64"))
+
+    @contextlib.contextmanager
+    def broken_scope():
+        raise AttributeError("'NoneType' object has no attribute 'keras'")
+        yield
+
+    monkeypatch.setattr(_io, "tfmot_scope", broken_scope)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = CliRunner().invoke(
+        cli, ["compress", str(path), "--data", str(data), "-o", str(tmp_path / "o.tflite")]
+    )
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: internal error in tflight (AttributeError: ")
+    (log,) = tmp_path.glob("tflight-error-*.log")
+    assert f"the full traceback is in {log}" in line
+    assert "broken_scope" in log.read_text()
+    # The same file with the loader intact is the user's good model, not an error.
+    monkeypatch.undo()
+    assert _io.load_model(path).count_params() == 10
 
 
 def test_third_party_warnings_are_hidden_ours_are_not(tmp_path):
@@ -208,3 +281,40 @@ def test_real_convert_is_quiet(tiny_model, tmp_path):
     assert all("ok (SNR" in r for r in rows)
     assert (tmp_path / "out" / "tiny_int8.tflite").read_bytes()[4:8] == b"TFL3"
     assert _native_logs(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_real_distill_is_quiet_and_leaves_no_log(tmp_path, digits):
+    import keras
+
+    teacher_path, student_path = tmp_path / "teacher.keras", tmp_path / "student.keras"
+    for path, width in ((teacher_path, 16), (student_path, 2)):
+        keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(width, 3),
+                          keras.layers.Flatten(), keras.layers.Dense(10)]).save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:64], y=digits.y_train[:64])
+    proc = _run(["distill", "--teacher", teacher_path, "--student", student_path, "--data", data,
+                 "--epochs", "1", "-o", tmp_path / "out.keras"], tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no CUDA probe, no Keras shuffle warning, no progress when piped
+    assert "Wrote" in proc.stdout
+    assert _native_logs(tmp_path) == []
+
+
+def test_an_os_error_on_a_users_path_is_the_users_problem():
+    from click.testing import CliRunner
+
+    import tflight.cli as cli_module
+
+    @cli_module.cli.command("write-probe")
+    def write_probe():
+        # A path outside the temporary folder and our package: the user's.
+        open("/proc/no/such/dir/f.txt", "w")  # noqa: SIM115
+
+    try:
+        result = CliRunner().invoke(cli_module.cli, ["write-probe"])
+    finally:
+        cli_module.cli.commands.pop("write-probe")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: [Errno 2] No such file or directory: ")
+    assert "internal error" not in result.output

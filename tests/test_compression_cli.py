@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +24,7 @@ def files(tmp_path_factory, digits, keras3_cnn):
     keras3_cnn.save(model_path)
     data_path = root / "train.npz"
     np.savez(data_path, x=digits.x_train[:320], y=digits.y_train[:320])
+    np.savez(root / "val.npz", x=digits.x_test[:64], y=digits.y_test[:64])
     return root, str(model_path), str(data_path)
 
 
@@ -44,14 +51,17 @@ def test_compress_pqat_writes_a_verified_tflite(files):
         "1e-3",
         "--min-agreement",
         "0.95",
+        "--validation",
+        str(root / "val.npz"),
         "-o",
         str(out),
     )
     assert result.exit_code == 0, result.output
     assert "Prune()" in result.output and "QAT() preserving sparsity" in result.output
+    # The figures name the data they come from: the 64 samples of val.npz.
+    assert f"measured on 64 samples of {root / 'val.npz'}: top-1 agreement" in result.output
     sparsity = re.search(r"sparsity: ([0-9.]+)%", result.output)
     assert sparsity and 48.0 <= float(sparsity.group(1)) <= 52.0, result.output  # 50 % target
-    assert "top-1 agreement" in result.output
     report = converters.inspect(str(out))
     # QAT then int8 conversion: the weights of the convolution are int8.
     assert report.stats.op_dtypes["CONV_2D"].get("int8", 0) >= 1, report.stats.op_dtypes
@@ -80,4 +90,272 @@ def test_compress_bad_inputs_exit_2_without_traceback(files, tmp_path):
     assert bad_choice.exit_code == 2 and "'zip' is not one of" in bad_choice.output
 
     assert "Traceback" not in missing.output + no_y.output + bad_sparsity.output
-    assert not (tmp_path / "x.tflite").exists()  # nothing half-written
+
+
+def _one_error_line(result):
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_compress_refuses_an_output_that_is_an_input(files, tmp_path):
+    root, model, data = files
+    before = Path(model).read_bytes()
+    keras_suffix = _one_error_line(_run("compress", model, "--data", data, "-o", model))
+    assert "ending in .tflite" in keras_suffix
+    # A .tflite name that resolves to the model (symlink) or to the data (hard link, `..`).
+    link = tmp_path / "model.tflite"
+    link.symlink_to(model)
+    through_link = _one_error_line(_run("compress", model, "--data", data, "-o", str(link)))
+    assert "is the input" in through_link
+    data_link = root / "train.tflite"
+    os.link(data, data_link)
+    try:
+        dotted = str(root / ".." / root.name / "train.tflite")
+        hard = _one_error_line(_run("compress", model, "--data", data, "-o", dotted))
+        assert "is the input" in hard
+    finally:
+        data_link.unlink()
+    assert Path(model).read_bytes() == before
+
+
+def test_compress_checks_the_output_folder_before_training(files, tmp_path):
+    root, model, data = files
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    line = _one_error_line(
+        _run("compress", model, "--data", data, "--technique", "prune", "-o",
+             str(blocker / "out.tflite"))
+    )
+    assert "is not a directory" in line
+    # os.access says yes to root everywhere; /proc takes no new files all the same.
+    line = _one_error_line(
+        _run("compress", model, "--data", data, "--technique", "prune", "-o",
+             "/proc/no/such/dir/out.tflite")
+    )
+    assert "cannot create files in '/proc'" in line
+
+
+def test_compress_rejects_labels_out_of_range_before_training(files, tmp_path, digits):
+    _, model, _ = files
+    data = tmp_path / "labels.npz"
+    np.savez(data, x=digits.x_train[:64], y=digits.y_train[:64] + 5)
+    line = _one_error_line(_run("compress", model, "--data", str(data), "-o",
+                                str(tmp_path / "o.tflite")))
+    assert "class ids up to 14, but the model outputs 10 classes" in line
+    onehot = tmp_path / "onehot.npz"
+    np.savez(onehot, x=digits.x_train[:64], y=np.eye(12)[digits.y_train[:64]])
+    line = _one_error_line(_run("compress", model, "--data", str(onehot), "-o",
+                                str(tmp_path / "o.tflite")))
+    assert "one-hot with 12 columns" in line
+
+
+def test_compress_rejects_non_finite_data_with_cli_advice(files, tmp_path, digits):
+    _, model, _ = files
+    x = digits.x_train[:64].copy()
+    x[5, 1, 1, 0] = np.nan
+    x[9, 0, 0, 0] = np.inf
+    data = tmp_path / "nan.npz"
+    np.savez(data, x=x, y=digits.y_train[:64])
+    line = _one_error_line(_run("compress", model, "--data", str(data), "--technique", "prune",
+                                "-o", str(tmp_path / "o.tflite")))
+    assert "NaN or infinite values in 2 of 64 examples (first: index 5)" in line
+    assert "check=False" not in line
+
+
+def test_compress_refuses_a_two_head_model(tmp_path, digits):
+    import keras
+
+    inp = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inp)
+    two = keras.Model(inp, [keras.layers.Dense(10, name="digit")(flat),
+                            keras.layers.Dense(2, name="parity")(flat)])
+    path = tmp_path / "two.keras"
+    two.save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:64], y=digits.y_train[:64])
+    line = _one_error_line(_run("compress", str(path), "--data", str(data), "-o",
+                                str(tmp_path / "o.tflite")))
+    assert "has 2 outputs ('digit', 'parity')" in line
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.slow
+def test_compress_measures_on_held_out_data_and_prints_progress(files, tmp_path):
+    root, model, data = files
+    out = tmp_path / "pruned.tflite"
+    result = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1",
+                  "--progress", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    # 320 examples: 64 (20 %) held out, 256 trained on.
+    assert "Fine-tuning on 256 examples" in result.stderr
+    assert "stage 1/1: prune ..." in result.stderr and "epoch 1/1: loss=" in result.stderr
+    assert f"measured on 64 held-out samples (20% of {data}, not used for training)" in (
+        result.stdout
+    )
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    quiet = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1",
+                 "-o", str(tmp_path / "quiet.tflite"))
+    assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr  # not a terminal: quiet
+
+
+_CUSTOM_LAYERS = textwrap.dedent('''
+    import keras
+
+    from tflight._keras import tf_keras
+    from tflight.bridge import register
+
+    tfk = tf_keras()
+
+
+    @keras.saving.register_keras_serializable(package="test_custom")
+    class Scale(keras.layers.Layer):
+        def __init__(self, factor=2.0, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+
+
+    @tfk.utils.register_keras_serializable(package="test_custom_tfk")
+    class TfScale(tfk.layers.Layer):
+        def __init__(self, factor=2.0, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+        def get_config(self):
+            return {**super().get_config(), "factor": self.factor}
+
+
+    register(Scale, lambda layer: TfScale(factor=layer.factor, name=layer.name))
+''')
+
+
+@pytest.fixture(scope="module")
+def custom_model(tmp_path_factory):
+    """A .keras file with a custom layer, and the Python file that defines it."""
+    import keras
+
+    from tflight import _io
+
+    root = tmp_path_factory.mktemp("custom")
+    layers_py = root / "my_layers.py"
+    layers_py.write_text(_CUSTOM_LAYERS)
+    scale = _io.load_custom_objects(layers_py)["Scale"]
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = scale(0.5, name="scale")(inp)
+    h = keras.layers.Conv2D(4, 3, activation="relu")(h)
+    h = keras.layers.Flatten()(h)
+    path = root / "custom.keras"
+    keras.Model(inp, keras.layers.Dense(10)(h)).save(path)
+    # Forget the registration, as a fresh process would not know the class.
+    keras.saving.get_custom_objects().pop("test_custom>Scale")
+    return root, str(path), str(layers_py)
+
+
+@pytest.mark.slow
+def test_compress_loads_a_custom_layer_with_custom_objects(custom_model, files, tmp_path):
+    _, model, layers_py = custom_model
+    _, _, data = files
+    out = tmp_path / "custom.tflite"
+    without = _one_error_line(_run("compress", model, "--data", data, "-o", str(out)))
+    assert "--custom-objects my_layers.py" in without
+    result = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1",
+                  "--custom-objects", layers_py, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "sparsity: 50.0%" in result.output and out.read_bytes()[4:8] == b"TFL3"
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("import keras\n\nraise ValueError('oops in the user file')\n")
+    line = _one_error_line(_run("compress", model, "--data", data, "--custom-objects",
+                                str(broken), "-o", str(out)))
+    assert "failed to import (line 3): ValueError: oops in the user file" in line
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_compress_interrupted_mid_training_leaves_nothing(files, tmp_path):
+    """A run stopped during training (here by Ctrl-C) leaves no output, temp file or log."""
+    _, model, data = files
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp)}
+    env.pop("TFLIGHT_VERBOSE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tflight.cli import main; main(sys.argv[1:])",
+         "compress", model, "--data", data, "--technique", "prune", "--epochs", "50",
+         "--progress", "-o", str(out_dir / "m.tflite")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if "epoch 1/50" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert any("epoch 1/50" in ln for ln in seen), "".join(seen)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "Interrupted." in rest and "Traceback" not in rest
+    assert list(out_dir.iterdir()) == []
+    assert list(tmp.glob("tflight-*")) == []
+
+
+def test_compress_advice_names_the_command_flags_not_python_arguments(tmp_path, digits):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Reshape((8, 8)),
+        keras.layers.Conv1D(4, 3, name="conv1d"),  # not in TF-MOT's QAT allowlist
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+    path = tmp_path / "conv1d.keras"
+    model.save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:64], y=digits.y_train[:64])
+    line = _one_error_line(_run("compress", str(path), "--data", str(data), "--technique", "qat",
+                                "-o", str(tmp_path / "o.tflite")))
+    assert "'conv1d'" in line and "--keep-unsupported-float" in line
+    assert "keep_float" not in line and "=" not in line
+
+
+def test_custom_objects_scope_lets_the_converter_load_a_custom_layer(custom_model):
+    import keras
+
+    import converters
+    from converters.errors import ConversionError, ModelLoadError
+    from tflight import _io
+
+    _, model, layers_py = custom_model
+    keras.saving.get_custom_objects().pop("test_custom>Scale", None)  # as in a fresh process
+    with pytest.raises(ModelLoadError):
+        converters.convert(model, "fp32", validate=False)
+    with _io.custom_objects_scope(layers_py, error=ConversionError):
+        result = converters.convert(model, "fp32")
+    assert result.validation.short().startswith("ok")

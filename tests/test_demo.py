@@ -46,3 +46,28 @@ def test_demo_table_renders_every_row(tmp_path):
     )
     assert "4.00x" in lines[-1] and "5.00x" in lines[-1] and "94.00%" in lines[-1]
     assert lines[-2].startswith("fp32") and "1.00x" in lines[-2]
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_demo_refuses_an_unwritable_output_folder_before_training(tmp_path, where):
+    if where == "file":
+        blocker = tmp_path / "taken"
+        blocker.write_text("a file")
+        out = str(blocker / "sub")  # a folder inside a file
+    else:
+        out = "/proc/tflight-demo-out"  # root may write anywhere, but not here
+    result = CliRunner().invoke(cli, ["demo", "-o", out, "--epochs", "1", "--progress"])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert repr(out) in lines[0] and "Training" not in result.output
+
+
+def test_demo_shows_stages_and_epochs_only_when_asked_or_on_a_terminal(tmp_path):
+    args = ["demo", "-o", str(tmp_path / "out"), "--epochs", "2", "--compress-epochs", "0"]
+    shown = CliRunner().invoke(cli, [*args, "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert "Training a small CNN" in shown.stderr and "  epoch 2/2: loss " in shown.stderr
+    quiet = CliRunner().invoke(cli, args)  # CliRunner's stderr is not a terminal
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""

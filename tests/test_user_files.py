@@ -38,7 +38,7 @@ def test_load_model_reads_each_generation(saved_models, keras3_cnn, digits):
         ("model.onnx", b"", "must end in .keras or .h5"),
         ("missing.keras", None, "does not exist"),
         ("text.keras", b"not a zip", "not a readable .keras model file"),
-        ("text.h5", b"not hdf5", "Could not load a model"),
+        ("text.h5", b"not hdf5", "is not an HDF5 model file"),
     ],
 )
 def test_load_model_errors_name_the_problem(tmp_path, name, content, message):
@@ -119,3 +119,92 @@ def test_bench_reads_one_hot_labels(tmp_path, keras3_cnn, digits):
         accuracies.append(tflight.benchmark(model, config=config, inputs=data).accuracy)
     expected = float(np.mean(keras3_cnn.predict(x, verbose=0).argmax(1) == y))
     assert accuracies == [pytest.approx(expected)] * 2
+
+
+def test_keras3_h5_and_weights_only_h5_follow_the_converters_rules(tmp_path, keras3_cnn):
+    """One rule for .h5 files everywhere: the file's keras_version decides, as in converters."""
+    import converters.source
+    from tflight._keras import is_keras3_model
+
+    k3_h5 = tmp_path / "k3.h5"
+    keras3_cnn.save(k3_h5)
+    assert _io.model_file_generation(k3_h5) == "keras3"
+    assert is_keras3_model(_io.load_model(k3_h5))
+    assert converters.source.load_source(str(k3_h5)).kind == "keras3"
+
+    weights = tmp_path / "w.weights.h5"
+    keras3_cnn.save_weights(weights)
+    only = tmp_path / "only.h5"
+    only.write_bytes(weights.read_bytes())
+    with pytest.raises(CompressionError, match="without a model config"):
+        _io.load_model(only, error=CompressionError)
+
+
+@pytest.mark.parametrize(
+    "y, classes, expected",
+    [
+        (np.array([0, 2, 1]), 3, [0, 2, 1]),
+        (np.array([[0], [2], [1]]), 3, [0, 2, 1]),
+        (np.eye(3)[[0, 2, 1]], 3, [0, 2, 1]),
+        (np.array([0.0, 2.0, 1.0]), None, [0, 2, 1]),
+    ],
+)
+def test_class_ids_reads_every_label_form(y, classes, expected):
+    ids = _io.class_ids(y, 3, classes=classes)
+    assert ids.dtype == np.int64 and ids.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (np.array([0, 3, 1]), "class ids up to 3, but the model outputs 3 classes"),
+        (np.array([0, -1, 1]), "negative class ids"),
+        (np.array([0.0, 1.5, 1.0]), "whole-number class ids"),
+        (np.eye(4)[[0, 2, 1]], "one-hot with 4 columns"),
+        (np.array([0, 1]), "one label per sample"),
+    ],
+)
+def test_class_ids_names_the_problem(y, message):
+    with pytest.raises(CompressionError, match=message):
+        _io.class_ids(y, 3, classes=3, error=CompressionError)
+
+
+def test_load_xy_refuses_non_finite_values(tmp_path):
+    path = tmp_path / "d.npz"
+    x = np.ones((5, 3))
+    x[2, 1] = np.inf
+    np.savez(path, x=x, y=np.zeros(5))
+    with pytest.raises(TflightError, match=r"NaN or infinite values in 1 of 5 examples \(first: index 2\)"):
+        _io.load_xy(path, labels=True)
+    np.savez(path, x=np.ones((5, 3)), y=np.array([0, 1, np.nan, 1, 0]))
+    with pytest.raises(TflightError, match="`y` in .* holds NaN"):
+        _io.load_xy(path, labels=True)
+
+
+def test_custom_objects_file_errors_name_the_line(tmp_path):
+    good = tmp_path / "layers.py"
+    good.write_text("def swish2(x):\n    return x\n\nCUSTOM_OBJECTS = {'alias': swish2}\n")
+    objects = _io.load_custom_objects(good)
+    assert set(objects) == {"swish2", "alias"}
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\ny = undefined_name\n")
+    with pytest.raises(TflightError, match=r"failed to import \(line 2\): NameError"):
+        _io.load_custom_objects(bad)
+    with pytest.raises(TflightError, match="must be a Python file"):
+        _io.load_custom_objects(tmp_path / "layers.txt")
+
+
+def test_only_file_problems_raised_outside_our_code_are_the_users():
+    def ours():
+        raise ValueError("a bug of ours")
+
+    for exc, users in ((OSError("unreadable"), True), (AttributeError("x"), False)):
+        assert _io._is_file_problem(exc) is users
+    try:
+        ours()
+    except ValueError as e:  # raised in a test file, outside the packages
+        assert _io._is_file_problem(e)
+    try:
+        _io.class_ids(np.zeros((2, 2, 2)), 2)
+    except TflightError as e:
+        assert not _io._is_file_problem(ValueError().with_traceback(e.__traceback__))

@@ -112,6 +112,10 @@ def run(
 
     Returns:
       A `DemoResult`.
+
+    Raises:
+      TflightError: `output_dir` cannot be created or written to (checked
+        before any training).
     """
     import time
 
@@ -121,7 +125,7 @@ def run(
     from tflight.datasets import load_digits
 
     say = progress or (lambda _msg: None)
-    os.makedirs(output_dir, exist_ok=True)
+    _prepare_output_dir(output_dir)
     data = load_digits(seed=seed)
 
     say(f"Training a small CNN on {len(data.x_train)} digits ...")
@@ -132,7 +136,14 @@ def run(
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0)
+    model.fit(
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        batch_size=32,
+        verbose=0,
+        callbacks=_epoch_progress(keras, say, epochs) if progress else None,
+    )
     train_seconds = time.perf_counter() - start
     keras_acc = _accuracy(model.predict(data.x_test, verbose=0), data.y_test)
 
@@ -166,12 +177,34 @@ def run(
     )
 
 
+def _prepare_output_dir(output_dir: str) -> None:
+    """Creates `output_dir` and proves it writable, before any training."""
+    import tempfile
+
+    from tflight.errors import TflightError
+
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise TflightError(
+            f"Output folder {output_dir!r} is a file; give a folder for the .tflite files."
+        )
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise TflightError(
+            f"Cannot write the demo's files to {output_dir!r}: {e.strerror or e}. Choose a "
+            "writable folder with -o."
+        ) from e
+
+
 def _pcqat_row(model: Any, data: Any, output_dir: str, *, epochs: int, say: Callable) -> DemoRow:
     """Prune 80 % -> cluster (16) -> QAT, then int8 with the agreement check."""
     import keras
 
     import converters
     import tflight
+    from tflight._keras import tf_keras
 
     say("Compressing: prune 80 % -> 16 clusters -> quantization-aware training ...")
     batch = 32
@@ -196,6 +229,7 @@ def _pcqat_row(model: Any, data: Any, output_dir: str, *, epochs: int, say: Call
         epochs=epochs,
         batch_size=batch,
         verbose=0,
+        callbacks=_epoch_progress(tf_keras(), say, epochs, stages=3),
     )
     result = converters.convert(
         out.model, "int8", representative_data=data.x_train[:300], sample_data=data.x_test[:64]
@@ -213,6 +247,21 @@ def _pcqat_row(model: Any, data: Any, output_dir: str, *, epochs: int, say: Call
         accuracy=acc,
         validation=f"{_validation_text(result)}; Keras agreement {agreement.agreement:.1%}",
     )
+
+
+def _epoch_progress(k: Any, say: Callable[[str], None], epochs: int, *, stages: int = 1) -> list:
+    """One Keras callback (of module `k`'s generation) that reports each epoch through `say`."""
+    seen = {"stage": 0}
+
+    def begin(logs: Any = None) -> None:
+        seen["stage"] += 1
+
+    def end(epoch: int, logs: Any = None) -> None:
+        where = f"stage {seen['stage']}/{stages}, " if stages > 1 else ""
+        loss = (logs or {}).get("loss")
+        say(f"  {where}epoch {epoch + 1}/{epochs}" + (f": loss {loss:.4f}" if loss else ""))
+
+    return [k.callbacks.LambdaCallback(on_train_begin=begin, on_epoch_end=end)]
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:

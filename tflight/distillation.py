@@ -226,6 +226,8 @@ class DistillationResult:
       seconds: wall time of training.
       cache_seconds: time spent computing the teacher cache (0 if not cached).
       cached: whether teacher outputs were cached.
+      samples: training examples (None if unknown).
+      validation_samples: examples of the validation data, or None.
     """
 
     student: Any
@@ -234,16 +236,27 @@ class DistillationResult:
     seconds: float
     cache_seconds: float
     cached: bool
+    samples: int | None = None
+    validation_samples: int | None = None
 
     def summary(self, print_fn=print) -> None:
-        """Prints a short report of the training run."""
+        """Prints a short report of the run, naming the data each figure comes from."""
         print_fn(
             f"Distilled {self.student.name!r} for {self.epochs} epoch(s) in {self.seconds:.1f} s"
             + (f" (teacher cached in {self.cache_seconds:.1f} s)" if self.cached else "")
         )
-        for key, values in self.history.items():
-            if values:
-                print_fn(f"  {key:<20} {values[-1]:.4f}")
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        train = {k: v for k, v in last.items() if not k.startswith("val_")}
+        held = {k[4:]: v for k, v in last.items() if k.startswith("val_")}
+        n = f"{self.samples} " if self.samples is not None else ""
+        print_fn(f"  on the {n}training examples (last epoch, not held out):")
+        for key, value in train.items():
+            print_fn(f"    {key:<18} {value:.4f}")
+        if held:
+            m = f"{self.validation_samples} " if self.validation_samples is not None else ""
+            print_fn(f"  on the {m}validation examples (not trained on):")
+            for key, value in held.items():
+                print_fn(f"    {key:<18} {value:.4f}")
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -968,7 +981,7 @@ def load_distiller(path: str | os.PathLike[str]) -> Distiller:
         raise DistillationError(f"A distiller is saved as a .keras file, got {path!r}.")
     if not os.path.isfile(path):
         raise DistillationError(f"Distiller file {path!r} does not exist.")
-    generation = _io._keras_file_generation(path, DistillationError)
+    generation = _io.model_file_generation(path, error=DistillationError)
     try:
         if generation == "keras3":
             model = keras.saving.load_model(path)
@@ -985,27 +998,36 @@ def load_distiller(path: str | os.PathLike[str]) -> Distiller:
     return model
 
 
-def _save_atomic(model: Any, path: str) -> None:
+def _check_output_path(path: str | os.PathLike[str], student: Any = None) -> None:
+    """Raises `DistillationError` unless `path` is a model suffix the student can be saved as."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".keras", ".h5"):
         raise DistillationError(f"Output path {path!r} must end in .keras or .h5.")
-    if ext == ".h5" and is_keras3_model(model):
+    if student is not None and ext == ".h5" and is_keras3_model(student):
         raise DistillationError(
             f"Output path {path!r}: a Keras 3 model is saved as .keras, not .h5."
         )
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise DistillationError(f"Output directory {directory!r} does not exist.")
-    fd, tmp = tempfile.mkstemp(suffix=ext, dir=directory, prefix=".tmp-")
-    os.close(fd)
-    try:
-        os.remove(tmp)
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+
+def _save_atomic(model: Any, path: str) -> None:
+    """Saves `model` to `path` in one step, with the permissions a plain open() gives.
+
+    Keras writes the file in a private temporary folder; its bytes then go
+    through `converters.files.write_atomic`, so that a failure at any point
+    leaves nothing at `path` (or the previous file untouched).
+    """
+    from converters.files import write_atomic
+
+    path = os.fspath(path)
+    _check_output_path(path, model)
+    ext = os.path.splitext(path)[1].lower()
+    with tempfile.TemporaryDirectory(prefix="tflight-save-") as tmp:
+        staged = os.path.join(tmp, "model" + ext)
+        model.save(staged)
+        with open(staged, "rb") as f:
+            data = f.read()
+    write_atomic(path, data, error=DistillationError)
 
 
 # --------------------------------------------------------------------------- one call
@@ -1080,6 +1102,9 @@ def distill(
         cache_seconds = cached.seconds
         history = distiller.fit(
             cached.dataset(batch_size, seed=seed),
+            # The dataset shuffles itself every epoch; Keras would warn that it
+            # ignores its own shuffle for a dataset.
+            shuffle=False,
             epochs=epochs,
             validation_data=validation_data,
             callbacks=list(callbacks or []),
@@ -1103,4 +1128,6 @@ def distill(
         seconds=seconds,
         cache_seconds=cache_seconds,
         cached=cache,
+        samples=len(x),
+        validation_samples=None if validation_data is None else len(validation_data[0]),
     )

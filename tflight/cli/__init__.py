@@ -1,17 +1,26 @@
 """The `tflight` command line.
 
-This module owns the group and the single error boundary: a mistake of the
-user's (a library error from `tflight` or `converters`) becomes one line on
-stderr and exit code 2, never a traceback. Each command lives in a module of
-this package and imports TensorFlow only when it runs, so that `--help` is
-fast.
+This module owns the group and the single error boundary:
+
+* a mistake of the user's (a library error from `tflight` or `converters`)
+  becomes one `Error:` line on stderr and exit code 2, never a traceback;
+* any other exception is a failure of ours (or of a library underneath) and
+  says so: one `Error: internal error ...` line naming the log file that holds
+  the full traceback, and exit code 1.
+
+Each command lives in a module of this package and imports TensorFlow only
+when it runs, so that `--help` is fast.
 
 `main()` also keeps the terminal readable: TensorFlow's and LiteRT's native
 start-up and conversion messages (written by C++ straight to file descriptor 2)
-go to a temporary log file, while everything `tflight` prints, Python warnings
-and tracebacks still reach the real stderr. The log is deleted when the command
-ends normally, and its path is printed when it ends with an unexpected
-exception. `TFLIGHT_VERBOSE=1` turns the redirection off.
+go to a temporary log file, while everything `tflight` prints and Python
+warnings still reach the real stderr. The log is deleted when the command
+succeeds or stops at a mistake of the user's (exit 2, the `Error:` line says
+what is wrong) or at Ctrl-C; after an internal error it is kept, holds the
+traceback too, and its path is printed. A run that dies in native code
+(SIGSEGV, abort) leaves its log with faulthandler's Python stack in it; the
+next run names such a log once (renamed `tflight-crashed-*.log`).
+`TFLIGHT_VERBOSE=1` turns the redirection off.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import contextlib
 import os
 import sys
 import tempfile
+import traceback
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +39,8 @@ import click
 __all__ = ["cli", "main"]
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
 
 VERBOSE_ENV = "TFLIGHT_VERBOSE"
 
@@ -44,26 +56,86 @@ _THIRD_PARTY_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
 )
 
 
+# The log file of the running `main()` (None outside it, e.g. under CliRunner):
+# an internal error writes its traceback there, next to the native messages.
+_run_log: dict[str, Any] = {"path": None, "named": False}
+
+
 class _Group(click.Group):
-    """A click group that maps library errors to a one-line message and exit 2."""
+    """A click group with the one error boundary of the command line.
+
+    Library errors (the user's mistakes) become one `Error:` line and exit 2;
+    every other exception becomes one `Error: internal error` line naming the
+    file with the full traceback, and exit 1.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except Exception as e:  # noqa: BLE001 - the boundary decides below
             if _is_user_error(e):
-                click.echo(f"Error: {e}", err=True)
+                click.echo(f"Error: {_one_line(e)}", err=True)
                 ctx.exit(EXIT_USAGE)
-            raise
+            path = _write_traceback(e)
+            where = (
+                f"the full traceback is in {path}" if path else "the traceback could not be saved"
+            )
+            click.echo(
+                f"Error: internal error in tflight ({type(e).__name__}: {_one_line(e)}). This is "
+                f"a bug, not a mistake of yours; {where} (please attach it to a bug report).",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _one_line(e: BaseException) -> str:
+    """The exception's message on one line (our messages are one line already)."""
+    text = " ".join(part.strip() for part in str(e).strip().splitlines() if part.strip())
+    return text or type(e).__name__
+
+
+def _write_traceback(e: BaseException) -> str | None:
+    """Appends `e`'s traceback to the run's log (or a new log file); returns its path."""
+    text = "".join(traceback.format_exception(e))
+    path = _run_log["path"]
+    _run_log["named"] = path is not None
+    try:
+        if path is None:
+            fd, path = tempfile.mkstemp(prefix="tflight-error-", suffix=".log")
+            os.close(fd)
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
+            f.write("\n--- tflight internal error ---\n" + text)
+    except OSError:
+        _run_log["named"] = False
+        return None
+    return path
 
 
 def _is_user_error(e: BaseException) -> bool:
     from converters.errors import ConversionError
     from tflight.errors import TflightError
 
-    return isinstance(e, (TflightError, ConversionError))
+    return isinstance(e, (TflightError, ConversionError)) or _is_users_path_error(e)
+
+
+def _is_users_path_error(e: BaseException) -> bool:
+    """An OSError about a path of the user's (not a temporary file, not our package).
+
+    Permission denied, a missing folder or a full disk on a path the user
+    named is a problem to fix on their side, not a bug; the OSError's message
+    names the path.
+    """
+    if not isinstance(e, OSError) or not e.filename or not isinstance(e.filename, str):
+        return False
+    path = os.path.realpath(e.filename)
+    ours = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    tmp = os.path.realpath(tempfile.gettempdir())
+    return not (path.startswith(ours + os.sep) or path.startswith(tmp + os.sep))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +184,10 @@ def _native_stderr_to_log() -> Iterator[None]:
     except (OSError, ValueError):  # no usable descriptor 2: nothing to protect
         yield
         return
-    log_fd, log_path = tempfile.mkstemp(prefix="tflight-native-", suffix=".log")
+    _report_abandoned_logs()
+    # The process id in the name lets a later run recognise the log of a run
+    # that was killed or crashed before it could say where its log was.
+    log_fd, log_path = tempfile.mkstemp(prefix=f"tflight-native-{os.getpid()}-", suffix=".log")
     python_stderr = sys.stderr
     # Not closed afterwards: loggers created during the command may hold it.
     sys.stderr = open(
@@ -125,30 +200,69 @@ def _native_stderr_to_log() -> Iterator[None]:
     )
     os.dup2(log_fd, 2)
     os.close(log_fd)
-    failed = False
+    # A native crash (SIGSEGV, abort) writes the Python stack into the log.
+    import faulthandler
+
+    faulthandler.enable(file=2, all_threads=False)
+    _run_log.update(path=log_path, named=False)
+    code: int | None = EXIT_INTERNAL
     try:
         yield
-    except (SystemExit, KeyboardInterrupt):
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_INTERNAL)
         raise
-    except BaseException:
-        failed = True
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
         raise
     finally:
+        named = _run_log["named"]
+        _run_log.update(path=None, named=False)
         sys.stderr.flush()
         os.dup2(saved_fd, 2)
         sys.stderr = python_stderr
-        try:
-            keep = failed and os.path.getsize(log_path) > 0
-        except OSError:
-            keep = False
-        if keep:
-            print(
-                f"tflight: native TensorFlow/LiteRT messages of this run are in {log_path}",
-                file=sys.stderr,
-            )
-        else:
+        if code in (0, EXIT_USAGE, EXIT_INTERRUPTED):
             with contextlib.suppress(OSError):
                 os.remove(log_path)
+        elif os.path.exists(log_path) and not named:
+            # (An internal error has already named the log in its `Error:` line.)
+            print(f"tflight: the log of this run is kept in {log_path}", file=sys.stderr)
+
+
+def _report_abandoned_logs() -> None:
+    """Names the logs of earlier runs that died (a crash, a kill) before naming them.
+
+    Such a log is renamed `tflight-crashed-*.log` once reported, so that it is
+    named once and never deleted behind the user's back.
+    """
+    import glob
+    import re
+
+    pattern = os.path.join(tempfile.gettempdir(), "tflight-native-*-*.log")
+    for path in glob.glob(pattern):
+        match = re.fullmatch(r"tflight-native-(\d+)-.*\.log", os.path.basename(path))
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            if os.stat(path).st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except OSError:  # not ours to judge (permissions)
+            continue
+        crashed = path.replace("tflight-native-", "tflight-crashed-", 1)
+        try:
+            os.replace(path, crashed)
+        except OSError:
+            continue
+        print(
+            f"tflight: an earlier run (process {pid}) ended abruptly (crash or kill); its "
+            f"native log is kept in {crashed}",
+            file=sys.stderr,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

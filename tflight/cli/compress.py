@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import enum
+import os
 
 import click
+
+from tflight.cli._common import (
+    check_writable,
+    custom_objects_option,
+    progress_option,
+    progress_printer,
+    stage_callback,
+)
 
 __all__ = ["compress", "Recipe"]
 
@@ -20,6 +29,16 @@ class Recipe(enum.StrEnum):
     PCQAT = "pcqat"
 
 
+_STAGES = {
+    Recipe.PRUNE: ["prune"],
+    Recipe.QAT: ["qat"],
+    Recipe.CLUSTER: ["cluster"],
+    Recipe.PQAT: ["prune", "qat"],
+    Recipe.CQAT: ["cluster", "qat"],
+    Recipe.PCQAT: ["prune", "cluster", "qat"],
+}
+
+
 def _ends_in_softmax(model) -> bool:
     last = model.layers[-1]
     if type(last).__name__ == "Softmax":
@@ -33,7 +52,21 @@ def _ends_in_softmax(model) -> bool:
     "--data",
     "data_path",
     required=True,
-    help="Training data: an .npz with `x` (inputs) and `y` (integer labels).",
+    help="Training data: an .npz with `x` (inputs) and `y` (class ids or one-hot labels).",
+)
+@click.option(
+    "--validation",
+    "validation_path",
+    default=None,
+    help="Held-out data (.npz with `x` and `y`) for the accuracy and agreement figures "
+    "[default: hold out --holdout of --data].",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.0, 0.5, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of --data kept out of training to measure on (ignored with --validation).",
 )
 @click.option(
     "--technique",
@@ -58,8 +91,16 @@ def _ends_in_softmax(model) -> bool:
     type=click.FloatRange(0.0, 1.0),
     default=0.99,
     show_default=True,
-    help="Fail if a QAT .tflite agrees with the Keras model on fewer top-1 predictions.",
+    help="Fail if a QAT .tflite agrees with the Keras model on fewer top-1 predictions "
+    "of the held-out data.",
 )
+@click.option(
+    "--keep-unsupported-float",
+    is_flag=True,
+    help="With QAT: leave the layers TF-MOT cannot quantize in float instead of failing.",
+)
+@custom_objects_option
+@progress_option
 @click.option(
     "-o",
     "--output",
@@ -72,6 +113,8 @@ def _ends_in_softmax(model) -> bool:
 def compress(
     model_path: str,
     data_path: str,
+    validation_path: str | None,
+    holdout: float,
     technique: str,
     sparsity: float,
     clusters: int,
@@ -80,32 +123,63 @@ def compress(
     lr: float,
     mode: str | None,
     min_agreement: float,
+    keep_unsupported_float: bool,
+    custom_objects_path: str | None,
+    progress: bool | None,
     out_path: str,
 ) -> None:
-    """Compress MODEL with a technique, fine-tune on --data, and write a .tflite."""
+    """Compress MODEL with a technique, fine-tune on --data, and write a .tflite.
+
+    The accuracy and Keras-vs-LiteRT agreement figures are measured on data
+    that training did not see: --validation, or a random --holdout share of
+    --data.
+    """
+    from converters.files import check_output
+    from tflight import _io
+    from tflight.errors import CompressionError, UnsupportedLayerError
+
+    # The output is checked before anything is loaded or trained.
+    if os.path.splitext(out_path)[1].lower() != ".tflite":
+        raise CompressionError(
+            f"-o {out_path!r}: compress writes a .tflite file; give a path ending in .tflite "
+            "(a Keras suffix would hide LiteRT bytes under a model name)."
+        )
+    check_output(
+        out_path,
+        [model_path, data_path, validation_path, custom_objects_path],
+        option="-o",
+        error=CompressionError,
+    )
+    check_writable(out_path, option="-o", error=CompressionError)
+    say = progress_printer(progress)
+    stages = _STAGES[Recipe(technique)]
+
+    x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
+    if validation_path is not None:
+        x_val, y_val = _io.load_xy(validation_path, labels=True, error=CompressionError)
+    custom = _io.load_custom_objects(custom_objects_path, error=CompressionError)
+    model = _io.load_model(model_path, custom_objects=custom, error=CompressionError)
+    _io.check_input_shape(model, x, data_path, error=CompressionError)
+    y = _io.check_labels(model, y, data_path, error=CompressionError)
+    if validation_path is not None:
+        _io.check_input_shape(model, x_val, validation_path, error=CompressionError)
+        y_val = _io.check_labels(model, y_val, validation_path, error=CompressionError)
+        held = f"{len(x_val)} samples of {validation_path}"
+    else:
+        (x, y), (x_val, y_val) = _io.split_holdout(x, y, holdout)
+        held = (
+            f"{len(x_val)} held-out samples ({holdout:.0%} of {data_path}, not used for training)"
+        )
+    if len(x) < 2:
+        raise CompressionError(
+            f"{data_path!r} leaves {len(x)} training example(s) after holding out "
+            f"{len(x_val)}; give more data or pass --validation."
+        )
+
     import converters
     import tflight
     from tflight._keras import tf_keras
 
-    recipe = Recipe(technique)
-    stages = {
-        Recipe.PRUNE: ["prune"],
-        Recipe.QAT: ["qat"],
-        Recipe.CLUSTER: ["cluster"],
-        Recipe.PQAT: ["prune", "qat"],
-        Recipe.CQAT: ["cluster", "qat"],
-        Recipe.PCQAT: ["prune", "cluster", "qat"],
-    }[recipe]
-    import numpy as np
-
-    from tflight import _io
-    from tflight.errors import CompressionError
-
-    x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
-    if y.ndim == 2:  # one-hot
-        y = np.argmax(y, axis=-1)
-    model = _io.load_model(model_path, error=CompressionError)
-    _io.check_input_shape(model, x, data_path, error=CompressionError)
     techniques = []
     for stage in stages:
         if stage == "prune":
@@ -113,27 +187,63 @@ def compress(
         elif stage == "cluster":
             techniques.append(tflight.Cluster(n_clusters=clusters))
         else:
-            techniques.append(tflight.QAT())
+            techniques.append(
+                tflight.QAT(unsupported="keep_float" if keep_unsupported_float else "raise")
+            )
     k = tf_keras()
     loss = k.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
-    out = tflight.Pipeline(techniques).fit(
-        model,
-        x,
-        y,
-        compile={"optimizer": k.optimizers.Adam(lr), "loss": loss, "metrics": ["accuracy"]},
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=0,
-    )
+    callbacks = [stage_callback(k, say, stages)] if say else []
+    if say:
+        say(f"Fine-tuning on {len(x)} examples of {data_path}; measuring on {held}.")
+    try:
+        out = tflight.Pipeline(techniques).fit(
+            model,
+            x,
+            y,
+            compile={"optimizer": k.optimizers.Adam(lr), "loss": loss, "metrics": ["accuracy"]},
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=callbacks,
+        )
+    except UnsupportedLayerError as e:
+        # The library's advice names Python arguments; give the command's own.
+        reason = str(e).split(". ")[0]
+        fix = "" if keep_unsupported_float or "qat" not in stages else (
+            " Leave them in float with --keep-unsupported-float, or"
+        )
+        raise UnsupportedLayerError(
+            f"{reason}.{fix or ''} {'r' if fix else 'R'}eplace them with supported layers "
+            "(Conv2D, DepthwiseConv2D, Dense, ...), or choose another --technique."
+        ) from e
+    except CompressionError as e:
+        if "did not reach its target" not in str(e):
+            raise
+        reason = str(e).split(". ")[0]
+        raise CompressionError(
+            f"{reason}. Train for more steps: raise --epochs or lower --batch-size."
+        ) from e
     out.summary(print_fn=click.echo)
     qat = "qat" in stages
     mode = mode or ("int8" if qat else "fp32")
-    result = converters.convert(out.model, mode, representative_data=x[:200])
+    if say:
+        say(f"Converting to {mode} and verifying in LiteRT ...")
+    result = converters.convert(
+        out.model, mode, representative_data=x[:200], sample_data=x_val
+    )
     if "prune" in stages:
         click.echo(f"sparsity: {tflight.sparsity_report(out.model).overall:.1%}")
-    if qat:
-        tflight.check_agreement(
-            out.model, result, x[:1000], y=y[:1000], min_agreement=min_agreement
-        ).summary(print_fn=click.echo)
+    report = tflight.check_agreement(out.model, result, x_val, y=y_val, min_agreement=0.0)
+    click.echo(
+        f"measured on {held}: top-1 agreement Keras vs LiteRT {report.agreement:.2%}; "
+        f"accuracy Keras {report.keras_accuracy:.2%}, LiteRT {report.tflite_accuracy:.2%}"
+    )
+    if qat and report.agreement < min_agreement:
+        raise CompressionError(
+            f"The {mode} .tflite agrees with the QAT Keras model on {report.agreement:.2%} of "
+            f"{report.samples} held-out samples, below --min-agreement {min_agreement:.2%}; "
+            "nothing was written. Fine-tune longer (--epochs) so that the quantization ranges "
+            "settle, or lower --min-agreement."
+        )
     result.save(out_path)
     click.echo(f"wrote {out_path}: {mode}, {result.size:,} bytes, gzip {result.gzip_size:,} bytes")

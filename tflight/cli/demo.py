@@ -6,6 +6,8 @@ import json
 
 import click
 
+from tflight.cli._common import progress_option, progress_printer
+
 __all__ = ["demo"]
 
 
@@ -28,13 +30,24 @@ __all__ = ["demo"]
 )
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def demo(output_dir: str, epochs: int, compress_epochs: int, seed: int, as_json: bool) -> None:
-    """Train a CNN on bundled digits, compress and convert it, verify and measure each file."""
+@progress_option
+def demo(
+    output_dir: str,
+    epochs: int,
+    compress_epochs: int,
+    seed: int,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Train a CNN on bundled digits, compress and convert it, verify and measure each file.
+
+    Stages are shown on a terminal; --json output and piped output stay quiet.
+    """
     from tflight import demo as _demo
 
-    progress = None if as_json else (lambda msg: click.echo(msg, err=True))
+    say = None if as_json and progress is None else progress_printer(progress)
     result = _demo.run(
-        output_dir, epochs=epochs, compress_epochs=compress_epochs, seed=seed, progress=progress
+        output_dir, epochs=epochs, compress_epochs=compress_epochs, seed=seed, progress=say
     )
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

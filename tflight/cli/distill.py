@@ -6,6 +6,13 @@ import os
 
 import click
 
+from tflight.cli._common import (
+    check_writable,
+    custom_objects_option,
+    progress_option,
+    progress_printer,
+)
+
 __all__ = ["distill"]
 
 _DATA_HELP = (
@@ -40,6 +47,22 @@ def _parse_pair(value: str) -> tuple[str, str]:
 )
 @click.option(
     "--data", "data_path", required=True, type=click.Path(dir_okay=False), help=_DATA_HELP
+)
+@click.option(
+    "--validation",
+    "validation_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Held-out data (.npz with `x` and `y`) to measure the student on after each epoch "
+    "[default: hold out --holdout of labelled --data].",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.0, 0.5, max_open=False),
+    default=0.2,
+    show_default=True,
+    help="Share of labelled --data kept out of training to measure on (0: none; ignored "
+    "with --validation).",
 )
 @click.option(
     "-o",
@@ -80,10 +103,14 @@ def _parse_pair(value: str) -> tuple[str, str]:
     help="Run the teacher once over the data instead of every epoch.",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@custom_objects_option
+@progress_option
 def distill(
     teacher_path: str,
     student_path: str,
     data_path: str,
+    validation_path: str | None,
+    holdout: float,
     output: str,
     epochs: int,
     batch_size: int,
@@ -94,52 +121,89 @@ def distill(
     learning_rate: float,
     cache: bool,
     seed: int,
+    custom_objects_path: str | None,
+    progress: bool | None,
 ) -> None:
     """Train STUDENT to imitate TEACHER on DATA and write the trained student to OUTPUT.
 
     Losses: alpha x cross-entropy on the labels + (1 - alpha) x T^2-scaled KL divergence
     on temperature-softened outputs (Hinton et al. 2015), plus a feature loss for each
-    --feature-layer. Progress is printed after every epoch.
+    --feature-layer. The final figures name the data they were measured on: the
+    training data, and held-out data (--validation, or a --holdout share of --data).
+    Epochs are shown on a terminal (--progress/--no-progress).
     """
     pairs = [_parse_pair(v) for v in feature_layers]
-    out_dir = os.path.dirname(os.path.abspath(output))
-    ext = os.path.splitext(output)[1].lower()
-    if ext not in (".keras", ".h5"):
-        raise click.BadParameter(f"must end in .keras or .h5, got {output!r}", param_hint="-o")
-    if not os.path.isdir(out_dir):
-        raise click.BadParameter(f"directory {out_dir!r} does not exist", param_hint="-o")
 
-    from tflight import _io
-    from tflight.distillation import _module_for, _save_atomic, load_model
-    from tflight.distillation import distill as run_distill
+    from converters.files import check_output
     from tflight.errors import DistillationError
 
+    # The output is checked before anything heavy is imported, loaded or trained.
+    if os.path.splitext(output)[1].lower() not in (".keras", ".h5"):
+        raise DistillationError(f"Output path {output!r} must end in .keras or .h5.")
+    check_output(
+        output,
+        [teacher_path, student_path, data_path, validation_path, custom_objects_path],
+        option="-o",
+        error=DistillationError,
+    )
+    check_writable(output, option="-o", error=DistillationError)
     for name, value in (("--teacher", teacher_path), ("--student", student_path)):
         if not os.path.isfile(value):
             raise DistillationError(f"{name}: model file {value!r} does not exist.")
+
+    from tflight import _io
+    from tflight.distillation import _check_output_path, _module_for, _save_atomic
+    from tflight.distillation import distill as run_distill
+
+    say = progress_printer(progress)
     x, y = _io.load_xy(
         data_path,
         labels=alpha > 0,
         hint=f" or pass --alpha 0 (now {alpha})",
         error=DistillationError,
     )
-    teacher = load_model(teacher_path)
-    student = load_model(student_path)
+    x_val = y_val = None
+    if validation_path is not None:
+        x_val, y_val = _io.load_xy(validation_path, labels=True, error=DistillationError)
+    custom = _io.load_custom_objects(custom_objects_path, error=DistillationError)
+    teacher = _io.load_model(teacher_path, custom_objects=custom, error=DistillationError)
+    student = _io.load_model(student_path, custom_objects=custom, error=DistillationError)
+    _check_output_path(output, student)
     _io.check_input_shape(student, x, data_path, role="the student", error=DistillationError)
+    if y is not None:
+        y = _io.check_labels(student, y, data_path, role="The student", error=DistillationError)
+    if x_val is not None:
+        _io.check_input_shape(
+            student, x_val, validation_path, role="the student", error=DistillationError
+        )
+        y_val = _io.check_labels(
+            student, y_val, validation_path, role="The student", error=DistillationError
+        )
+        held = f"{len(x_val)} samples of {validation_path}"
+    elif y is not None and holdout > 0:
+        (x, y), (x_val, y_val) = _io.split_holdout(x, y, holdout, seed=seed)
+        held = f"{len(x_val)} held-out samples ({holdout:.0%} of {data_path}, not trained on)"
+    else:
+        held = None
 
     from tflight._keras import is_keras3_model
 
     k = _module_for("keras3" if is_keras3_model(student) else "tf_keras")
     k.utils.set_random_seed(seed)
+    callbacks = []
+    if say:
 
-    def on_epoch_end(epoch: int, logs: dict | None) -> None:
-        logs = logs or {}
-        parts = " ".join(f"{key}={float(v):.4f}" for key, v in logs.items())
-        click.echo(f"epoch {epoch + 1}/{epochs}: {parts}")
+        def on_epoch_end(epoch: int, logs: dict | None) -> None:
+            logs = logs or {}
+            parts = " ".join(f"{key}={float(v):.4f}" for key, v in logs.items())
+            say(f"epoch {epoch + 1}/{epochs}: {parts}")
+
+        callbacks.append(k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end))
 
     click.echo(
         f"Distilling {teacher.name!r} ({teacher.count_params():,} params) into "
-        f"{student.name!r} ({student.count_params():,} params) on {len(x)} examples"
+        f"{student.name!r} ({student.count_params():,} params) on {len(x)} examples of "
+        f"{data_path}" + (f"; measuring on {held}" if held else "")
     )
     result = run_distill(
         teacher,
@@ -154,9 +218,12 @@ def distill(
         feature_weight=feature_weight if pairs else None,
         learning_rate=learning_rate,
         cache=cache,
-        callbacks=[k.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)],
+        validation_data=None if x_val is None else (x_val, y_val),
+        callbacks=callbacks,
         seed=seed,
     )
     _save_atomic(result.student, output)
     result.summary(print_fn=click.echo)
+    if not held:
+        click.echo("no held-out data (unlabelled --data): every figure is on the training data")
     click.echo(f"Wrote {output}")
