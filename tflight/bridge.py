@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from tflight._bridge_ops import check_keras_operation, tf_operation, tf_operation_allowed
 from tflight._keras import (
     is_keras3_model,
     is_tf_keras_model,
@@ -481,8 +482,10 @@ def _tfk_support() -> Any:
         def __init__(self, operation: Any, template: Any, **kwargs: Any) -> None:
             kwargs.setdefault("autocast", False)
             super().__init__(**kwargs)
-            if isinstance(operation, dict):
-                operation = keras.saving.deserialize_keras_object(operation)
+            if isinstance(operation, Mapping):
+                # From a saved file: only Keras' own operations are rebuilt.
+                check_keras_operation(operation)
+                operation = keras.saving.deserialize_keras_object(dict(operation))
             self.operation = operation
             self.template = _decode(_plain(template))
 
@@ -550,12 +553,10 @@ def _k3_support() -> Any:
 
         def __init__(self, symbol: str, template: Any, **kwargs: Any) -> None:
             super().__init__(**kwargs)
+            # Checked against the bridge's allowlist: a saved file names it.
+            self._fn = tf_operation(symbol)
             self.symbol = symbol
             self.template = _plain(template)
-            fn: Any = tf
-            for part in symbol.split("."):
-                fn = getattr(fn, part)
-            self._fn = fn
 
         @tf.autograph.experimental.do_not_convert
         def call(self, inputs: Any, **unused: Any) -> Any:
@@ -736,7 +737,8 @@ def _unsupported(layer: Any, what: str) -> UnsupportedLayerError:
     )
 
 
-def _user_translation(layer: Any, direction: Direction) -> Any:
+def _matching_translation(layer: Any, direction: Direction) -> Translation | None:
+    """The newest registered translation whose predicate accepts `layer`."""
     for t in _TRANSLATIONS:
         if t.direction is not direction:
             continue
@@ -748,15 +750,22 @@ def _user_translation(layer: Any, direction: Direction) -> Any:
                 f"on layer '{layer.name}' ({type(layer).__name__})."
             ) from e
         if hit:
-            try:
-                new = t.translate(layer)
-            except Exception as e:  # noqa: BLE001
-                raise BridgeError(
-                    f"Translation '{t.name}' failed on layer '{layer.name}' "
-                    f"({type(layer).__name__}): {type(e).__name__}: {e}"
-                ) from e
-            return new
+            return t
     return None
+
+
+def _user_translation(layer: Any, direction: Direction) -> Any:
+    t = _matching_translation(layer, direction)
+    if t is None:
+        return None
+    try:
+        new = t.translate(layer)
+    except Exception as e:  # noqa: BLE001
+        raise BridgeError(
+            f"Translation '{t.name}' failed on layer '{layer.name}' "
+            f"({type(layer).__name__}): {type(e).__name__}: {e}"
+        ) from e
+    return new
 
 
 class _Builder:
@@ -964,7 +973,20 @@ class _Builder:
                     # Our own wrapper: call a fresh copy of the Keras 3 operation.
                     op_args, op_kwargs = _fill_template(layer.template, _as_list(args[0]))
                     out = _copy_operation(layer.operation)(*op_args, **op_kwargs)
-                elif type(layer).__name__ in {"TFOpLambda", "SlicingOpLambda"}:
+                elif type(layer).__name__ in {
+                    "TFOpLambda",
+                    "SlicingOpLambda",
+                } and not _matching_translation(layer, Direction.TO_KERAS3):
+                    if not tf_operation_allowed(layer.symbol):
+                        raise UnsupportedLayerError(
+                            f"Layer '{layer.name}' calls tf.{layer.symbol}, which is not among "
+                            "the TensorFlow functions the bridge rebuilds in Keras 3 (tensor "
+                            "math, array, nn, image resizing; see "
+                            "tflight._bridge_ops.TF_OPERATIONS). Rewrite that step with a "
+                            "layer, or register a translation with tflight.bridge.register("
+                            f"lambda layer: getattr(layer, 'symbol', None) == '{layer.symbol}', "
+                            "translate, direction='to_keras3')."
+                        )
                     kwargs.pop("name", None)
                     template, flat = _make_template(
                         args, kwargs, lambda v: isinstance(v, keras.KerasTensor)
