@@ -22,6 +22,7 @@ which is keyed on a predicate, so subclasses are covered by the same rule.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -54,6 +55,7 @@ __all__ = [
     "to_keras3",
     "compare",
     "report_of",
+    "unsupported_advice",
 ]
 
 _DEFAULT_ATOL = 1e-5
@@ -106,6 +108,8 @@ class Translation:
 
 
 _TRANSLATIONS: list[Translation] = []
+# Twin class made by a user translation -> "module.Class" of the source layer.
+_TWIN_SOURCES: dict[type, str] = {}
 
 
 def register(
@@ -120,11 +124,23 @@ def register(
     Registered translations are tried before the built-in ones, newest first,
     so a user can also override how a built-in layer is translated.
 
+    While `translate` runs, the source layer's `get_config()` returns its
+    config in the target generation's form (for a Keras 3 layer: the dtype
+    policy as a name, initializers and the like as tf_keras reads them), so
+    `TwinClass(**layer.get_config())` works for a twin class whose constructor
+    takes the same arguments. The class of the layer `translate` returns is
+    made known to the target generation's deserialization (under its bare
+    class name, unless it is registered already), so that TF-MOT, which clones
+    models through their configs, can rebuild it; no
+    `register_keras_serializable` on the twin class is needed.
+
     Args:
         matches: A predicate on the source layer, or a class (then every
             instance of it or of a subclass matches).
         translate: Returns an unbuilt layer of the other Keras generation that
-            computes the same function with the same weights layout.
+            computes the same function with the same weights layout. The
+            bridge builds it on the same inputs and copies the source layer's
+            weights into it, in order.
         direction: `"to_tf_keras"` (source is a Keras 3 layer) or `"to_keras3"`.
         name: A label for messages; defaults to the predicate's name.
 
@@ -136,11 +152,26 @@ def register(
             is unknown.
 
     Example:
-        >>> import tf_keras
-        >>> t = tflight.bridge.register(
-        ...     MyScale, lambda layer: TfKerasScale(**layer.get_config()))
-        >>> tf_model = tflight.to_tf_keras(model)
-        >>> tflight.bridge.unregister(t)
+        >>> import keras, tf_keras, tflight
+        >>> from tflight.bridge import register, report_of, unregister
+        >>> @keras.saving.register_keras_serializable(package="my_layers")
+        ... class Scale(keras.layers.Layer):
+        ...     def build(self, input_shape):
+        ...         self.w = self.add_weight(shape=input_shape[-1:], initializer="ones")
+        ...     def call(self, x):
+        ...         return x * self.w
+        >>> class TfKerasScale(tf_keras.layers.Layer):  # the same layer in tf_keras
+        ...     def build(self, input_shape):
+        ...         self.w = self.add_weight(shape=input_shape[-1:], initializer="ones")
+        ...     def call(self, x):
+        ...         return x * self.w
+        >>> t = register(Scale, lambda layer: TfKerasScale(**layer.get_config()))
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(Scale(name="scale")(inputs)))
+        >>> tf_model = tflight.to_tf_keras(model)  # weights copied, outputs compared
+        >>> report_of(tf_model).passed, type(tf_model.get_layer("scale")).__name__
+        (True, 'TfKerasScale')
+        >>> unregister(t)
     """
     if isinstance(matches, type):
         cls = matches
@@ -526,6 +557,10 @@ def _tfk_support() -> Any:
         def get_config(self) -> dict[str, Any]:
             return {"name": self.name}
 
+        def __repr__(self) -> str:
+            # Messages (TF-MOT's among them) show the activation by its name.
+            return self.name
+
         @classmethod
         def from_config(cls, config: dict[str, Any]) -> Keras3Activation:
             return cls(**config)
@@ -759,13 +794,96 @@ def _user_translation(layer: Any, direction: Direction) -> Any:
     if t is None:
         return None
     try:
-        new = t.translate(layer)
+        with _target_config(layer, direction):
+            new = t.translate(layer)
     except Exception as e:  # noqa: BLE001
         raise BridgeError(
             f"Translation '{t.name}' failed on layer '{layer.name}' "
             f"({type(layer).__name__}): {type(e).__name__}: {e}"
         ) from e
+    target = tf_keras() if direction is Direction.TO_TF_KERAS else keras
+    if not isinstance(new, target.layers.Layer):
+        generation = "tf_keras" if direction is Direction.TO_TF_KERAS else "Keras 3"
+        raise BridgeError(
+            f"Translation '{t.name}' returned {type(new).__name__} for layer '{layer.name}'; "
+            f"it must return a {generation} layer."
+        )
+    _make_loadable(type(new), direction)
+    _TWIN_SOURCES[type(new)] = type(layer).__name__
     return new
+
+
+def _config_for_tf_keras(layer: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """A Keras 3 layer config in the form tf_keras constructors read."""
+
+    def activation(value: Any) -> Any:
+        try:
+            return _k3_activation_to_tfk(value, layer)
+        except UnsupportedLayerError:
+            return value  # the user's own activation: theirs to translate
+
+    out = {}
+    for key, value in config.items():
+        if key == "dtype":
+            out[key] = _policy_name(value)
+        else:
+            out[key] = _translate_value(key, value, activation)
+    return out
+
+
+@contextlib.contextmanager
+def _target_config(layer: Any, direction: Direction) -> Any:
+    """Within the block, `layer.get_config()` returns the target generation's form."""
+    if direction is not Direction.TO_TF_KERAS:
+        yield
+        return
+    own = layer.__dict__.get("get_config")
+    source = layer.get_config
+
+    def get_config() -> dict[str, Any]:
+        return _config_for_tf_keras(layer, source())
+
+    # Set on the instance, past Keras' attribute tracking, and removed after.
+    object.__setattr__(layer, "get_config", get_config)
+    try:
+        yield
+    finally:
+        if own is None:
+            object.__delattr__(layer, "get_config")
+        else:
+            object.__setattr__(layer, "get_config", own)
+
+
+def _make_loadable(cls: type, direction: Direction) -> None:
+    """Lets the target generation rebuild `cls` from a config (clone, load).
+
+    TF-MOT clones models through `get_config`/`from_config`, looking classes up
+    by their registered name; a twin class defined in a user's script is not
+    registered, so it is added to the generation's custom objects under its
+    bare name (the name an unregistered class is saved under).
+    """
+    module = tf_keras() if direction is Direction.TO_TF_KERAS else keras
+    if cls.__module__.split(".")[0] == module.__name__:
+        return  # the generation's own class
+    saving = module.saving
+    registered = saving.get_registered_name(cls)
+    if saving.get_registered_object(registered) is cls:
+        return
+    custom = module.utils.get_custom_objects()
+    other = custom.get(cls.__name__)
+    redefined = other is not None and (other.__module__, other.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    )  # e.g. a notebook cell run again
+    if other is not None and other is not cls and not redefined:
+        raise BridgeError(
+            f"Another class named {cls.__name__} ({other.__module__}) is already known to "
+            f"{module.__name__}'s deserialization, so the translated layer's class "
+            f"{cls.__module__}.{cls.__name__} cannot be found by name when the model is "
+            f"cloned or loaded. Register it under a package of its own: "
+            f"@{module.__name__}.saving.register_keras_serializable(package='my_layers')."
+        )
+    custom[cls.__name__] = cls
 
 
 class _Builder:
@@ -1289,3 +1407,80 @@ def to_keras3(model: Any, *, verify: bool = True, atol: float = _DEFAULT_ATOL) -
 def report_of(model: Any) -> BridgeReport | None:
     """The verification report of a model made by the bridge, or None."""
     return getattr(model, "_tflight_bridge_report", None)
+
+
+_TECHNIQUES = {
+    "prune": (
+        "TF-MOT prunes only the layers it knows",
+        "give its tf_keras class a `get_prunable_weights()` method returning the weights to "
+        "prune (tfmot.sparsity.keras.PrunableLayer), or leave it dense (unsupported='skip')",
+    ),
+    "qat": (
+        "TF-MOT's 8-bit QAT needs a QuantizeConfig for it",
+        "keep it float (unsupported='keep_float'; int8 conversion then quantizes it "
+        "post-training), or replace it with built-in layers",
+    ),
+    "cluster": (
+        "TF-MOT clusters only the layers it knows",
+        "give its tf_keras class a `get_clusterable_weights()` method returning "
+        "(name, weight) pairs (tfmot.clustering.keras.ClusterableLayer), or leave it as it is "
+        "(unsupported='skip')",
+    ),
+}
+
+
+def unsupported_advice(layer: Any, technique: str) -> str:
+    """One sentence naming a layer a compression technique cannot handle, and the fix.
+
+    For the compression code's messages: it covers the layers the bridge makes
+    (graph operations, Keras 3 activations) and custom layers, whose tf_keras
+    class comes from a translation registered with `register`.
+
+    Args:
+        layer: A tf_keras layer of a (bridged) model.
+        technique: `"prune"`, `"qat"` or `"cluster"`.
+
+    Returns:
+        E.g. "Layer 'scale' (custom layer TwinScale, translated from Keras 3
+        Scale) cannot be pruned: TF-MOT prunes only the layers it knows; give
+        its tf_keras class a `get_prunable_weights()` method ...".
+
+    Raises:
+        BridgeError: If `technique` is unknown.
+    """
+    if technique not in _TECHNIQUES:
+        raise BridgeError(f"technique must be one of {sorted(_TECHNIQUES)}, got {technique!r}.")
+    verb = {"prune": "pruned", "qat": "quantization-aware trained", "cluster": "clustered"}
+    cls = type(layer).__name__
+    support = _tfk_support()
+    if isinstance(layer, support.KerasOperation):
+        return (
+            f"Layer '{layer.name}' is a graph operation ({_operation_label(layer.operation)}) "
+            f"with no weights; it cannot be {verb[technique]} and needs nothing: "
+            + (
+                "keep it float (unsupported='keep_float')."
+                if technique == "qat"
+                else "leave it as it is (unsupported='skip')."
+            )
+        )
+    activation = getattr(layer, "activation", None)
+    if technique == "qat" and isinstance(activation, support.Keras3Activation):
+        return (
+            f"Layer '{layer.name}' ({cls}) uses the Keras 3 activation {activation.name}, which "
+            "TF-MOT's 8-bit QAT has no rule for; keep it float (unsupported='keep_float'; "
+            "int8 conversion then quantizes it post-training)."
+        )
+    source = _TWIN_SOURCES.get(type(layer))
+    what = (
+        f"custom layer {cls}"
+        if source is None
+        else (f"custom layer {cls}, translated from Keras 3 {source}")
+    )
+    if source is None and type(layer).__module__.split(".")[0] == "tf_keras":
+        what = cls  # a built-in layer the technique does not cover
+    reason, fix = _TECHNIQUES[technique]
+    return f"Layer '{layer.name}' ({what}) cannot be {verb[technique]}: {reason}; {fix}."
+
+
+def _operation_label(operation: Any) -> str:
+    return str(getattr(operation, "name", None) or type(operation).__name__)
