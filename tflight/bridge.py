@@ -51,6 +51,7 @@ __all__ = [
     "BridgeReport",
     "register",
     "unregister",
+    "inline",
     "to_tf_keras",
     "to_keras3",
     "compare",
@@ -188,6 +189,28 @@ def register(
     )
     _TRANSLATIONS.insert(0, translation)
     return translation
+
+
+def inline(layer: Any) -> Any:
+    """A `translate` for `register`: rebuild the layer from the layers it calls.
+
+    For a custom layer that is a composition (its `call` uses only other
+    layers and `keras.ops`, and it owns no weights itself): the bridge traces
+    `call` on the layer's inputs into a Functional sub-model of the same
+    inner layers and translates that. The round trip gives back that
+    sub-model, not the custom class. Python branches on `training` inside
+    `call` are fixed at their inference value. keras-hub layers of this kind
+    are inlined without registration.
+
+    Example:
+        >>> tflight.bridge.register(MyResidualBlock, tflight.bridge.inline)
+
+    Raises:
+        BridgeError: Always, if called directly; pass it to `register`.
+    """
+    raise BridgeError(
+        f"tflight.bridge.inline is passed to register(...), not called (got {layer!r})."
+    )
 
 
 def unregister(translation: Translation) -> None:
@@ -765,10 +788,22 @@ def _find_class(source_cls: type, target_root: Any, target_pkg: str) -> type | N
 
 
 def _unsupported(layer: Any, what: str) -> UnsupportedLayerError:
+    if what == "tf_keras":
+        # The bridge is only needed for TF-MOT; conversion takes Keras 3 as is.
+        fix = (
+            "Rewrite it with built-in layers, or register a translation with "
+            "tflight.bridge.register(predicate, translate); without the bridge the model "
+            "still converts as it is (converters.convert takes Keras 3 models), but "
+            "tf_keras-only compression (prune, cluster, QAT) cannot reach it."
+        )
+    else:
+        fix = (
+            "Rewrite it with built-in layers, or register a translation with "
+            "tflight.bridge.register(predicate, translate, direction='to_keras3')."
+        )
     return UnsupportedLayerError(
         f"Layer '{layer.name}' of class {type(layer).__module__}.{type(layer).__name__} "
-        f"has no {what} counterpart the bridge knows. Rewrite it with built-in layers, "
-        "or register a translation with tflight.bridge.register(predicate, translate)."
+        f"has no {what} counterpart the bridge knows. {fix}"
     )
 
 
@@ -959,7 +994,9 @@ class _Builder:
 
                 args = keras.tree.map_structure(fill, list(node.arguments.args))
                 kwargs = keras.tree.map_structure(fill, dict(node.arguments.kwargs))
-                if isinstance(op, keras.layers.Layer):
+                if isinstance(op, keras.layers.Layer) and self._inlines(op):
+                    out = self._k3_inline(op, node, args, kwargs)
+                elif isinstance(op, keras.layers.Layer):
                     out = self.k3_layer(op)(*args, **kwargs)
                 else:
                     template, flat = _make_template(
@@ -974,6 +1011,76 @@ class _Builder:
         ins = keras.tree.pack_sequence_as(model._inputs_struct, new_inputs)
         outs = keras.tree.pack_sequence_as(model._outputs_struct, outputs)
         return tfk.Model(inputs=ins, outputs=outs, name=model.name)
+
+    # -- layers made of layers (keras-hub blocks, user blocks) ------------
+
+    def _inlines(self, layer: Any) -> bool:
+        """True for a layer rebuilt from the layers and ops its `call` uses."""
+        if id(layer) in self.cache or isinstance(layer, keras.Model):
+            return False
+        t = _matching_translation(layer, Direction.TO_TF_KERAS)
+        if t is not None:
+            return t.translate is inline
+        return (
+            type(layer).__module__.split(".")[0] == "keras_hub"
+            and _builtin_base(type(layer), "keras") is None
+        )
+
+    def _k3_inline(self, layer: Any, node: Any, args: Any, kwargs: Any) -> Any:
+        key = ("inline", id(layer))
+        if key not in self.cache:
+            self.cache[key] = self._trace(layer, node)
+        flat = [v for v in tf.nest.flatten((args, kwargs)) if isinstance(v, _tfk_tensor_type())]
+        return self.cache[key](flat if len(flat) > 1 else flat[0])
+
+    def _trace(self, layer: Any, node: Any) -> Any:
+        """The tf_keras twin of a Keras 3 Functional model traced from `layer.call`."""
+        if layer._trainable_variables or layer._non_trainable_variables:
+            raise UnsupportedLayerError(
+                f"Layer '{layer.name}' ({type(layer).__module__}.{type(layer).__name__}) holds "
+                "weights of its own, so the bridge cannot rebuild it from the layers it calls; "
+                "register a translation with tflight.bridge.register(predicate, translate)."
+            )
+        flat_in = [
+            v
+            for v in keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+            if isinstance(v, keras.KerasTensor)
+        ]
+        if not flat_in:
+            raise UnsupportedLayerError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) is called without tensor inputs; "
+                "register a translation with tflight.bridge.register(predicate, translate)."
+            )
+        placeholders = {
+            id(v): keras.Input(batch_shape=tuple(v.shape), dtype=v.dtype, sparse=v.sparse)
+            for v in flat_in
+        }
+
+        def fill(v: Any) -> Any:
+            return placeholders.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
+
+        args = keras.tree.map_structure(fill, list(node.arguments.args))
+        kwargs = keras.tree.map_structure(fill, dict(node.arguments.kwargs))
+        # Tracing calls the inner layers on symbolic tensors, which records
+        # nodes on them; the user's model gets its own node lists back after.
+        inner = list(layer._flatten_layers(include_self=False, recursive=True))
+        counts = [(x, len(x._inbound_nodes), len(x._outbound_nodes)) for x in inner]
+        try:
+            try:
+                outputs = layer.call(*args, **kwargs)
+                sub = keras.Model([placeholders[id(v)] for v in flat_in], outputs, name=layer.name)
+            except Exception as e:  # noqa: BLE001 - reported with the layer's name
+                raise UnsupportedLayerError(
+                    f"Layer '{layer.name}' ({type(layer).__module__}.{type(layer).__name__}) "
+                    "could not be rebuilt from the layers and keras.ops its call uses "
+                    f"({type(e).__name__}: {e}). Register a translation with "
+                    "tflight.bridge.register(predicate, translate)."
+                ) from e
+            return self.k3_model(sub)
+        finally:
+            for x, n_in, n_out in counts:
+                del x._inbound_nodes[n_in:]
+                del x._outbound_nodes[n_out:]
 
     def k3_layer(self, layer: Any) -> Any:
         if id(layer) in self.cache:
