@@ -168,7 +168,7 @@ def test_unsupported_advice_for_graph_operations_and_keras3_activations():
     h = keras.layers.Activation("hard_swish", name="hswish")(keras.layers.Dense(3, name="d")(x))
     forward = tflight.to_tf_keras(keras.Model(x, h + 1.0))
     op = next(layer for layer in forward.layers if type(layer).__name__ == "KerasOperation")
-    assert "graph operation (add) with no weights" in bridge.unsupported_advice(op, "prune")
+    assert "graph operation (Add) with no weights" in bridge.unsupported_advice(op, "prune")
     advice = bridge.unsupported_advice(forward.get_layer("hswish"), "qat")
     assert "Keras 3 activation hard_silu" in advice and "keep_float" in advice
     with pytest.raises(BridgeError, match="technique must be one of"):

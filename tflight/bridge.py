@@ -42,6 +42,7 @@ from tflight._keras import (
     tf,
     tf_keras,
     tf_keras_internal,
+    tfmot_internal,
 )
 from tflight.errors import BridgeError, UnsupportedLayerError
 
@@ -57,6 +58,7 @@ __all__ = [
     "compare",
     "report_of",
     "unsupported_advice",
+    "quantize_config",
 ]
 
 _DEFAULT_ATOL = 1e-5
@@ -1571,6 +1573,13 @@ def unsupported_advice(layer: Any, technique: str) -> str:
             )
         )
     activation = getattr(layer, "activation", None)
+    if technique == "qat" and quantize_config(layer) is not None:
+        return (
+            f"Layer '{layer.name}' ({cls}) uses the Keras 3 activation {activation.name}, which "
+            "TF-MOT's default 8-bit registry has no rule for; annotate it with "
+            "tflight.bridge.quantize_config(layer) to quantize its output, or keep it float "
+            "(unsupported='keep_float')."
+        )
     if technique == "qat" and isinstance(activation, support.Keras3Activation):
         return (
             f"Layer '{layer.name}' ({cls}) uses the Keras 3 activation {activation.name}, which "
@@ -1590,4 +1599,48 @@ def unsupported_advice(layer: Any, technique: str) -> str:
 
 
 def _operation_label(operation: Any) -> str:
-    return str(getattr(operation, "name", None) or type(operation).__name__)
+    return type(operation).__name__
+
+
+# Keras 3 activations TF-MOT's 8-bit scheme has no rule for, but which LiteRT
+# runs in int8 as one element-wise step (HARD_SWISH; ADD, RELU6, MUL): QAT
+# quantizes their output, as TF-MOT does for relu and swish.
+_OUTPUT_QUANTIZED_ACTIVATIONS = frozenset({"hard_silu", "hard_swish", "hard_sigmoid"})
+
+
+def quantize_config(layer: Any) -> Any:
+    """A TF-MOT QuantizeConfig for a layer the bridge made, where one is known.
+
+    TF-MOT's default 8-bit registry matches exact classes and activation
+    names. A bridged `Activation` layer running a Keras 3 activation that
+    tf_keras lacks (MobileNetV3's `hard_swish`, `hard_sigmoid`) is an
+    `Activation` to TF-MOT, which then fails ("Activation hard_silu not
+    supported"), even when the layer is meant to be kept float, because
+    TF-MOT also quantizes the output of a float layer that feeds a quantized
+    one. Annotating such layers with the config returned here quantizes their
+    output only, which is what an int8 LiteRT kernel does with them.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        A `QuantizeConfig` to pass to `tfmot.quantization.keras.
+        quantize_annotate_layer(layer, quantize_config=...)` (and to apply
+        under `quantize_scope()`), or None when TF-MOT's own registry decides
+        (or the layer cannot be quantized).
+
+    Example:
+        >>> config = tflight.bridge.quantize_config(layer)
+        >>> if config is not None:
+        ...     layer = mot.quantize_annotate_layer(layer, quantize_config=config)
+    """
+    support = _tfk_support()
+    if type(layer) is not tf_keras().layers.Activation:
+        return None
+    activation = layer.activation
+    if not isinstance(activation, support.Keras3Activation):
+        return None
+    if activation.name not in _OUTPUT_QUANTIZED_ACTIVATIONS:
+        return None
+    configs = tfmot_internal("quantization.keras.default_8bit.default_8bit_quantize_configs")
+    return configs.Default8BitOutputQuantizeConfig()
