@@ -182,3 +182,82 @@ def test_keras3_activation_prints_by_name_in_tfmot_messages():
     activation = forward.get_layer("hswish").activation
     assert repr(activation) == "hard_silu" and activation.__name__ == "hard_silu"
     assert f"Activation {activation} not supported" == "Activation hard_silu not supported"
+
+
+# -- blocks made of layers: register(..., inline) ----------------------------
+
+
+class ResidualBlock(keras.layers.Layer):
+    """A user block: conv -> BN -> relu, added to a projection of its input."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same", name="conv")
+        self.bn = keras.layers.BatchNormalization(name="bn")
+        self.proj = keras.layers.Conv2D(filters, 1, name="proj")
+
+    def call(self, x, training=None):
+        h = keras.ops.relu(self.bn(self.conv(x), training=training))
+        return h + self.proj(x)
+
+
+@pytest.fixture
+def inlined(registered_inline):
+    """A two-input, two-output model around a nested Sequential and two user blocks."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    extra = keras.Input((3,), name="extra")
+    stem = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")],
+        name="stem",
+    )
+    h = ResidualBlock(6, name="block1")(stem(image))
+    h = ResidualBlock(6, name="block2")(h)
+    pooled = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    merged = keras.layers.Concatenate(name="cat")([pooled, extra])
+    outputs = {
+        "digit": keras.layers.Dense(10, name="digit")(merged),
+        "box": keras.layers.Dense(4, activation="sigmoid", name="box")(merged),
+    }
+    model = keras.Model({"image": image, "extra": extra}, outputs, name="two_heads")
+    # Non-trivial BatchNormalization statistics.
+    for name in ("block1", "block2"):
+        bn = model.get_layer(name).bn
+        bn.moving_mean.assign(np.linspace(-1, 1, 6).astype("float32"))
+        bn.moving_variance.assign(np.linspace(0.5, 2, 6).astype("float32"))
+    return model
+
+
+@pytest.fixture
+def registered_inline():
+    t = bridge.register(ResidualBlock, bridge.inline)
+    yield t
+    bridge.unregister(t)
+
+
+def test_user_block_registered_inline_round_trips_exactly(inlined):
+    inner = (inlined.get_layer("block1").bn, inlined.get_layer("block1").conv)
+    nodes = [len(layer._inbound_nodes) for layer in inner]
+    forward = tflight.to_tf_keras(inlined)
+    assert bridge.report_of(forward).max_abs_diff <= 1e-6
+    block = forward.get_layer("block1")
+    assert sorted(layer.name for layer in block.layers if layer.weights) == ["bn", "conv", "proj"]
+    assert [len(layer._inbound_nodes) for layer in inner] == nodes
+    back = tflight.to_keras3(forward)
+    assert bridge.compare(inlined, back, atol=0.0).passed
+    # Training mode reaches the BatchNormalization inside the inlined block.
+    x = {"image": np.ones((4, 8, 8, 1), "float32"), "extra": np.zeros((4, 3), "float32")}
+    trained = forward(x, training=True)["digit"]
+    inferred = forward(x, training=False)["digit"]
+    assert not np.allclose(np.asarray(trained), np.asarray(inferred))
+    np.testing.assert_allclose(
+        np.asarray(trained), np.asarray(inlined(x, training=True)["digit"]), atol=1e-5
+    )
+
+
+def test_inline_in_a_sequential_model_is_refused(registered_inline):
+    model = keras.Sequential([keras.Input((8, 8, 1)), ResidualBlock(2, name="block")], name="seq")
+    with pytest.raises(UnsupportedLayerError, match="'block' .*registered to be inlined"):
+        tflight.to_tf_keras(model)
+    with pytest.raises(BridgeError, match="passed to register"):
+        bridge.inline(model.layers[0])

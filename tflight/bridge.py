@@ -830,6 +830,13 @@ def _user_translation(layer: Any, direction: Direction) -> Any:
     t = _matching_translation(layer, direction)
     if t is None:
         return None
+    if t.translate is inline:
+        raise UnsupportedLayerError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) is registered to be inlined, which "
+            "the bridge does in Functional models (keras.Input -> layers -> keras.Model) and "
+            "in the Keras 3 direction only; build the model that way, or register a "
+            "translation that returns a layer."
+        )
     try:
         with _target_config(layer, direction):
             new = t.translate(layer)
