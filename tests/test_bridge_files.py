@@ -9,7 +9,11 @@ before anything runs.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -143,3 +147,50 @@ def test_to_keras3_refuses_a_tf_function_outside_the_list():
     model = tfk.Model(x, tf.strings.as_string(x), name="strings")
     with pytest.raises(UnsupportedLayerError, match=r"calls tf\.strings\.as_string"):
         tflight.to_keras3(model, verify=False)
+
+
+_LOADER = """
+import json, sys
+import numpy as np
+import keras, tf_keras
+import tflight.bridge
+
+objects = tflight.bridge.custom_objects()
+x = np.linspace(-4, 4, 6, dtype="float32").reshape(2, 3)
+out = {}
+for path in sys.argv[1:]:
+    if path.endswith("k3.keras"):
+        model = keras.saving.load_model(path, custom_objects=objects)
+    else:
+        model = tf_keras.models.load_model(path, custom_objects=objects)
+    out[path] = np.asarray(model(x)).tolist()
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_bridged_files_load_in_a_fresh_process(keras3_with_tf_op, tmp_path):
+    """Both directions' files load where only `tflight.bridge.custom_objects()` is known."""
+    root = Path(__file__).resolve().parents[1]
+    x = keras.Input((3,), name="x")
+    # hard_swish: a Keras 3 activation tf_keras lacks; `+ 3.0`: a graph operation.
+    source = keras.Model(x, keras.layers.Dense(2, activation="hard_swish", name="d")(x) + 3.0)
+    forward = tflight.to_tf_keras(source)
+    paths = [tmp_path / "k3.keras", tmp_path / "tfk.keras", tmp_path / "tfk.h5"]
+    keras3_with_tf_op.save(paths[0])
+    forward.save(paths[1])
+    forward.save(paths[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOADER, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(li for li in proc.stdout.splitlines() if li.startswith("RESULT"))
+    out = json.loads(line[len("RESULT") :])
+    data = np.linspace(-4, 4, 6, dtype="float32").reshape(2, 3)
+    np.testing.assert_array_equal(out[str(paths[0])], np.asarray(keras3_with_tf_op(data)))
+    for path in paths[1:]:
+        np.testing.assert_array_equal(out[str(path)], np.asarray(source(data)))

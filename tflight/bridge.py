@@ -28,6 +28,7 @@ import enum
 import functools
 import importlib
 import inspect
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "report_of",
     "unsupported_advice",
     "quantize_config",
+    "custom_objects",
 ]
 
 _DEFAULT_ATOL = 1e-5
@@ -599,6 +601,9 @@ def _tfk_support() -> Any:
     custom = tfk.utils.get_custom_objects()
     custom.setdefault("KerasOperation", KerasOperation)
     custom.setdefault("Keras3Activation", Keras3Activation)
+    # tf_keras' `.keras` loader imports the module a class was saved from and
+    # looks the class up there.
+    globals().update(KerasOperation=KerasOperation, Keras3Activation=Keras3Activation)
     return ns
 
 
@@ -636,7 +641,34 @@ def _k3_support() -> Any:
         return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
 
     ns.tf_keras_activations = {"hard_sigmoid": hard_sigmoid}
+    globals()["TFOperation"] = TFOperation  # found by Keras' loader, as above
     return ns
+
+
+def custom_objects() -> dict[str, Any]:
+    """The bridge's own layers and functions, for loading bridged models.
+
+    A model made by the bridge and saved contains its graph-operation layers
+    (`KerasOperation` in tf_keras, `TFOperation` in Keras 3) and Keras 3
+    activations tf_keras lacks. `.keras` files find them by themselves once
+    `tflight.bridge` can be imported; tf_keras' HDF5 loader needs them
+    registered first, which calling this function does.
+
+    Returns:
+        `{name: class or function}`, to pass as `custom_objects` to
+        `keras.saving.load_model` or `tf_keras.models.load_model`.
+
+    Example:
+        >>> model = tf_keras.models.load_model("bridged.h5",
+        ...                                    custom_objects=tflight.bridge.custom_objects())
+    """
+    tfk_side, k3_side = _tfk_support(), _k3_support()
+    return {
+        "KerasOperation": tfk_side.KerasOperation,
+        "Keras3Activation": tfk_side.Keras3Activation,
+        "TFOperation": k3_side.TFOperation,
+        f"{_TF_KERAS_PACKAGE}>hard_sigmoid": k3_side.tf_keras_activations["hard_sigmoid"],
+    }
 
 
 def _make_template(args: Any, kwargs: Any, is_tensor: Callable[[Any], bool]) -> tuple[Any, list]:
@@ -1651,3 +1683,10 @@ def quantize_config(layer: Any) -> Any:
         return None
     configs = tfmot_internal("quantization.keras.default_8bit.default_8bit_quantize_configs")
     return configs.Default8BitOutputQuantizeConfig()
+
+
+# Saved bridged models name these layers; make them loadable as soon as the
+# module is imported (Keras' loaders import it by the module name in a file).
+_k3_support()
+if "tf_keras" in sys.modules:
+    _tfk_support()
