@@ -51,6 +51,26 @@ def _mobilenet():
     )
 
 
+def _efficientnet():
+    """A fused-MBConv stage (a keras-hub block) and an MBConv stage with squeeze-excite."""
+    return keras_hub.models.EfficientNetBackbone(
+        stackwise_kernel_sizes=[3, 3],
+        stackwise_num_repeats=[1, 1],
+        stackwise_input_filters=[8, 8],
+        stackwise_output_filters=[8, 16],
+        stackwise_expansion_ratios=[1, 4],
+        stackwise_squeeze_and_excite_ratios=[0.0, 0.25],
+        stackwise_strides=[1, 2],
+        stackwise_block_types=["fused", "v1"],
+        stackwise_force_input_filters=[0, 0],
+        stackwise_nores_option=[False, False],
+        stackwise_width_coefficients=[1.0, 1.0],
+        stackwise_depth_coefficients=[1.0, 1.0],
+        input_shape=(32, 32, 3),
+        num_features=32,
+    )
+
+
 def _mobilenet_classifier():
     """The transfer-learning shape: a frozen keras-hub backbone and a new head."""
     backbone = _mobilenet()
@@ -61,6 +81,7 @@ def _mobilenet_classifier():
 
 
 BUILDERS = {
+    "efficientnet": _efficientnet,
     "resnet": _resnet,
     "mobilenet": _mobilenet,
     "mobilenet_classifier": _mobilenet_classifier,
@@ -114,8 +135,8 @@ def test_frozen_keras_hub_backbone_stays_frozen(hub):
 
 def test_keras_hub_blocks_become_sub_models_of_their_own_layers(hub):
     source, _, forward, _ = hub
-    if source.name != "mobile_net_backbone":
-        pytest.skip("the MobileNet backbone is the one made of keras-hub blocks")
+    if source.name not in ("mobile_net_backbone", "efficient_net_backbone"):
+        pytest.skip("the MobileNet and EfficientNet backbones are made of keras-hub blocks")
     blocks = [layer for layer in source.layers if type(layer).__module__.startswith("keras_hub")]
     assert blocks
     for block in blocks:
