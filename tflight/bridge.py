@@ -15,9 +15,20 @@ that runs the very same Keras operation, so the numbers do not move. The reverse
 direction, `to_keras3`, undoes this exactly and also takes tf_keras' own
 `TFOpLambda` layers.
 
+Saved bridged models name these operations; loading rebuilds only those on
+the bridge's explicit allowlists (`tflight._bridge_ops`), so a crafted file
+cannot make a load run other TensorFlow functions or Keras objects.
+
+keras-hub layers made of other layers (the blocks of its CNN backbones) are
+rebuilt from the layers and operations their `call` uses, as a nested
+Functional model of the same inner layers; `register(MyBlock, inline)` does
+the same for a user's block.
+
 Layers the bridge does not know (custom layers, subclassed models) raise
 `UnsupportedLayerError`. Users can teach it their own layers with `register`,
 which is keyed on a predicate, so subclasses are covered by the same rule.
+For the compression code, `quantize_config` and `unsupported_advice` describe
+the layers the bridge makes that TF-MOT does not know.
 """
 
 from __future__ import annotations
