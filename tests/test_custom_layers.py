@@ -261,3 +261,48 @@ def test_inline_in_a_sequential_model_is_refused(registered_inline):
         tflight.to_tf_keras(model)
     with pytest.raises(BridgeError, match="passed to register"):
         bridge.inline(model.layers[0])
+
+
+def test_custom_layer_comes_back_as_its_keras3_class_without_a_reverse_translation(
+    shift_model, my_layers
+):
+    forward = tflight.to_tf_keras(shift_model)
+    back = tflight.to_keras3(forward)
+    layer = back.get_layer("shift")
+    assert type(layer) is my_layers.Shift and layer.scale == 2.0
+    assert bridge.compare(shift_model, back, atol=0.0).passed
+
+
+def test_pruned_custom_layer_model_comes_back_to_keras3(shift_model, digits):
+    """Prune the layers TF-MOT knows, leave the custom one, strip, and go back."""
+    from tflight._keras import tfmot
+
+    mot = tfmot()
+    forward = tflight.to_tf_keras(shift_model)
+
+    def prune(layer):
+        if layer.name in ("conv", "logits"):
+            return mot.sparsity.keras.prune_low_magnitude(
+                layer, pruning_schedule=mot.sparsity.keras.ConstantSparsity(0.5, 0, frequency=1)
+            )
+        return layer
+
+    pruned = tf_keras().models.clone_model(forward, clone_function=prune)
+    pruned.compile(
+        optimizer="adam",
+        loss=tf_keras().losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    pruned.fit(
+        digits.x_train[:64],
+        digits.y_train[:64],
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[mot.sparsity.keras.UpdatePruningStep()],
+    )
+    stripped = mot.sparsity.keras.strip_pruning(pruned)
+    back = tflight.to_keras3(stripped)
+    assert type(back.get_layer("shift")).__name__ == "Shift"
+    assert float(np.mean(back.get_layer("logits").get_weights()[0] == 0)) >= 0.45
+    x = digits.x_test[:8]
+    np.testing.assert_allclose(np.asarray(back(x)), np.asarray(stripped(x)), atol=1e-5, rtol=0)

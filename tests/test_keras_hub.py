@@ -125,18 +125,16 @@ def test_backbone_round_trip_is_exact_and_leaves_the_source_alone(hub):
     assert _node_counts(source) == counts
 
 
+@pytest.mark.parametrize("hub", ["mobilenet_classifier"], indirect=True)
 def test_frozen_keras_hub_backbone_stays_frozen(hub):
     source, _, forward, _ = hub
-    if source.name != "hub_classifier":
-        pytest.skip("only the classifier has a frozen backbone")
     assert [w.name for w in forward.trainable_weights] == ["head/kernel:0", "head/bias:0"]
     assert len(forward.trainable_weights) == len(source.trainable_weights) == 2
 
 
+@pytest.mark.parametrize("hub", ["efficientnet", "mobilenet"], indirect=True)
 def test_keras_hub_blocks_become_sub_models_of_their_own_layers(hub):
     source, _, forward, _ = hub
-    if source.name not in ("mobile_net_backbone", "efficient_net_backbone"):
-        pytest.skip("the MobileNet and EfficientNet backbones are made of keras-hub blocks")
     blocks = [layer for layer in source.layers if type(layer).__module__.startswith("keras_hub")]
     assert blocks
     for block in blocks:

@@ -124,8 +124,9 @@ class Translation:
 
 
 _TRANSLATIONS: list[Translation] = []
-# Twin class made by a user translation -> "module.Class" of the source layer.
-_TWIN_SOURCES: dict[type, str] = {}
+# Class of a layer made by a user translation -> the class it was made from,
+# so that `to_keras3` can undo a translation nobody registered the reverse of.
+_TWIN_SOURCES: dict[type, type] = {}
 
 
 def register(
@@ -148,7 +149,9 @@ def register(
     made known to the target generation's deserialization (under its bare
     class name, unless it is registered already), so that TF-MOT, which clones
     models through their configs, can rebuild it; no
-    `register_keras_serializable` on the twin class is needed.
+    `register_keras_serializable` on the twin class is needed. `to_keras3`
+    turns such a twin back into the source class, rebuilt from the twin's
+    config, unless a `"to_keras3"` translation for it is registered.
 
     Args:
         matches: A predicate on the source layer, or a class (then every
@@ -896,7 +899,8 @@ def _user_translation(layer: Any, direction: Direction) -> Any:
             f"it must return a {generation} layer."
         )
     _make_loadable(type(new), direction)
-    _TWIN_SOURCES[type(new)] = type(layer).__name__
+    if direction is Direction.TO_TF_KERAS:
+        _TWIN_SOURCES[type(new)] = type(layer)
     return new
 
 
@@ -1285,6 +1289,8 @@ class _Builder:
             return self.cache[id(layer)]
         tfk = tf_keras()
         new = _user_translation(layer, Direction.TO_KERAS3)
+        if new is None and type(layer) in _TWIN_SOURCES:
+            new = _from_twin(layer)
         if new is not None:
             self.pairs.append((layer, new))
         elif isinstance(layer, tfk.Model):
@@ -1394,6 +1400,20 @@ class _Builder:
 
 
 _WRAPPERS = frozenset({"TimeDistributed", "Bidirectional"})
+
+
+def _from_twin(layer: Any) -> Any:
+    """The Keras 3 layer a registered translation made `layer` from, rebuilt from its config."""
+    cls = _TWIN_SOURCES[type(layer)]
+    try:
+        return cls.from_config(_plain(layer.get_config()))
+    except Exception as e:  # noqa: BLE001 - reported with the layer's name
+        raise BridgeError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) was translated from Keras 3 "
+            f"{cls.__name__}, which cannot be rebuilt from its config ({type(e).__name__}: "
+            f"{e}); register the reverse with tflight.bridge.register(..., "
+            "direction='to_keras3')."
+        ) from e
 
 
 def _rebuild(cls: type, config: dict[str, Any]) -> Any:
@@ -1637,6 +1657,7 @@ def unsupported_advice(layer: Any, technique: str) -> str:
             "int8 conversion then quantizes it post-training)."
         )
     source = _TWIN_SOURCES.get(type(layer))
+    source = None if source is None else source.__name__
     what = (
         f"custom layer {cls}"
         if source is None
