@@ -899,7 +899,8 @@ def _user_translation(layer: Any, direction: Direction) -> Any:
             f"it must return a {generation} layer."
         )
     _make_loadable(type(new), direction)
-    if direction is Direction.TO_TF_KERAS:
+    if direction is Direction.TO_TF_KERAS and type(new).__module__.split(".")[0] != "tf_keras":
+        # A class of the user's own (a built-in one also stands for itself).
         _TWIN_SOURCES[type(new)] = type(layer)
     return new
 
