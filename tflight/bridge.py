@@ -15,24 +15,38 @@ that runs the very same Keras operation, so the numbers do not move. The reverse
 direction, `to_keras3`, undoes this exactly and also takes tf_keras' own
 `TFOpLambda` layers.
 
+Saved bridged models name these operations; loading rebuilds only those on
+the bridge's explicit allowlists (`tflight._bridge_ops`), so a crafted file
+cannot make a load run other TensorFlow functions or Keras objects.
+
+keras-hub layers made of other layers (the blocks of its CNN backbones) are
+rebuilt from the layers and operations their `call` uses, as a nested
+Functional model of the same inner layers; `register(MyBlock, inline)` does
+the same for a user's block.
+
 Layers the bridge does not know (custom layers, subclassed models) raise
 `UnsupportedLayerError`. Users can teach it their own layers with `register`,
 which is keyed on a predicate, so subclasses are covered by the same rule.
+For the compression code, `quantize_config` and `unsupported_advice` describe
+the layers the bridge makes that TF-MOT does not know.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
 import importlib
 import inspect
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from tflight._bridge_ops import check_keras_operation, tf_operation, tf_operation_allowed
 from tflight._keras import (
     is_keras3_model,
     is_tf_keras_model,
@@ -40,6 +54,7 @@ from tflight._keras import (
     tf,
     tf_keras,
     tf_keras_internal,
+    tfmot_internal,
 )
 from tflight.errors import BridgeError, UnsupportedLayerError
 
@@ -49,10 +64,14 @@ __all__ = [
     "BridgeReport",
     "register",
     "unregister",
+    "inline",
     "to_tf_keras",
     "to_keras3",
     "compare",
     "report_of",
+    "unsupported_advice",
+    "quantize_config",
+    "custom_objects",
 ]
 
 _DEFAULT_ATOL = 1e-5
@@ -105,6 +124,9 @@ class Translation:
 
 
 _TRANSLATIONS: list[Translation] = []
+# Class of a layer made by a user translation -> the class it was made from,
+# so that `to_keras3` can undo a translation nobody registered the reverse of.
+_TWIN_SOURCES: dict[type, type] = {}
 
 
 def register(
@@ -119,11 +141,25 @@ def register(
     Registered translations are tried before the built-in ones, newest first,
     so a user can also override how a built-in layer is translated.
 
+    While `translate` runs, the source layer's `get_config()` returns its
+    config in the target generation's form (for a Keras 3 layer: the dtype
+    policy as a name, initializers and the like as tf_keras reads them), so
+    `TwinClass(**layer.get_config())` works for a twin class whose constructor
+    takes the same arguments. The class of the layer `translate` returns is
+    made known to the target generation's deserialization (under its bare
+    class name, unless it is registered already), so that TF-MOT, which clones
+    models through their configs, can rebuild it; no
+    `register_keras_serializable` on the twin class is needed. `to_keras3`
+    turns such a twin back into the source class, rebuilt from the twin's
+    config, unless a `"to_keras3"` translation for it is registered.
+
     Args:
         matches: A predicate on the source layer, or a class (then every
             instance of it or of a subclass matches).
         translate: Returns an unbuilt layer of the other Keras generation that
-            computes the same function with the same weights layout.
+            computes the same function with the same weights layout. The
+            bridge builds it on the same inputs and copies the source layer's
+            weights into it, in order.
         direction: `"to_tf_keras"` (source is a Keras 3 layer) or `"to_keras3"`.
         name: A label for messages; defaults to the predicate's name.
 
@@ -135,11 +171,26 @@ def register(
             is unknown.
 
     Example:
-        >>> import tf_keras
-        >>> t = tflight.bridge.register(
-        ...     MyScale, lambda layer: TfKerasScale(**layer.get_config()))
-        >>> tf_model = tflight.to_tf_keras(model)
-        >>> tflight.bridge.unregister(t)
+        >>> import keras, tf_keras, tflight
+        >>> from tflight.bridge import register, report_of, unregister
+        >>> @keras.saving.register_keras_serializable(package="my_layers")
+        ... class Scale(keras.layers.Layer):
+        ...     def build(self, input_shape):
+        ...         self.w = self.add_weight(shape=input_shape[-1:], initializer="ones")
+        ...     def call(self, x):
+        ...         return x * self.w
+        >>> class TfKerasScale(tf_keras.layers.Layer):  # the same layer in tf_keras
+        ...     def build(self, input_shape):
+        ...         self.w = self.add_weight(shape=input_shape[-1:], initializer="ones")
+        ...     def call(self, x):
+        ...         return x * self.w
+        >>> t = register(Scale, lambda layer: TfKerasScale(**layer.get_config()))
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(Scale(name="scale")(inputs)))
+        >>> tf_model = tflight.to_tf_keras(model)  # weights copied, outputs compared
+        >>> report_of(tf_model).passed, type(tf_model.get_layer("scale")).__name__
+        (True, 'TfKerasScale')
+        >>> unregister(t)
     """
     if isinstance(matches, type):
         cls = matches
@@ -156,6 +207,28 @@ def register(
     )
     _TRANSLATIONS.insert(0, translation)
     return translation
+
+
+def inline(layer: Any) -> Any:
+    """A `translate` for `register`: rebuild the layer from the layers it calls.
+
+    For a custom layer that is a composition (its `call` uses only other
+    layers and `keras.ops`, and it owns no weights itself): the bridge traces
+    `call` on the layer's inputs into a Functional sub-model of the same
+    inner layers and translates that. The round trip gives back that
+    sub-model, not the custom class. Python branches on `training` inside
+    `call` are fixed at their inference value. keras-hub layers of this kind
+    are inlined without registration.
+
+    Example:
+        >>> tflight.bridge.register(MyResidualBlock, tflight.bridge.inline)
+
+    Raises:
+        BridgeError: Always, if called directly; pass it to `register`.
+    """
+    raise BridgeError(
+        f"tflight.bridge.inline is passed to register(...), not called (got {layer!r})."
+    )
 
 
 def unregister(translation: Translation) -> None:
@@ -481,8 +554,10 @@ def _tfk_support() -> Any:
         def __init__(self, operation: Any, template: Any, **kwargs: Any) -> None:
             kwargs.setdefault("autocast", False)
             super().__init__(**kwargs)
-            if isinstance(operation, dict):
-                operation = keras.saving.deserialize_keras_object(operation)
+            if isinstance(operation, Mapping):
+                # From a saved file: only Keras' own operations are rebuilt.
+                check_keras_operation(operation)
+                operation = keras.saving.deserialize_keras_object(dict(operation))
             self.operation = operation
             self.template = _decode(_plain(template))
 
@@ -523,6 +598,10 @@ def _tfk_support() -> Any:
         def get_config(self) -> dict[str, Any]:
             return {"name": self.name}
 
+        def __repr__(self) -> str:
+            # Messages (TF-MOT's among them) show the activation by its name.
+            return self.name
+
         @classmethod
         def from_config(cls, config: dict[str, Any]) -> Keras3Activation:
             return cls(**config)
@@ -536,6 +615,9 @@ def _tfk_support() -> Any:
     custom = tfk.utils.get_custom_objects()
     custom.setdefault("KerasOperation", KerasOperation)
     custom.setdefault("Keras3Activation", Keras3Activation)
+    # tf_keras' `.keras` loader imports the module a class was saved from and
+    # looks the class up there.
+    globals().update(KerasOperation=KerasOperation, Keras3Activation=Keras3Activation)
     return ns
 
 
@@ -550,12 +632,10 @@ def _k3_support() -> Any:
 
         def __init__(self, symbol: str, template: Any, **kwargs: Any) -> None:
             super().__init__(**kwargs)
+            # Checked against the bridge's allowlist: a saved file names it.
+            self._fn = tf_operation(symbol)
             self.symbol = symbol
             self.template = _plain(template)
-            fn: Any = tf
-            for part in symbol.split("."):
-                fn = getattr(fn, part)
-            self._fn = fn
 
         @tf.autograph.experimental.do_not_convert
         def call(self, inputs: Any, **unused: Any) -> Any:
@@ -575,7 +655,34 @@ def _k3_support() -> Any:
         return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
 
     ns.tf_keras_activations = {"hard_sigmoid": hard_sigmoid}
+    globals()["TFOperation"] = TFOperation  # found by Keras' loader, as above
     return ns
+
+
+def custom_objects() -> dict[str, Any]:
+    """The bridge's own layers and functions, for loading bridged models.
+
+    A model made by the bridge and saved contains its graph-operation layers
+    (`KerasOperation` in tf_keras, `TFOperation` in Keras 3) and Keras 3
+    activations tf_keras lacks. `.keras` files find them by themselves once
+    `tflight.bridge` can be imported; tf_keras' HDF5 loader needs them
+    registered first, which calling this function does.
+
+    Returns:
+        `{name: class or function}`, to pass as `custom_objects` to
+        `keras.saving.load_model` or `tf_keras.models.load_model`.
+
+    Example:
+        >>> model = tf_keras.models.load_model("bridged.h5",
+        ...                                    custom_objects=tflight.bridge.custom_objects())
+    """
+    tfk_side, k3_side = _tfk_support(), _k3_support()
+    return {
+        "KerasOperation": tfk_side.KerasOperation,
+        "Keras3Activation": tfk_side.Keras3Activation,
+        "TFOperation": k3_side.TFOperation,
+        f"{_TF_KERAS_PACKAGE}>hard_sigmoid": k3_side.tf_keras_activations["hard_sigmoid"],
+    }
 
 
 def _make_template(args: Any, kwargs: Any, is_tensor: Callable[[Any], bool]) -> tuple[Any, list]:
@@ -729,14 +836,27 @@ def _find_class(source_cls: type, target_root: Any, target_pkg: str) -> type | N
 
 
 def _unsupported(layer: Any, what: str) -> UnsupportedLayerError:
+    if what == "tf_keras":
+        # The bridge is only needed for TF-MOT; conversion takes Keras 3 as is.
+        fix = (
+            "Rewrite it with built-in layers, or register a translation with "
+            "tflight.bridge.register(predicate, translate); without the bridge the model "
+            "still converts as it is (converters.convert takes Keras 3 models), but "
+            "tf_keras-only compression (prune, cluster, QAT) cannot reach it."
+        )
+    else:
+        fix = (
+            "Rewrite it with built-in layers, or register a translation with "
+            "tflight.bridge.register(predicate, translate, direction='to_keras3')."
+        )
     return UnsupportedLayerError(
         f"Layer '{layer.name}' of class {type(layer).__module__}.{type(layer).__name__} "
-        f"has no {what} counterpart the bridge knows. Rewrite it with built-in layers, "
-        "or register a translation with tflight.bridge.register(predicate, translate)."
+        f"has no {what} counterpart the bridge knows. {fix}"
     )
 
 
-def _user_translation(layer: Any, direction: Direction) -> Any:
+def _matching_translation(layer: Any, direction: Direction) -> Translation | None:
+    """The newest registered translation whose predicate accepts `layer`."""
     for t in _TRANSLATIONS:
         if t.direction is not direction:
             continue
@@ -748,15 +868,114 @@ def _user_translation(layer: Any, direction: Direction) -> Any:
                 f"on layer '{layer.name}' ({type(layer).__name__})."
             ) from e
         if hit:
-            try:
-                new = t.translate(layer)
-            except Exception as e:  # noqa: BLE001
-                raise BridgeError(
-                    f"Translation '{t.name}' failed on layer '{layer.name}' "
-                    f"({type(layer).__name__}): {type(e).__name__}: {e}"
-                ) from e
-            return new
+            return t
     return None
+
+
+def _user_translation(layer: Any, direction: Direction) -> Any:
+    t = _matching_translation(layer, direction)
+    if t is None:
+        return None
+    if t.translate is inline:
+        raise UnsupportedLayerError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) is registered to be inlined, which "
+            "the bridge does in Functional models (keras.Input -> layers -> keras.Model) and "
+            "in the Keras 3 direction only; build the model that way, or register a "
+            "translation that returns a layer."
+        )
+    try:
+        with _target_config(layer, direction):
+            new = t.translate(layer)
+    except Exception as e:  # noqa: BLE001
+        raise BridgeError(
+            f"Translation '{t.name}' failed on layer '{layer.name}' "
+            f"({type(layer).__name__}): {type(e).__name__}: {e}"
+        ) from e
+    target = tf_keras() if direction is Direction.TO_TF_KERAS else keras
+    if not isinstance(new, target.layers.Layer):
+        generation = "tf_keras" if direction is Direction.TO_TF_KERAS else "Keras 3"
+        raise BridgeError(
+            f"Translation '{t.name}' returned {type(new).__name__} for layer '{layer.name}'; "
+            f"it must return a {generation} layer."
+        )
+    _make_loadable(type(new), direction)
+    if direction is Direction.TO_TF_KERAS and type(new).__module__.split(".")[0] != "tf_keras":
+        # A class of the user's own (a built-in one also stands for itself).
+        _TWIN_SOURCES[type(new)] = type(layer)
+    return new
+
+
+def _config_for_tf_keras(layer: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """A Keras 3 layer config in the form tf_keras constructors read."""
+
+    def activation(value: Any) -> Any:
+        try:
+            return _k3_activation_to_tfk(value, layer)
+        except UnsupportedLayerError:
+            return value  # the user's own activation: theirs to translate
+
+    out = {}
+    for key, value in config.items():
+        if key == "dtype":
+            out[key] = _policy_name(value)
+        else:
+            out[key] = _translate_value(key, value, activation)
+    return out
+
+
+@contextlib.contextmanager
+def _target_config(layer: Any, direction: Direction) -> Any:
+    """Within the block, `layer.get_config()` returns the target generation's form."""
+    if direction is not Direction.TO_TF_KERAS:
+        yield
+        return
+    own = layer.__dict__.get("get_config")
+    source = layer.get_config
+
+    def get_config() -> dict[str, Any]:
+        return _config_for_tf_keras(layer, source())
+
+    # Set on the instance, past Keras' attribute tracking, and removed after.
+    object.__setattr__(layer, "get_config", get_config)
+    try:
+        yield
+    finally:
+        if own is None:
+            object.__delattr__(layer, "get_config")
+        else:
+            object.__setattr__(layer, "get_config", own)
+
+
+def _make_loadable(cls: type, direction: Direction) -> None:
+    """Lets the target generation rebuild `cls` from a config (clone, load).
+
+    TF-MOT clones models through `get_config`/`from_config`, looking classes up
+    by their registered name; a twin class defined in a user's script is not
+    registered, so it is added to the generation's custom objects under its
+    bare name (the name an unregistered class is saved under).
+    """
+    module = tf_keras() if direction is Direction.TO_TF_KERAS else keras
+    if cls.__module__.split(".")[0] == module.__name__:
+        return  # the generation's own class
+    saving = module.saving
+    registered = saving.get_registered_name(cls)
+    if saving.get_registered_object(registered) is cls:
+        return
+    custom = module.utils.get_custom_objects()
+    other = custom.get(cls.__name__)
+    redefined = other is not None and (other.__module__, other.__qualname__) == (
+        cls.__module__,
+        cls.__qualname__,
+    )  # e.g. a notebook cell run again
+    if other is not None and other is not cls and not redefined:
+        raise BridgeError(
+            f"Another class named {cls.__name__} ({other.__module__}) is already known to "
+            f"{module.__name__}'s deserialization, so the translated layer's class "
+            f"{cls.__module__}.{cls.__name__} cannot be found by name when the model is "
+            f"cloned or loaded. Register it under a package of its own: "
+            f"@{module.__name__}.saving.register_keras_serializable(package='my_layers')."
+        )
+    custom[cls.__name__] = cls
 
 
 class _Builder:
@@ -832,7 +1051,9 @@ class _Builder:
 
                 args = keras.tree.map_structure(fill, list(node.arguments.args))
                 kwargs = keras.tree.map_structure(fill, dict(node.arguments.kwargs))
-                if isinstance(op, keras.layers.Layer):
+                if isinstance(op, keras.layers.Layer) and self._inlines(op):
+                    out = self._k3_inline(op, node, args, kwargs)
+                elif isinstance(op, keras.layers.Layer):
                     out = self.k3_layer(op)(*args, **kwargs)
                 else:
                     template, flat = _make_template(
@@ -847,6 +1068,76 @@ class _Builder:
         ins = keras.tree.pack_sequence_as(model._inputs_struct, new_inputs)
         outs = keras.tree.pack_sequence_as(model._outputs_struct, outputs)
         return tfk.Model(inputs=ins, outputs=outs, name=model.name)
+
+    # -- layers made of layers (keras-hub blocks, user blocks) ------------
+
+    def _inlines(self, layer: Any) -> bool:
+        """True for a layer rebuilt from the layers and ops its `call` uses."""
+        if id(layer) in self.cache or isinstance(layer, keras.Model):
+            return False
+        t = _matching_translation(layer, Direction.TO_TF_KERAS)
+        if t is not None:
+            return t.translate is inline
+        return (
+            type(layer).__module__.split(".")[0] == "keras_hub"
+            and _builtin_base(type(layer), "keras") is None
+        )
+
+    def _k3_inline(self, layer: Any, node: Any, args: Any, kwargs: Any) -> Any:
+        key = ("inline", id(layer))
+        if key not in self.cache:
+            self.cache[key] = self._trace(layer, node)
+        flat = [v for v in tf.nest.flatten((args, kwargs)) if isinstance(v, _tfk_tensor_type())]
+        return self.cache[key](flat if len(flat) > 1 else flat[0])
+
+    def _trace(self, layer: Any, node: Any) -> Any:
+        """The tf_keras twin of a Keras 3 Functional model traced from `layer.call`."""
+        if layer._trainable_variables or layer._non_trainable_variables:
+            raise UnsupportedLayerError(
+                f"Layer '{layer.name}' ({type(layer).__module__}.{type(layer).__name__}) holds "
+                "weights of its own, so the bridge cannot rebuild it from the layers it calls; "
+                "register a translation with tflight.bridge.register(predicate, translate)."
+            )
+        flat_in = [
+            v
+            for v in keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+            if isinstance(v, keras.KerasTensor)
+        ]
+        if not flat_in:
+            raise UnsupportedLayerError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) is called without tensor inputs; "
+                "register a translation with tflight.bridge.register(predicate, translate)."
+            )
+        placeholders = {
+            id(v): keras.Input(batch_shape=tuple(v.shape), dtype=v.dtype, sparse=v.sparse)
+            for v in flat_in
+        }
+
+        def fill(v: Any) -> Any:
+            return placeholders.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
+
+        args = keras.tree.map_structure(fill, list(node.arguments.args))
+        kwargs = keras.tree.map_structure(fill, dict(node.arguments.kwargs))
+        # Tracing calls the inner layers on symbolic tensors, which records
+        # nodes on them; the user's model gets its own node lists back after.
+        inner = list(layer._flatten_layers(include_self=False, recursive=True))
+        counts = [(x, len(x._inbound_nodes), len(x._outbound_nodes)) for x in inner]
+        try:
+            try:
+                outputs = layer.call(*args, **kwargs)
+                sub = keras.Model([placeholders[id(v)] for v in flat_in], outputs, name=layer.name)
+            except Exception as e:  # noqa: BLE001 - reported with the layer's name
+                raise UnsupportedLayerError(
+                    f"Layer '{layer.name}' ({type(layer).__module__}.{type(layer).__name__}) "
+                    "could not be rebuilt from the layers and keras.ops its call uses "
+                    f"({type(e).__name__}: {e}). Register a translation with "
+                    "tflight.bridge.register(predicate, translate)."
+                ) from e
+            return self.k3_model(sub)
+        finally:
+            for x, n_in, n_out in counts:
+                del x._inbound_nodes[n_in:]
+                del x._outbound_nodes[n_out:]
 
     def k3_layer(self, layer: Any) -> Any:
         if id(layer) in self.cache:
@@ -964,7 +1255,20 @@ class _Builder:
                     # Our own wrapper: call a fresh copy of the Keras 3 operation.
                     op_args, op_kwargs = _fill_template(layer.template, _as_list(args[0]))
                     out = _copy_operation(layer.operation)(*op_args, **op_kwargs)
-                elif type(layer).__name__ in {"TFOpLambda", "SlicingOpLambda"}:
+                elif type(layer).__name__ in {
+                    "TFOpLambda",
+                    "SlicingOpLambda",
+                } and not _matching_translation(layer, Direction.TO_KERAS3):
+                    if not tf_operation_allowed(layer.symbol):
+                        raise UnsupportedLayerError(
+                            f"Layer '{layer.name}' calls tf.{layer.symbol}, which is not among "
+                            "the TensorFlow functions the bridge rebuilds in Keras 3 (tensor "
+                            "math, array, nn, image resizing; see "
+                            "tflight._bridge_ops.TF_OPERATIONS). Rewrite that step with a "
+                            "layer, or register a translation with tflight.bridge.register("
+                            f"lambda layer: getattr(layer, 'symbol', None) == '{layer.symbol}', "
+                            "translate, direction='to_keras3')."
+                        )
                     kwargs.pop("name", None)
                     template, flat = _make_template(
                         args, kwargs, lambda v: isinstance(v, keras.KerasTensor)
@@ -986,6 +1290,8 @@ class _Builder:
             return self.cache[id(layer)]
         tfk = tf_keras()
         new = _user_translation(layer, Direction.TO_KERAS3)
+        if new is None and type(layer) in _TWIN_SOURCES:
+            new = _from_twin(layer)
         if new is not None:
             self.pairs.append((layer, new))
         elif isinstance(layer, tfk.Model):
@@ -1095,6 +1401,20 @@ class _Builder:
 
 
 _WRAPPERS = frozenset({"TimeDistributed", "Bidirectional"})
+
+
+def _from_twin(layer: Any) -> Any:
+    """The Keras 3 layer a registered translation made `layer` from, rebuilt from its config."""
+    cls = _TWIN_SOURCES[type(layer)]
+    try:
+        return cls.from_config(_plain(layer.get_config()))
+    except Exception as e:  # noqa: BLE001 - reported with the layer's name
+        raise BridgeError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) was translated from Keras 3 "
+            f"{cls.__name__}, which cannot be rebuilt from its config ({type(e).__name__}: "
+            f"{e}); register the reverse with tflight.bridge.register(..., "
+            "direction='to_keras3')."
+        ) from e
 
 
 def _rebuild(cls: type, config: dict[str, Any]) -> Any:
@@ -1267,3 +1587,139 @@ def to_keras3(model: Any, *, verify: bool = True, atol: float = _DEFAULT_ATOL) -
 def report_of(model: Any) -> BridgeReport | None:
     """The verification report of a model made by the bridge, or None."""
     return getattr(model, "_tflight_bridge_report", None)
+
+
+_TECHNIQUES = {
+    "prune": (
+        "TF-MOT prunes only the layers it knows",
+        "give its tf_keras class a `get_prunable_weights()` method returning the weights to "
+        "prune (tfmot.sparsity.keras.PrunableLayer), or leave it dense (unsupported='skip')",
+    ),
+    "qat": (
+        "TF-MOT's 8-bit QAT needs a QuantizeConfig for it",
+        "keep it float (unsupported='keep_float'; int8 conversion then quantizes it "
+        "post-training), or replace it with built-in layers",
+    ),
+    "cluster": (
+        "TF-MOT clusters only the layers it knows",
+        "give its tf_keras class a `get_clusterable_weights()` method returning "
+        "(name, weight) pairs (tfmot.clustering.keras.ClusterableLayer), or leave it as it is "
+        "(unsupported='skip')",
+    ),
+}
+
+
+def unsupported_advice(layer: Any, technique: str) -> str:
+    """One sentence naming a layer a compression technique cannot handle, and the fix.
+
+    For the compression code's messages: it covers the layers the bridge makes
+    (graph operations, Keras 3 activations) and custom layers, whose tf_keras
+    class comes from a translation registered with `register`.
+
+    Args:
+        layer: A tf_keras layer of a (bridged) model.
+        technique: `"prune"`, `"qat"` or `"cluster"`.
+
+    Returns:
+        E.g. "Layer 'scale' (custom layer TwinScale, translated from Keras 3
+        Scale) cannot be pruned: TF-MOT prunes only the layers it knows; give
+        its tf_keras class a `get_prunable_weights()` method ...".
+
+    Raises:
+        BridgeError: If `technique` is unknown.
+    """
+    if technique not in _TECHNIQUES:
+        raise BridgeError(f"technique must be one of {sorted(_TECHNIQUES)}, got {technique!r}.")
+    verb = {"prune": "pruned", "qat": "quantization-aware trained", "cluster": "clustered"}
+    cls = type(layer).__name__
+    support = _tfk_support()
+    if isinstance(layer, support.KerasOperation):
+        return (
+            f"Layer '{layer.name}' is a graph operation ({_operation_label(layer.operation)}) "
+            f"with no weights; it cannot be {verb[technique]} and needs nothing: "
+            + (
+                "keep it float (unsupported='keep_float')."
+                if technique == "qat"
+                else "leave it as it is (unsupported='skip')."
+            )
+        )
+    activation = getattr(layer, "activation", None)
+    if technique == "qat" and quantize_config(layer) is not None:
+        return (
+            f"Layer '{layer.name}' ({cls}) uses the Keras 3 activation {activation.name}, which "
+            "TF-MOT's default 8-bit registry has no rule for; annotate it with "
+            "tflight.bridge.quantize_config(layer) to quantize its output, or keep it float "
+            "(unsupported='keep_float')."
+        )
+    if technique == "qat" and isinstance(activation, support.Keras3Activation):
+        return (
+            f"Layer '{layer.name}' ({cls}) uses the Keras 3 activation {activation.name}, which "
+            "TF-MOT's 8-bit QAT has no rule for; keep it float (unsupported='keep_float'; "
+            "int8 conversion then quantizes it post-training)."
+        )
+    source = _TWIN_SOURCES.get(type(layer))
+    source = None if source is None else source.__name__
+    what = (
+        f"custom layer {cls}"
+        if source is None
+        else (f"custom layer {cls}, translated from Keras 3 {source}")
+    )
+    if source is None and type(layer).__module__.split(".")[0] == "tf_keras":
+        what = cls  # a built-in layer the technique does not cover
+    reason, fix = _TECHNIQUES[technique]
+    return f"Layer '{layer.name}' ({what}) cannot be {verb[technique]}: {reason}; {fix}."
+
+
+def _operation_label(operation: Any) -> str:
+    return type(operation).__name__
+
+
+# Keras 3 activations TF-MOT's 8-bit scheme has no rule for, but which LiteRT
+# runs in int8 as one element-wise step (HARD_SWISH; ADD, RELU6, MUL): QAT
+# quantizes their output, as TF-MOT does for relu and swish.
+_OUTPUT_QUANTIZED_ACTIVATIONS = frozenset({"hard_silu", "hard_swish", "hard_sigmoid"})
+
+
+def quantize_config(layer: Any) -> Any:
+    """A TF-MOT QuantizeConfig for a layer the bridge made, where one is known.
+
+    TF-MOT's default 8-bit registry matches exact classes and activation
+    names. A bridged `Activation` layer running a Keras 3 activation that
+    tf_keras lacks (MobileNetV3's `hard_swish`, `hard_sigmoid`) is an
+    `Activation` to TF-MOT, which then fails ("Activation hard_silu not
+    supported"), even when the layer is meant to be kept float, because
+    TF-MOT also quantizes the output of a float layer that feeds a quantized
+    one. Annotating such layers with the config returned here quantizes their
+    output only, which is what an int8 LiteRT kernel does with them.
+
+    Args:
+        layer: A tf_keras layer.
+
+    Returns:
+        A `QuantizeConfig` to pass to `tfmot.quantization.keras.
+        quantize_annotate_layer(layer, quantize_config=...)` (and to apply
+        under `quantize_scope()`), or None when TF-MOT's own registry decides
+        (or the layer cannot be quantized).
+
+    Example:
+        >>> config = tflight.bridge.quantize_config(layer)
+        >>> if config is not None:
+        ...     layer = mot.quantize_annotate_layer(layer, quantize_config=config)
+    """
+    support = _tfk_support()
+    if type(layer) is not tf_keras().layers.Activation:
+        return None
+    activation = layer.activation
+    if not isinstance(activation, support.Keras3Activation):
+        return None
+    if activation.name not in _OUTPUT_QUANTIZED_ACTIVATIONS:
+        return None
+    configs = tfmot_internal("quantization.keras.default_8bit.default_8bit_quantize_configs")
+    return configs.Default8BitOutputQuantizeConfig()
+
+
+# Saved bridged models name these layers; make them loadable as soon as the
+# module is imported (Keras' loaders import it by the module name in a file).
+_k3_support()
+if "tf_keras" in sys.modules:
+    _tfk_support()
