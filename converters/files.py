@@ -101,7 +101,7 @@ def check_output(
     input directory (a SavedModel) is refused too. Call it before any work, so
     that a mistake costs nothing. It also checks that the output's folder
     exists or can be created and is writable, so that a long run does not end
-    in an unwritable path.
+    in an unwritable path: it creates and deletes a file there.
 
     Args:
       output: the output path the user gave.
@@ -137,9 +137,14 @@ def check_output(
         existing = existing.parent
     if not existing.is_dir():
         raise error(f"{option} {str(out)!r}: {str(existing)!r} is not a directory.")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    # Create (and at once delete) a file there: `os.access` says yes to root
+    # everywhere and knows nothing of read-only or virtual file systems.
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
         raise error(
-            f"{option} {str(out)!r}: the folder {str(existing)!r} is not writable. Choose a "
-            "writable location."
-        )
+            f"{option} {str(out)!r}: cannot create files in {str(existing)!r} "
+            f"({e.strerror or e}). Choose a writable location."
+        ) from e
     return out

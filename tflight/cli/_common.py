@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -11,7 +10,6 @@ from typing import Any
 import click
 
 __all__ = [
-    "check_writable",
     "custom_objects_option",     "progress_option",
     "progress_printer",
     "stage_callback",
@@ -72,25 +70,3 @@ def stage_callback(keras_module: Any, say: Callable[[str], None], stages: list[s
     return _Progress()
 
 
-def check_writable(output: str, *, option: str, error: type[Exception]) -> None:
-    """Proves that `output`'s folder (or its nearest existing ancestor) takes new files.
-
-    `converters.files.check_output` asks `os.access`, which says yes to root
-    everywhere and knows nothing of read-only or virtual file systems; creating
-    (and at once deleting) a temporary file there is the real test, and it
-    costs nothing before a long training run.
-    """
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(os.path.abspath(output)).parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise error(
-            f"{option} {output!r}: cannot create files in {str(folder)!r} "
-            f"({e.strerror or e}). Choose a writable location."
-        ) from e

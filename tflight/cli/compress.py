@@ -8,7 +8,6 @@ import os
 import click
 
 from tflight.cli._common import (
-    check_writable,
     custom_objects_option,
     progress_option,
     progress_printer,
@@ -150,7 +149,6 @@ def compress(
         option="-o",
         error=CompressionError,
     )
-    check_writable(out_path, option="-o", error=CompressionError)
     say = progress_printer(progress)
     stages = _STAGES[Recipe(technique)]
 

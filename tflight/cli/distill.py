@@ -7,7 +7,6 @@ import os
 import click
 
 from tflight.cli._common import (
-    check_writable,
     custom_objects_option,
     progress_option,
     progress_printer,
@@ -146,7 +145,6 @@ def distill(
         option="-o",
         error=DistillationError,
     )
-    check_writable(output, option="-o", error=DistillationError)
     for name, value in (("--teacher", teacher_path), ("--student", student_path)):
         if not os.path.isfile(value):
             raise DistillationError(f"{name}: model file {value!r} does not exist.")
