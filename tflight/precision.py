@@ -414,8 +414,14 @@ class _Builder:
                 with _quiet():
                     q = Quantizer(bytearray(self.fm.content))
                     _add(q, ".*", other)
-                    for name, p in layers.items():
-                        _add(q, "^" + re.escape(scopes[name]) + "$", p)
+                    # Keep the model's float inputs and outputs (a QUANTIZE /
+                    # DEQUANTIZE op is added next to them instead).
+                    for end in ("INPUT", "OUTPUT"):
+                        q.update_quantization_recipe(
+                            ".*", end, None, algorithm_key=_no_quantize())
+                    # Later entries win: every layer gets its own, float if not named.
+                    for name, scope in scopes.items():
+                        _add(q, "^" + re.escape(scope) + "$", layers.get(name, Precision.FLOAT))
                     result = q.quantize(
                         self.qsv if q.need_calibration else None, enable_progress_report=False
                     )
@@ -427,6 +433,12 @@ class _Builder:
                 ) from e
         self.cache[key] = out
         return out
+
+
+def _no_quantize() -> Any:
+    from litert_quantizer.algorithm_manager import AlgorithmName
+
+    return AlgorithmName.NO_QUANTIZE
 
 
 def _describe(layers: Mapping[str, Precision], other: Precision) -> str:
@@ -485,11 +497,18 @@ class _Evaluator:
         acc = None if self.y is None else float(np.mean(top == self.y))
         return _Score(snr, cos, max(kl, 0.0), agreement, acc)
 
-    def __call__(self, content: bytes) -> _Score:
-        return self._score(self._run_trusted(content))
+    def __call__(self, content: bytes) -> _Score | None:
+        """Scores a variant; None if LiteRT's default CPU path cannot run it."""
+        try:
+            return self._score(self._run_trusted(content))
+        except (RuntimeError, ValueError):
+            # e.g. "failed to create XNNPACK runtime" for some mixes of int4 and float ops.
+            return None
 
-    def drop_pt(self, s: _Score) -> float:
+    def drop_pt(self, s: _Score | None) -> float:
         """Accuracy drop in points (with labels), else top-1 disagreement with the float model."""
+        if s is None:
+            return math.inf
         if s.accuracy is not None and self.float_score.accuracy is not None:
             return 100.0 * (self.float_score.accuracy - s.accuracy)
         return 100.0 * (1.0 - s.agreement)
@@ -541,8 +560,9 @@ class LayerSensitivity:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["precision"] = self.precision.value
-        if math.isinf(self.snr_db):
-            d["snr_db"] = None
+        for k in ("snr_db", "cosine", "kl", "accuracy_drop_pt"):
+            if not math.isfinite(d[k]):
+                d[k] = None
         return d
 
 
@@ -647,19 +667,21 @@ def _sensitivity(
             else:
                 content = builder.build({name: p}, Precision.FLOAT)
             s = ev(content)
+            changed = p is Precision.FLOAT or content != fm.content and (
+                name == OTHER_OPS or len(content) != float_size or p is Precision.INT16X8)
+            nan = math.nan
             entries.append(
                 LayerSensitivity(
                     layer=name,
                     op=op,
                     params=params,
                     precision=p,
-                    snr_db=s.snr_db,
-                    cosine=s.cosine,
-                    kl=s.kl,
-                    accuracy_drop_pt=ev.drop_pt(s),
+                    snr_db=nan if s is None else s.snr_db,
+                    cosine=nan if s is None else s.cosine,
+                    kl=nan if s is None else s.kl,
+                    accuracy_drop_pt=nan if s is None else ev.drop_pt(s),
                     size=len(content),
-                    supported=p is Precision.FLOAT or content != fm.content
-                    and (name == OTHER_OPS or len(content) != float_size or p is Precision.INT16X8),
+                    supported=s is not None and changed,
                 )
             )
 
@@ -841,6 +863,8 @@ def _verify(fm: _FloatModel, content: bytes, x: np.ndarray, y: np.ndarray | None
         raise PrecisionError(f"the quantized model does not run in LiteRT: {e}") from e
     ev = _Evaluator(fm, x, y)
     s = ev(content)
+    if s is None:
+        raise PrecisionError("the quantized model does not run on LiteRT's default CPU path.")
     return Verification(
         data=data,
         samples=len(x),
