@@ -47,6 +47,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -147,7 +148,13 @@ def _quiet() -> Any:
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+            io.StringIO()
+        ), warnings.catch_warnings():
+            # Calibration keeps every tensor on purpose; LiteRT warns that this is for debugging.
+            warnings.filterwarnings(
+                "ignore", message=r".*experimental_preserve_all_tensors", category=UserWarning
+            )
             yield
     finally:
         logger.setLevel(level)
@@ -185,7 +192,11 @@ def _float_twin_of_qat(model: Any) -> Any:
     def clone(layer: Any) -> Any:
         if isinstance(layer, wrapper):
             inner = layer.layer
-            return inner.__class__.from_config(inner.get_config())
+            config = inner.get_config()
+            act = config.get("activation")
+            if isinstance(act, dict) and act.get("class_name") == "QuantizeAwareActivation":
+                config["activation"] = act["config"]["activation"]
+            return inner.__class__.from_config(config)
         if isinstance(layer, qlayer):
             return k.layers.Activation("linear", name=layer.name)
         return layer.__class__.from_config(layer.get_config())
@@ -193,10 +204,16 @@ def _float_twin_of_qat(model: Any) -> Any:
     try:
         plain = k.models.clone_model(model, clone_function=clone)
         for src, dst in zip(model.layers, plain.layers, strict=True):
-            weights = src.layer.get_weights() if isinstance(src, wrapper) else None
-            if weights is None:
-                weights = [] if isinstance(src, qlayer) else src.get_weights()
-            dst.set_weights(weights)
+            if isinstance(src, qlayer):
+                continue
+            if not isinstance(src, wrapper):
+                dst.set_weights(src.get_weights())
+                continue
+            # The wrapper holds the inner layer's kernel ("conv/kernel:0") next to
+            # its own quantizer variables ("quant_conv/kernel_min:0").
+            prefix = src.layer.name + "/"
+            own = {w.name[len(prefix):]: w for w in src.weights if w.name.startswith(prefix)}
+            dst.set_weights([own[w.name.split("/")[-1]].numpy() for w in dst.weights])
     except Exception as e:  # noqa: BLE001 - any failure means we cannot read this QAT model
         raise PrecisionError(
             f"Could not take the float weights out of QAT model {model.name!r}: {e}. Pass the "
