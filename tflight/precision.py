@@ -287,20 +287,8 @@ class _FloatModel:
         sig = sigs[0]
         self.signature = _decode(sig.signatureKey)
         self.input_name = _decode(sig.inputs[0].name)
-        subgraph = model.subgraphs[sig.subgraphIndex]
-        codes = model.operatorCodes
         layers, other = [], 0
-        for op in subgraph.operators:
-            name = fb.TFL_OP_CODE_TO_NAME.get(codes[op.opcodeIndex].builtinCode, "")
-            scope = fb.get_op_scope(op, subgraph.tensors)
-            params = 0
-            for i in op.inputs:
-                if i < 0:
-                    continue
-                t = subgraph.tensors[i]
-                buf = model.buffers[t.buffer]
-                if buf.data is not None and len(buf.data) and t.type == 0:  # FLOAT32
-                    params = max(params, int(np.prod(t.shape)) if len(t.shape) else 1)
+        for name, scope, params in _ops(model, sig.subgraphIndex):
             if name in _WEIGHT_OPS and params > 0:
                 layers.append(Layer(_short_name(scope), scope, name, params))
             else:
@@ -337,6 +325,40 @@ class _FloatModel:
         if len(a) == 0:
             raise PrecisionError(f"{what} is empty; pass at least one sample.")
         return a.astype(np.float32)
+
+
+def _ops(model: Any, subgraph_index: int = 0) -> list[tuple[str, str, int]]:
+    """(op name, litert-quantizer scope, elements of its largest constant float32 input) per op."""
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    subgraph = model.subgraphs[subgraph_index]
+    out = []
+    for op in subgraph.operators:
+        name = fb.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode, "")
+        params = 0
+        for i in op.inputs:
+            if i < 0:
+                continue
+            t = subgraph.tensors[i]
+            buf = model.buffers[t.buffer]
+            if buf.data is not None and len(buf.data) and t.type == 0:  # FLOAT32 constant
+                params = max(params, int(np.prod(t.shape)) if len(t.shape) else 1)
+        out.append((name, fb.get_op_scope(op, subgraph.tensors), params))
+    return out
+
+
+def _still_float(content: bytes, layers: Sequence[Layer]) -> set[str]:
+    """Names of `layers` whose weights are still float32 constants in `content`.
+
+    A quantized layer may keep a float bias (weight-only and dynamic recipes),
+    so only a float constant as large as the layer's weights counts.
+    """
+    from litert_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    with _quiet():
+        model = fb.read_model(memoryview(content))
+    found = {scope: params for name, scope, params in _ops(model) if name in _WEIGHT_OPS}
+    return {layer.name for layer in layers if found.get(layer.scope, 0) == layer.params}
 
 
 def _decode(s: Any) -> str:
@@ -670,22 +692,30 @@ def _sensitivity(
     data: str,
 ) -> SensitivityReport:
     start = time.perf_counter()
-    float_size = len(fm.content)
     entries = []
     groups = [(layer.name, layer.op, layer.params) for layer in fm.layers]
     if fm.n_other_ops:
         groups.append((OTHER_OPS, "-", 0))
     for name, op, params in groups:
         for p in precisions:
-            if name == OTHER_OPS:
-                if p not in _OTHER_CHOICES:
-                    continue
-                content = builder.build({}, p)
+            if name == OTHER_OPS and p not in _OTHER_CHOICES:
+                continue
+            try:
+                content = (builder.build({}, p) if name == OTHER_OPS
+                           else builder.build({name: p}, Precision.FLOAT))
+            except PrecisionError:
+                # litert-quantizer refuses this layer at this precision (e.g. a
+                # dimension not divisible by the block size): not a choice for it.
+                content = fm.content
+                s = None
             else:
-                content = builder.build({name: p}, Precision.FLOAT)
-            s = ev(content)
-            changed = p is Precision.FLOAT or content != fm.content and (
-                name == OTHER_OPS or len(content) != float_size or p is Precision.INT16X8)
+                s = ev(content)
+            if p is Precision.FLOAT:
+                changed = True
+            elif name == OTHER_OPS:
+                changed = content != fm.content
+            else:
+                changed = content != fm.content and name not in _still_float(content, fm.layers)
             nan = math.nan
             entries.append(
                 LayerSensitivity(
@@ -902,12 +932,16 @@ class QuantizedModel:
       assignment: precision per layer name (plus `OTHER_OPS`).
       float_size: bytes of the float model it came from.
       verification: the check against the float model, or None.
+      unchanged: layers given a quantized precision that litert-quantizer left
+        float (it does not support that precision for the op, e.g. blockwise
+        int4 CONV_2D); they are float in the file.
     """
 
     flatbuffer: bytes = dataclasses.field(repr=False)
     assignment: Mapping[str, Precision]
     float_size: int
     verification: Verification | None
+    unchanged: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -941,6 +975,7 @@ class QuantizedModel:
             "gzip_size": self.gzip_size,
             "float_size": self.float_size,
             "size_ratio": self.size_ratio,
+            "left_float_by_litert_quantizer": list(self.unchanged),
             "verification": None if self.verification is None else self.verification.to_dict(),
         }
 
@@ -1005,9 +1040,11 @@ def quantize_layers(
         _check_disjoint(calibration, tx, "`test_data`")
         verification = _verify(fm, content, tx, _labels(ty, len(tx), "`test_data` labels"),
                                "the test data")
+    still_float = _still_float(content, fm.layers)
     full = {n: layers.get(n, Precision.FLOAT) for n in names}
+    unchanged = tuple(n for n, p in full.items() if p is not Precision.FLOAT and n in still_float)
     full[OTHER_OPS] = other
-    return QuantizedModel(content, full, len(fm.content), verification)
+    return QuantizedModel(content, full, len(fm.content), verification, unchanged)
 
 
 def quantize_int4(
@@ -1263,9 +1300,12 @@ def search(
 
     def evaluate(assign: dict[str, Precision]) -> tuple[float, float, bytes]:
         layers = {g: p for g, p in assign.items() if g != OTHER_OPS}
-        content = builder.build(layers, assign.get(OTHER_OPS, Precision.FLOAT))
-        drop = ev.drop_pt(ev(content))
-        c = cost(content)
+        try:
+            content = builder.build(layers, assign.get(OTHER_OPS, Precision.FLOAT))
+        except PrecisionError:
+            content = b""
+        drop = ev.drop_pt(ev(content)) if content else math.inf
+        c = cost(content) if content else math.inf
         steps.append(SearchStep(dict(assign), drop, c, drop <= max_drop + 1e-9))
         return drop, c, content
 
