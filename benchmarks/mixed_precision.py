@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import converters  # noqa: E402
 import tflight  # noqa: E402
 from tflight import precision as P  # noqa: E402
+from tflight.precision_search import search  # noqa: E402
 from tflight.profiles import estimate_latency  # noqa: E402
 
 SEED = 0
@@ -75,15 +76,18 @@ def _accuracy(content: bytes, x, y) -> float:
 
 
 def cnn(keras):
+    # Sequential: the PCQAT pipeline below refuses the InputLayer of a
+    # Functional model in its QAT stage.
     keras.utils.set_random_seed(SEED)
-    inp = keras.Input((8, 8, 1))
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(inp)
-    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2")(h)
-    h = keras.layers.MaxPooling2D(2)(h)
-    h = keras.layers.Flatten()(h)
-    h = keras.layers.Dense(128, activation="relu", name="fc")(h)
-    out = keras.layers.Dense(10, name="logits")(h)
-    return keras.Model(inp, out, name="digits_cnn")
+    return keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="conv2"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu", name="fc"),
+        keras.layers.Dense(10, name="logits"),
+    ], name="digits_cnn")
 
 
 def transformer(keras):
@@ -149,7 +153,7 @@ def run_model(name, model, data, profile, rows, args):
     out = {}
     for objective in ("size", "latency"):
         try:
-            res = P.search(fp32, x_val, y_val, max_drop=args.max_drop, calibration_data=cal,
+            res = search(fp32, x_val, y_val, max_drop=args.max_drop, calibration_data=cal,
                            test_data=(x_te, y_te), objective=objective, profile=profile)
         except tflight.errors.PrecisionBudgetError as e:
             res = e.best
@@ -191,7 +195,7 @@ def main(argv=None) -> int:
     seq = lambda a: a.reshape(len(a), 8, 8)  # noqa: E731
     t.fit(seq(x_tr), y_tr, epochs=args.epochs, batch_size=32, verbose=0)
     tdata = ((seq(x_tr), y_tr), (seq(x_val), y_val), (seq(x_te), y_te), seq(cal))
-    run_model("transformer", t, tdata, args.profile, rows, args)
+    _, _, tr_search = run_model("transformer", t, tdata, args.profile, rows, args)
 
     # PCQAT on the trained CNN, then int8 (converter, QAT ranges) vs int4 storage.
     steps = -(-len(x_tr) // 32)
@@ -230,6 +234,9 @@ def main(argv=None) -> int:
         "searched_accuracy_drop_pt": searched["row"].accuracy_drop_pt,
         "pcqat_int4_vs_int8_raw_ratio": pcqat_ratio,
         "searched_met_budget_on_validation": searched["result"].met_budget,
+        "searched_validation_drop_pt": searched["result"].search_drop_pt,
+        "transformer_searched_raw_size_ratio": tr_search["size"]["row"].size_ratio,
+        "transformer_searched_accuracy_drop_pt": tr_search["size"]["row"].accuracy_drop_pt,
         "test_samples": len(x_te),
         "accuracy_data": f"LiteRT on {len(x_te)} held-out test digits (sklearn digits)",
     }
@@ -255,7 +262,9 @@ def main(argv=None) -> int:
             "searches": {
                 name: res["result"].to_dict()
                 for name, res in (("cnn_size", cnn_search["size"]),
-                                  ("cnn_latency", cnn_search["latency"]))
+                                  ("cnn_latency", cnn_search["latency"]),
+                                  ("transformer_size", tr_search["size"]),
+                                  ("transformer_latency", tr_search["latency"]))
             },
             "seconds": time.perf_counter() - start,
         }

@@ -16,9 +16,9 @@ from tflight.precision import (
     list_layers,
     quantize_int4,
     quantize_layers,
-    search,
     sensitivity,
 )
+from tflight.precision_search import search
 
 
 @pytest.fixture(scope="module")

@@ -100,6 +100,7 @@ def quantize(
     from tflight import _io
     from tflight import precision as P
     from tflight.errors import PrecisionBudgetError, PrecisionError
+    from tflight.precision_search import search
 
     x, y = _io.load_xy(data_path, labels=False, error=PrecisionError)
     calibration = None
@@ -118,8 +119,8 @@ def quantize(
                 click.echo(f"plot written to {plot}")
         return
     try:
-        result = P.search(model_path, x, y, max_drop=max_drop, calibration_data=calibration,
-                          objective=objective, profile=profile, choices=words)
+        result = search(model_path, x, y, max_drop=max_drop, calibration_data=calibration,
+                        objective=objective, profile=profile, choices=words)
     except PrecisionBudgetError as e:
         if as_json and e.best is not None:
             click.echo(json.dumps(e.best.to_dict(), indent=2))
