@@ -245,9 +245,12 @@ def test_cli_search_json_and_output(fragile_file, digits, tmp_path):
     assert out.stat().st_size == d["model"]["size"]
     assert d["estimated_latency_ms"]["estimated"] is True
 
-    r = _run("quantize", fragile_file, "--data", data, "--calibration", cal, "--sensitivity-only")
+    png = tmp_path / "sensitivity.png"
+    r = _run("quantize", fragile_file, "--data", data, "--calibration", cal, "--sensitivity-only",
+             "--plot", png)
     assert r.exit_code == 0, r.output
     assert "rank" in r.output and "fragile" in r.output.splitlines()[4]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
@@ -269,3 +272,35 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
     r = CliRunner().invoke(cli, ["quantize", str(tmp_path / "missing.tflite"),
                                  "--data", str(data)])
     assert r.exit_code == 2 and "Error:" in r.output
+
+
+def test_attention_block_without_labels(digits):
+    """A MultiHeadAttention + LayerNormalization block, digits rows as a sequence, no labels."""
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8))
+    h = keras.layers.Dense(16, name="embed")(inp)
+    a = keras.layers.MultiHeadAttention(2, 8, name="mha")(h, h)
+    h = keras.layers.LayerNormalization(name="ln")(h + a)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inp, keras.layers.Dense(10, name="logits")(h), name="attention")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x_train = digits.x_train.reshape(-1, 8, 8)
+    model.fit(x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+    fp32 = converters.convert(model, "fp32").flatbuffer
+    layers = list_layers(fp32)
+    assert len(layers) >= 5 and any("mha" in layer.name for layer in layers), layers
+    x = digits.x_test.reshape(-1, 8, 8)
+    report = sensitivity(fp32, x, calibration_data=x_train[:100], precisions=["int8"])
+    assert report.float_accuracy is None and len(report.ranking) == len(layers) + 1
+    result = search(fp32, x, calibration_data=x_train[:100], max_drop=5.0,
+                    choices=["float", "int8", "int4"])
+    # Without labels the drop is the top-1 disagreement with the float model.
+    assert result.verification.accuracy is None
+    assert result.verification.accuracy_drop_pt == pytest.approx(
+        100 * (1 - result.verification.agreement))
+    assert result.verification.accuracy_drop_pt <= 10.0
+    assert result.model.size < result.model.float_size
