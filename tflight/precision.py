@@ -233,9 +233,10 @@ class _FloatModel:
 
                 model = _io.load_model(model, error=PrecisionError)
         if content is None and path is None:
-            self.source = f"Keras model {getattr(model, 'name', '')!r}"
+            where = "" if self.source == "the model bytes" else f" from {self.source}"
+            self.source = f"Keras model {getattr(model, 'name', '')!r}{where}"
             if _is_qat(model):
-                self.source = f"QAT Keras model {model.name!r} (its float weights)"
+                self.source = f"QAT {self.source} (its float weights)"
                 model = _float_twin_of_qat(model)
             try:
                 content = converters.convert(
