@@ -8,8 +8,8 @@ recipe each layer gets). Three things are built on it:
   float), run the result in LiteRT on the user's data and measure how far its
   output moves from the float model's (SNR, cosine similarity, KL divergence)
   and, with labels, the accuracy drop. Layers are ranked by that error.
-- `tflight.precision_search.search`: the smallest (or, by a device profile's estimate, fastest) model
-  whose accuracy drop on the user's validation data stays within a budget,
+- `tflight.precision_search.search`: the smallest (or, by a device profile's
+  estimate, fastest) model whose accuracy drop on the user's validation data stays within a budget,
   choosing per layer among float, fp16, int16x8, int8 and int4 weights (per
   channel or blockwise). The result is verified in LiteRT against the float
   model on held-out samples the search never saw.
@@ -19,12 +19,14 @@ recipe each layer gets). Three things are built on it:
 
 A "layer" is a TFLite op with a constant weight tensor (CONV_2D,
 DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL, EMBEDDING_LOOKUP,
-TRANSPOSE_CONV). All other ops (pooling, reshapes, softmax, adds, the pieces of
+CONV_2D_TRANSPOSE). Ops litert-quantizer refuses at a precision, or leaves
+float, are reported as such (`LayerSensitivity.supported`,
+`QuantizedModel.unchanged`), never counted as quantized. All other ops (pooling, reshapes, softmax, adds, the pieces of
 a LayerNormalization, ...) form one more group, "other ops", which follows its
 own precision (float, int16x8 or int8).
 
 Calibration (activation ranges) uses its own samples, never the validation
-samples; `search` also keeps verification samples apart from the ones it
+samples; the search also keeps verification samples apart from the ones it
 searches on.
 
 References:
