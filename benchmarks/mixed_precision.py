@@ -143,7 +143,7 @@ def run_model(name, model, data, profile, rows, args):
         choice = "int4" if layer.op in ("FULLY_CONNECTED", "CONV_2D") else "int8"
         try:
             trial = P.quantize_layers(fp32, {layer.name: "int4-block"}, calibration_data=cal)
-            if not trial.unchanged:
+            if not trial.not_as_assigned:
                 choice = "int4-block"
         except tflight.errors.PrecisionError:
             pass

@@ -304,3 +304,30 @@ def test_attention_block_without_labels(digits):
         100 * (1 - result.verification.agreement))
     assert result.verification.accuracy_drop_pt <= 10.0
     assert result.model.size < result.model.float_size
+
+
+def test_layers_not_stored_as_assigned_are_reported(digits):
+    """litert-quantizer stores int4 DEPTHWISE_CONV_2D as int8 and has no blockwise CONV_2D."""
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", name="conv"),
+        keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, name="fc"),
+    ])
+    fp32 = converters.convert(model, "fp32").flatbuffer
+    names = {layer.op: layer.name for layer in list_layers(fp32)}
+    conv, dw, fc = names["CONV_2D"], names["DEPTHWISE_CONV_2D"], names["FULLY_CONNECTED"]
+    q = quantize_layers(fp32, {conv: "int4-block", dw: "int4", fc: "int4"},
+                        calibration_data=digits.x_train[:64])
+    # The blockwise recipe does not apply to CONV_2D, so the int8 recipe of the
+    # other ops (int8 here, since int4 layers need int8 activations) stores it.
+    assert dict(q.not_as_assigned) == {conv: "int8", dw: "int8"}
+    alone = quantize_layers(fp32, {conv: "int4-block"}, calibration_data=digits.x_train[:64])
+    assert dict(alone.not_as_assigned) == {conv: "float32"}
+    assert json.loads(json.dumps(q.to_dict()))["not_stored_as_assigned"][dw] == "int8"

@@ -19,11 +19,12 @@ recipe each layer gets). Three things are built on it:
 
 A "layer" is a TFLite op with a constant weight tensor (CONV_2D,
 DEPTHWISE_CONV_2D, FULLY_CONNECTED, BATCH_MATMUL, EMBEDDING_LOOKUP,
-CONV_2D_TRANSPOSE). Ops litert-quantizer refuses at a precision, or leaves
-float, are reported as such (`LayerSensitivity.supported`,
-`QuantizedModel.unchanged`), never counted as quantized. All other ops (pooling, reshapes, softmax, adds, the pieces of
-a LayerNormalization, ...) form one more group, "other ops", which follows its
-own precision (float, int16x8 or int8).
+CONV_2D_TRANSPOSE). All other ops (pooling, reshapes, softmax, adds, the pieces
+of a LayerNormalization, ...) form one more group, "other ops", which follows
+its own precision (float, int16x8 or int8). A layer litert-quantizer refuses at
+a precision, leaves float or stores in another type is reported as such
+(`LayerSensitivity.supported`, `QuantizedModel.not_as_assigned`), never counted
+as quantized.
 
 Calibration (activation ranges) uses its own samples, never the validation
 samples; the search also keeps verification samples apart from the ones it
@@ -281,7 +282,7 @@ class _FloatModel:
         self.signature = _decode(sig.signatureKey)
         self.input_name = _decode(sig.inputs[0].name)
         layers, other = [], 0
-        for name, scope, params in _ops(model, sig.subgraphIndex):
+        for name, scope, params, _, _ in _ops(model, sig.subgraphIndex):
             if name in _WEIGHT_OPS and params > 0:
                 layers.append(Layer(_short_name(scope), scope, name, params))
             else:
@@ -320,38 +321,77 @@ class _FloatModel:
         return a.astype(np.float32)
 
 
-def _ops(model: Any, subgraph_index: int = 0) -> list[tuple[str, str, int]]:
-    """(op name, litert-quantizer scope, elements of its largest constant float32 input) per op."""
+# TFLite TensorType codes of stored weights, and what each precision stores.
+_FLOAT32, _FLOAT16, _INT8, _INT4 = 0, 1, 9, 17
+_STORED = {
+    Precision.FLOAT: _FLOAT32,
+    Precision.FP16: _FLOAT16,
+    Precision.INT16X8: _INT8,
+    Precision.INT8: _INT8,
+    Precision.INT4: _INT4,
+    Precision.INT4_BLOCK: _INT4,
+}
+_TYPE_NAMES = {_FLOAT32: "float32", _FLOAT16: "float16", _INT8: "int8", _INT4: "int4"}
+
+
+def _ops(model: Any, subgraph_index: int = 0) -> list[tuple[str, str, int, int, int]]:
+    """Per op: (name, litert-quantizer scope, float32 weight elements, weight type, elements).
+
+    The weight is the op's largest constant input, found through a DEQUANTIZE
+    op when the recipe stores it apart (fp16 and weight-only recipes).
+    """
     from litert_quantizer.utils import tfl_flatbuffer_utils as fb
 
     subgraph = model.subgraphs[subgraph_index]
+    producer = {}
+    for op in subgraph.operators:
+        for o in op.outputs:
+            producer[int(o)] = op
+
+    def constant(i: int) -> tuple[int, int] | None:
+        t = subgraph.tensors[i]
+        buf = model.buffers[t.buffer]
+        if buf.data is not None and len(buf.data):
+            return t.type, int(np.prod(t.shape)) if len(t.shape) else 1
+        src = producer.get(i)
+        if src is not None and fb.TFL_OP_CODE_TO_NAME.get(
+            model.operatorCodes[src.opcodeIndex].builtinCode, ""
+        ) == "DEQUANTIZE" and len(src.inputs) and src.inputs[0] >= 0:
+            return constant(int(src.inputs[0]))
+        return None
+
     out = []
     for op in subgraph.operators:
         name = fb.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode, "")
-        params = 0
+        weight = (-1, 0)
         for i in op.inputs:
-            if i < 0:
-                continue
-            t = subgraph.tensors[i]
-            buf = model.buffers[t.buffer]
-            if buf.data is not None and len(buf.data) and t.type == 0:  # FLOAT32 constant
-                params = max(params, int(np.prod(t.shape)) if len(t.shape) else 1)
-        out.append((name, fb.get_op_scope(op, subgraph.tensors), params))
+            if i >= 0 and (c := constant(int(i))) is not None and c[1] > weight[1]:
+                weight = c
+        params = weight[1] if weight[0] == _FLOAT32 else 0
+        out.append((name, fb.get_op_scope(op, subgraph.tensors), params, weight[0], weight[1]))
     return out
 
 
-def _still_float(content: bytes, layers: Sequence[Layer]) -> set[str]:
-    """Names of `layers` whose weights are still float32 constants in `content`.
+def _not_as_requested(
+    content: bytes, layers: Sequence[Layer], requested: Mapping[str, Precision]
+) -> dict[str, str]:
+    """Layers whose weights `content` does not store as `requested`, with what it stores.
 
-    A quantized layer may keep a float bias (weight-only and dynamic recipes),
-    so only a float constant as large as the layer's weights counts.
+    litert-quantizer leaves a layer float when a recipe does not apply to its
+    op (blockwise int4 CONV_2D), and may store another type than asked.
     """
     from litert_quantizer.utils import tfl_flatbuffer_utils as fb
 
     with _quiet():
         model = fb.read_model(memoryview(content))
-    found = {scope: params for name, scope, params in _ops(model) if name in _WEIGHT_OPS}
-    return {layer.name for layer in layers if found.get(layer.scope, 0) == layer.params}
+    stored = {scope: (wtype, n) for _, scope, _, wtype, n in _ops(model)}
+    out = {}
+    for layer in layers:
+        p = requested.get(layer.name, Precision.FLOAT)
+        wtype, n = stored.get(layer.scope, (-1, 0))
+        if n == layer.params and wtype != _STORED[p]:
+            out[layer.name] = _TYPE_NAMES.get(wtype, f"type {wtype}")
+    return out
 
 
 def _decode(s: Any) -> str:
@@ -708,7 +748,8 @@ def _sensitivity(
             elif name == OTHER_OPS:
                 changed = content != fm.content
             else:
-                changed = content != fm.content and name not in _still_float(content, fm.layers)
+                changed = content != fm.content and name not in _not_as_requested(
+                    content, fm.layers, {name: p})
             nan = math.nan
             entries.append(
                 LayerSensitivity(
@@ -925,16 +966,16 @@ class QuantizedModel:
       assignment: precision per layer name (plus `OTHER_OPS`).
       float_size: bytes of the float model it came from.
       verification: the check against the float model, or None.
-      unchanged: layers given a quantized precision that litert-quantizer left
-        float (it does not support that precision for the op, e.g. blockwise
-        int4 CONV_2D); they are float in the file.
+      not_as_assigned: layers whose weights litert-quantizer did not store as
+        assigned, with the type it stored (e.g. blockwise int4 CONV_2D stays
+        "float32", int4 DEPTHWISE_CONV_2D is stored "int8").
     """
 
     flatbuffer: bytes = dataclasses.field(repr=False)
     assignment: Mapping[str, Precision]
     float_size: int
     verification: Verification | None
-    unchanged: tuple[str, ...] = ()
+    not_as_assigned: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -968,7 +1009,7 @@ class QuantizedModel:
             "gzip_size": self.gzip_size,
             "float_size": self.float_size,
             "size_ratio": self.size_ratio,
-            "left_float_by_litert_quantizer": list(self.unchanged),
+            "not_stored_as_assigned": dict(self.not_as_assigned),
             "verification": None if self.verification is None else self.verification.to_dict(),
         }
 
@@ -1033,11 +1074,10 @@ def quantize_layers(
         _check_disjoint(calibration, tx, "`test_data`")
         verification = _verify(fm, content, tx, _labels(ty, len(tx), "`test_data` labels"),
                                "the test data")
-    still_float = _still_float(content, fm.layers)
     full = {n: layers.get(n, Precision.FLOAT) for n in names}
-    unchanged = tuple(n for n, p in full.items() if p is not Precision.FLOAT and n in still_float)
+    not_as_assigned = _not_as_requested(content, fm.layers, full)
     full[OTHER_OPS] = other
-    return QuantizedModel(content, full, len(fm.content), verification, unchanged)
+    return QuantizedModel(content, full, len(fm.content), verification, not_as_assigned)
 
 
 def quantize_int4(
