@@ -16,6 +16,8 @@ __all__ = [
     "DistillationError",
     "BenchmarkError",
     "DeviceError",
+    "PrecisionError",
+    "PrecisionBudgetError",
     "TflightWarning",
 ]
 
@@ -50,6 +52,18 @@ class BenchmarkError(TflightError):
 
 class DeviceError(BenchmarkError):
     """An emulated or physical device could not be set up or used."""
+
+
+class PrecisionError(TflightError):
+    """A mixed-precision analysis or search cannot run on this model or data."""
+
+
+class PrecisionBudgetError(PrecisionError):
+    """No configuration met the accuracy budget; `best` holds the closest one found."""
+
+    def __init__(self, message: str, best: object = None) -> None:
+        super().__init__(message)
+        self.best = best
 
 
 class TflightWarning(UserWarning):

@@ -1,0 +1,333 @@
+"""Mixed precision: sensitivity, the budgeted search, int4 storage, errors, CLI (real LiteRT)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tflight.cli import cli
+from tflight.errors import PrecisionBudgetError, PrecisionError
+from tflight.precision import (
+    OTHER_OPS,
+    Precision,
+    list_layers,
+    quantize_int4,
+    quantize_layers,
+    sensitivity,
+)
+from tflight.precision_search import search
+
+
+@pytest.fixture(scope="module")
+def fragile(models):
+    return models[1]
+
+
+@pytest.fixture(scope="module")
+def plain(models):
+    """The same model before its `fragile` layer got the huge weights."""
+    return models[0]
+
+
+@pytest.fixture(scope="module")
+def models(digits):
+    """A two-branch Functional model whose `fragile` Dense layer breaks under int8.
+
+    Pixel (0, 0) is zero in every digit, so a huge weight on it changes nothing
+    in float; but per-channel int8 scales then follow that weight and round every
+    other weight of the layer to zero.
+    """
+    import keras
+
+    import converters
+
+    assert float(np.abs(digits.x_train[:, 0, 0, 0]).max()) == 0.0
+    assert float(np.abs(digits.x_test[:, 0, 0, 0]).max()) == 0.0
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inp)
+    a = keras.layers.MaxPooling2D(2)(a)
+    a = keras.layers.Flatten()(a)
+    b = keras.layers.Flatten()(inp)
+    b = keras.layers.Dense(32, activation="relu", name="fragile")(b)
+    h = keras.layers.Concatenate()([a, b])
+    h = keras.layers.Dense(32, activation="relu", name="hidden")(h)
+    out = keras.layers.Dense(10, name="logits")(h)
+    model = keras.Model(inp, out, name="two_branch")
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    model.fit(digits.x_train, digits.y_train, epochs=15, batch_size=32, verbose=0)
+    plain = converters.convert(model, "fp32").flatbuffer
+    layer = model.get_layer("fragile")
+    kernel, bias = layer.get_weights()
+    kernel[0, :] = 1e4
+    layer.set_weights([kernel, bias])
+    return plain, converters.convert(model, "fp32").flatbuffer
+
+
+@pytest.fixture(scope="module")
+def fragile_file(fragile, tmp_path_factory):
+    path = tmp_path_factory.mktemp("precision") / "two_branch.tflite"
+    path.write_bytes(fragile)
+    return path
+
+
+def _name(layers, part):
+    (name,) = [layer.name for layer in layers if part in layer.scope]
+    return name
+
+
+def test_layers_are_the_ops_with_weights(fragile):
+    layers = list_layers(fragile)
+    ops = sorted(layer.op for layer in layers)
+    assert ops == ["CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED", "FULLY_CONNECTED"], layers
+    assert {layer.params for layer in layers} >= {64 * 32, 72, 10 * 32}
+
+
+def test_sensitivity_ranks_the_fragile_layer_first(fragile, digits):
+    report = sensitivity(
+        fragile, digits.x_test, digits.y_test,
+        calibration_data=digits.x_train[:200], precisions=["fp16", "int8"],
+    )
+    fragile_name = _name(list_layers(fragile), "fragile")
+    assert report.ranking[0] == fragile_name, report.table()
+    worst = report.get(fragile_name, "int8")
+    assert worst.snr_db < 10 and worst.accuracy_drop_pt > 10, worst
+    # fp16 keeps it (float compute, 1e4 is representable): not a precision-blind ranking.
+    assert report.get(fragile_name, "fp16").accuracy_drop_pt < 1
+    assert report.samples == len(digits.x_test)
+    lines = []
+    report.summary(print_fn=lines.append)
+    assert "one layer quantized at a time" in lines[0] and fragile_name in lines[4]
+    assert json.loads(json.dumps(report.to_dict()))["ranking"][0] == fragile_name
+
+
+def test_search_meets_a_loose_budget_verified_on_held_out_samples(fragile, digits):
+    result = search(
+        fragile, digits.x_test, digits.y_test,
+        calibration_data=digits.x_train[:200], max_drop=2.0,
+    )
+    fragile_name = _name(list_layers(fragile), "fragile")
+    assert result.met_budget and result.search_drop_pt <= 2.0
+    # The int8/int4 versions of `fragile` cost > 10 pt: the search must keep it precise.
+    assert result.assignment[fragile_name] in (Precision.FLOAT, Precision.FP16), result.assignment
+    v = result.verification
+    assert v.samples == len(digits.x_test) // 2 and "held-out" in v.data
+    assert v.accuracy_drop_pt <= 2.0, v
+    assert result.model.size < result.model.float_size / 2
+    # The file it returns runs in LiteRT on its own.
+    import converters
+
+    probs = converters.TFLiteModel(result.model.flatbuffer).predict(digits.x_test)
+    assert probs.shape == (len(digits.x_test), 10)
+    lines = []
+    result.summary(print_fn=lines.append)
+    assert any("estimated, not measured" in line for line in lines)
+    assert any(line.startswith("verified:") for line in lines)
+
+
+def test_impossible_budget_says_so_with_the_best_configuration(fragile, digits):
+    with pytest.raises(PrecisionBudgetError, match="the best found loses") as info:
+        search(fragile, digits.x_test, digits.y_test, calibration_data=digits.x_train[:200],
+               max_drop=1.0, choices=["int8"])
+    best = info.value.best
+    assert best is not None and not best.met_budget
+    # int8 on `fragile` alone loses > 10 pt (see the sensitivity test).
+    assert best.search_drop_pt > 10
+    assert best.assignment[_name(list_layers(fragile), "fragile")] is Precision.INT8
+    assert best.verification.samples > 0
+
+
+def test_int4_file_is_smaller_raw_than_int8_and_runs(plain, digits):
+    import converters
+
+    cal = digits.x_train[:200]
+    int8 = quantize_layers(plain, "int8", calibration_data=cal)
+    int4 = quantize_int4(plain, calibration_data=cal, test_data=(digits.x_test, digits.y_test))
+    # Packed two per byte: about half a byte saved per weight (the file also has
+    # a fixed part, so the ratio of the whole file is smaller on a tiny model).
+    weights = sum(layer.params for layer in list_layers(plain))
+    assert int8.size - int4.size >= 0.45 * weights, (int4.size, int8.size, weights)
+    assert int4.assignment[OTHER_OPS] is Precision.INT8
+    assert int4.verification is not None and int4.verification.samples == len(digits.x_test)
+    out = converters.TFLiteModel(int4.flatbuffer).predict(digits.x_test[:8])
+    assert np.all(np.isfinite(out))
+
+
+def test_int4_conv2d_runs_in_litert(plain, digits):
+    import converters
+
+    cal = digits.x_train[:200]
+    conv = _name(list_layers(plain), "conv")
+    m8 = quantize_layers(plain, {conv: "int8"}, calibration_data=cal)
+    m4 = quantize_layers(plain, {conv: "int4"}, calibration_data=cal)
+    assert m4.size < m8.size  # 72 weights: packed two per byte
+    # Float inputs and outputs are kept.
+    details = converters.TFLiteModel(m4.flatbuffer)
+    assert details.input_details[0]["dtype"] == np.float32
+    assert details.output_details[0]["dtype"] == np.float32
+    mf = converters.TFLiteModel(plain).predict(digits.x_test)
+    got = converters.TFLiteModel(m4.flatbuffer).predict(digits.x_test)
+    assert np.mean(got.argmax(1) == mf.argmax(1)) > 0.9
+
+
+@pytest.mark.slow
+def test_pcqat_int4_storage_beats_int8_raw(digits):
+    import keras
+
+    import converters
+    import tflight
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu", name="fc"),
+        keras.layers.Dense(10, name="logits"),
+    ])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss)
+    model.fit(digits.x_train, digits.y_train, epochs=5, verbose=0)
+    out = tflight.Pipeline([tflight.Prune(sparsity=0.5), tflight.Cluster(n_clusters=16),
+                            tflight.QAT()]).fit(
+        model, digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0,
+        compile={"optimizer": keras.optimizers.Adam(1e-4), "loss": loss})
+    cal = digits.x_train[:200]
+    int8 = converters.convert(out.model, "int8", representative_data=cal)
+    int4 = quantize_int4(out.model, calibration_data=cal, test_data=(digits.x_test, digits.y_test))
+    assert int4.size * 1.5 < int8.size, (int4.size, int8.size)
+    assert int4.verification.accuracy > 0.8, int4.verification
+
+
+def test_bad_data_and_models_give_one_clear_error(fragile, digits, tmp_path):
+    cal = digits.x_train[:100]
+    with pytest.raises(PrecisionError, match=r"shape \(4, 4, 1\).*takes \(8, 8, 1\)"):
+        sensitivity(fragile, digits.x_test[:, :4, :4], calibration_data=cal)
+    with pytest.raises(PrecisionError, match="numeric array"):
+        sensitivity(fragile, np.full((10, 8, 8, 1), "a"), calibration_data=cal)
+    with pytest.raises(PrecisionError, match="labels"):
+        sensitivity(fragile, digits.x_test, digits.y_test[:5], calibration_data=cal)
+    with pytest.raises(PrecisionError, match="also in the validation data"):
+        search(fragile, digits.x_test, digits.y_test, calibration_data=digits.x_test[:50])
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(PrecisionError, match="not a .tflite model"):
+        sensitivity(str(bad), digits.x_test, calibration_data=cal)
+    int8 = quantize_layers(fragile, "int8", calibration_data=cal).flatbuffer
+    with pytest.raises(PrecisionError, match="already quantized"):
+        search(int8, digits.x_test, digits.y_test, calibration_data=cal)
+    with pytest.raises(PrecisionError, match="max_drop"):
+        search(fragile, digits.x_test, digits.y_test, calibration_data=cal, max_drop=-1)
+    with pytest.raises(PrecisionError, match="choices"):
+        search(fragile, digits.x_test, digits.y_test, calibration_data=cal, choices=["int3"])
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_search_json_and_output(fragile_file, digits, tmp_path):
+    data = tmp_path / "val.npz"
+    np.savez(data, x=digits.x_test, y=digits.y_test)
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, x=digits.x_train[:200])
+    out = tmp_path / "mixed.tflite"
+    r = _run("quantize", fragile_file, "--data", data, "--calibration", cal,
+             "--max-drop", "2", "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["met_budget"] and d["model"]["verification"]["accuracy_drop_pt"] <= 2.0
+    assert out.stat().st_size == d["model"]["size"]
+    assert d["estimated_latency_ms"]["estimated"] is True
+
+    png = tmp_path / "sensitivity.png"
+    r = _run("quantize", fragile_file, "--data", data, "--calibration", cal, "--sensitivity-only",
+             "--plot", png)
+    assert r.exit_code == 0, r.output
+    assert "rank" in r.output and "fragile" in r.output.splitlines()[4]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=digits.x_test[:, :4, :4])
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(bad)])
+    assert r.exit_code == 2 and "Error:" in r.output and "Traceback" not in r.output, r.output
+
+    data = tmp_path / "val.npz"
+    np.savez(data, x=digits.x_test, y=digits.y_test)
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                 "--max-drop", "1", "--choices", "int8"])
+    assert r.exit_code == 2, r.output
+    assert "Error: No configuration" in r.output and "best found loses" in r.output
+
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                 "-o", str(fragile_file)])
+    assert r.exit_code == 2 and "write over the input" in r.output
+    r = CliRunner().invoke(cli, ["quantize", str(tmp_path / "missing.tflite"),
+                                 "--data", str(data)])
+    assert r.exit_code == 2 and "Error:" in r.output
+
+
+def test_attention_block_without_labels(digits):
+    """A MultiHeadAttention + LayerNormalization block, digits rows as a sequence, no labels."""
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8))
+    h = keras.layers.Dense(16, name="embed")(inp)
+    a = keras.layers.MultiHeadAttention(2, 8, name="mha")(h, h)
+    h = keras.layers.LayerNormalization(name="ln")(h + a)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inp, keras.layers.Dense(10, name="logits")(h), name="attention")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x_train = digits.x_train.reshape(-1, 8, 8)
+    model.fit(x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+    fp32 = converters.convert(model, "fp32").flatbuffer
+    layers = list_layers(fp32)
+    assert len(layers) >= 5 and any("mha" in layer.name for layer in layers), layers
+    x = digits.x_test.reshape(-1, 8, 8)
+    report = sensitivity(fp32, x, calibration_data=x_train[:100], precisions=["int8"])
+    assert report.float_accuracy is None and len(report.ranking) == len(layers) + 1
+    result = search(fp32, x, calibration_data=x_train[:100], max_drop=5.0,
+                    choices=["float", "int8", "int4"])
+    # Without labels the drop is the top-1 disagreement with the float model.
+    assert result.verification.accuracy is None
+    assert result.verification.accuracy_drop_pt == pytest.approx(
+        100 * (1 - result.verification.agreement))
+    assert result.verification.accuracy_drop_pt <= 10.0
+    assert result.model.size < result.model.float_size
+
+
+def test_layers_not_stored_as_assigned_are_reported(digits):
+    """litert-quantizer stores int4 DEPTHWISE_CONV_2D as int8 and has no blockwise CONV_2D."""
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", name="conv"),
+        keras.layers.DepthwiseConv2D(3, padding="same", name="dw"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, name="fc"),
+    ])
+    fp32 = converters.convert(model, "fp32").flatbuffer
+    names = {layer.op: layer.name for layer in list_layers(fp32)}
+    conv, dw, fc = names["CONV_2D"], names["DEPTHWISE_CONV_2D"], names["FULLY_CONNECTED"]
+    q = quantize_layers(fp32, {conv: "int4-block", dw: "int4", fc: "int4"},
+                        calibration_data=digits.x_train[:64])
+    # The blockwise recipe does not apply to CONV_2D, so the int8 recipe of the
+    # other ops (int8 here, since int4 layers need int8 activations) stores it.
+    assert dict(q.not_as_assigned) == {conv: "int8", dw: "int8"}
+    alone = quantize_layers(fp32, {conv: "int4-block"}, calibration_data=digits.x_train[:64])
+    assert dict(alone.not_as_assigned) == {conv: "float32"}
+    assert json.loads(json.dumps(q.to_dict()))["not_stored_as_assigned"][dw] == "int8"
