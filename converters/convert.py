@@ -110,8 +110,23 @@ class ConversionResult:
         return self.stats.quantized_tensors
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Writes the flatbuffer to `path` atomically; returns the path."""
-        return write_atomic(path, self.flatbuffer)
+        """Writes the flatbuffer to `path` atomically; returns the path.
+
+        For the `edgetpu` target, when `edgetpu_compiler` ran, its output is
+        written too, next to `path` as `<stem>_edgetpu.tflite` (see
+        `compiled_path`).
+        """
+        path = write_atomic(path, self.flatbuffer)
+        compiled = None if self.target_report is None else self.target_report.compiled
+        if compiled is not None:
+            write_atomic(self.compiled_path(path), compiled)
+        return path
+
+    @staticmethod
+    def compiled_path(path: str | os.PathLike) -> Path:
+        """Where `save(path)` writes the Edge TPU compiler's output."""
+        path = Path(path)
+        return path.with_name(f"{path.stem}_edgetpu.tflite")
 
     def load(self, *, num_threads: int | None = None) -> TFLiteModel:
         """The flatbuffer loaded in LiteRT."""

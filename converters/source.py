@@ -243,21 +243,39 @@ def _from_keras(model: Any) -> Source:
             "subclassed or unbuilt models cannot be traced. Build it as a Sequential model "
             "with an Input, as a Functional model, or pass a SavedModel directory."
         )
-    raw_names = [getattr(t, "name", None) for t in inputs]
+    # Models with dict inputs (keras-hub backbones: token_ids, segment_ids,
+    # padding_mask) are called with a dict and their inputs named by key.
+    structure = _structure(model, "input")
+    keys: list[str] | None = None
+    if isinstance(structure, dict):
+        by_id = {id(t): k for k, t in structure.items()}
+        if all(id(t) in by_id for t in inputs):
+            keys = [by_id[id(t)] for t in inputs]
+    raw_names = keys if keys is not None else [getattr(t, "name", None) for t in inputs]
     names = _sanitize(raw_names, "input")
     specs = [
         InputSpec(n, tuple(None if d is None else int(d) for d in t.shape), _np_dtype(t.dtype))
         for n, t in zip(names, inputs, strict=False)
     ]
     n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
-    out_names = [f"output_{i}" for i in range(n_out)]
+    out_structure = _structure(model, "output")
+    out_keys = list(out_structure) if isinstance(out_structure, dict) else None
+    if out_keys is not None and len(out_keys) == n_out:
+        out_names = _sanitize(out_keys, "output")
+    else:
+        out_keys = None
+        out_names = [f"output_{i}" for i in range(n_out)]
     multi_in = len(inputs) > 1
 
     def call(xs: list[Any]) -> dict[str, Any]:
-        y = model(xs if multi_in else xs[0], training=False)
-        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        if keys is not None:
+            y = model(dict(zip(keys, xs, strict=True)), training=False)
+        else:
+            y = model(xs if multi_in else xs[0], training=False)
         if isinstance(y, dict):
-            ys = list(y.values())
+            ys = [y[k] for k in out_keys] if out_keys is not None else list(y.values())
+        else:
+            ys = list(y) if isinstance(y, (list, tuple)) else [y]
         return dict(zip(out_names, ys, strict=False))
 
     rnns: list[Any] = []
@@ -276,6 +294,14 @@ def _from_keras(model: Any) -> Source:
         _keepalive=None,
         _rnns=rnns,
     )
+
+
+def _structure(model: Any, which: str) -> Any:
+    """`model.input` / `model.output` (a tensor, list or dict), or None."""
+    try:
+        return getattr(model, which)
+    except (AttributeError, ValueError):
+        return None
 
 
 def _keras3_rnns(model: Any) -> list[Any]:
