@@ -60,6 +60,7 @@ class RequestOutcome:
         self.crashed: dict[str, str] = {}
         self.not_started: list[str] = []
         self.log = ""
+        self.finished = False
 
 
 class _Worker:
@@ -187,46 +188,66 @@ def run_request(
       A `RequestOutcome`; modes the child crashed on are in `crashed`, modes it
       never reached in `not_started`.
     """
+    global _worker
     result = RequestOutcome()
     with _lock:
         worker = _get_worker()
-        log_start = worker.log_size()
-        current: str | None = None
         try:
-            assert worker.proc.stdin is not None
-            worker.proc.stdin.write((str(directory) + "\n").encode())
-            worker.proc.stdin.flush()
-        except OSError:
-            pass
-        while True:
-            event = worker.read_event()
-            if event is None:
-                code = worker.proc.wait()
-                if current is not None:
-                    result.crashed[current] = _describe_exit(code)
-                break
-            kind = event.get("event")
-            if kind == "start":
-                current = event["mode"]
-                if progress is not None:
-                    progress("start", current)
-            elif kind == "end":
-                if progress is not None:
-                    progress("end", event["mode"])
-                current = None
-            elif kind == "error":
-                result.log += event.get("error", "") + "\n"
-            elif kind == "done":
-                break
-        result.log = worker.read_log(log_start) + result.log
+            _serve(worker, directory, result, progress)
+        except BaseException:
+            # Interrupted mid-request (Ctrl-C, an exception in `progress`):
+            # the child's state is unknown, so it is not reused.
+            worker.proc.kill()
+            worker.close()
+            _worker = None
+            raise
         if not worker.alive():
             worker.close()
-            global _worker
             _worker = None
     for m in modes:
         path = Path(directory) / f"{m}.json"
         if path.exists():
             result.outcomes[m] = json.loads(path.read_text())
+        elif result.finished:
+            result.crashed[m] = "failed without a result"
         elif m not in result.crashed:
             result.not_started.append(m)
     return result
+
+
+def _serve(
+    worker: _Worker,
+    directory: str,
+    result: RequestOutcome,
+    progress: Callable[[str, str], None] | None,
+) -> None:
+    log_start = worker.log_size()
+    current: str | None = None
+    try:
+        assert worker.proc.stdin is not None
+        worker.proc.stdin.write((str(directory) + "\n").encode())
+        worker.proc.stdin.flush()
+    except OSError:
+        pass
+    while True:
+        event = worker.read_event()
+        if event is None:
+            code = worker.proc.wait()
+            if current is not None:
+                result.crashed[current] = _describe_exit(code)
+            break
+        kind = event.get("event")
+        if kind == "start":
+            current = event["mode"]
+            if progress is not None:
+                progress("start", current)
+        elif kind == "end":
+            if progress is not None:
+                progress("end", event["mode"])
+            current = None
+        elif kind == "error":
+            result.log += event.get("error", "") + "\n"
+        elif kind == "done":
+            result.finished = True
+            break
+    result.log = worker.read_log(log_start) + result.log

@@ -616,7 +616,12 @@ def convert_many(
         with _native_output_to_log(logs):
             spec = export.frozen()
             if spec is None:
-                spec = export.saved_model()
+                try:
+                    spec = export.saved_model()
+                except UnsupportedModelError as e:
+                    raise UnsupportedModelError(
+                        f"{e} (tracing and freezing it failed first: {export.frozen_error})"
+                    ) from e
         if source.recurrent_loop:
             for m in [m for m in pending if m.needs_calibration]:
                 pending.remove(m)
@@ -691,6 +696,10 @@ def convert_many(
                     for m in retry:
                         failures[m.value] = _converter_error(m, source, first_errors[m], str(e))
                     retry = []
+            if next_pending == pending:  # the child died before starting any mode
+                for m in next_pending:
+                    failures[m.value] = _crash_error(m, source, "could not start", outcome.log)
+                next_pending = []
             pending = retry + next_pending
     if failures:
         log_path = _keep_log("\n".join(logs))

@@ -41,12 +41,23 @@ def test_a_crash_in_the_only_mode_raises_its_own_error(keras3_cnn, calib, monkey
     assert not isinstance(info.value, errors.PartialConversionError)
 
 
-def test_a_failing_mode_keeps_the_others(keras3_cnn, calib):
+def test_a_failing_mode_keeps_the_others(keras3_cnn, calib, capfd):
     strict = {"int8": converters.Thresholds(min_snr_db=200.0)}
+    events = []
+    capfd.readouterr()
     with pytest.raises(errors.PartialConversionError) as info:
         converters.convert_many(
-            keras3_cnn, ["fp32", "int8"], representative_data=calib, thresholds=strict
+            keras3_cnn,
+            ["fp32", "int8"],
+            representative_data=calib,
+            thresholds=strict,
+            progress=lambda event, mode: events.append((event, mode)),
         )
+    assert events == [("start", "fp32"), ("end", "fp32"), ("start", "int8"), ("end", "int8")]
+    # The converter's and calibrator's chatter stays in their log.
+    out, err = capfd.readouterr()
+    assert "fully_quantize" not in out + err and "inference_type" not in out + err
+    assert "Starting new session" not in err
     e = info.value
     assert list(e.results) == ["fp32"] and list(e.failures) == ["int8"]
     assert isinstance(e.failures["int8"], errors.ValidationError)

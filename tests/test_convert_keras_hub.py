@@ -63,9 +63,9 @@ def test_resnet_backbone_converts():
 
     keras.utils.set_random_seed(0)
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8],
+        input_conv_filters=[64],
         input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[8, 16],
+        stackwise_num_filters=[64, 16],
         stackwise_num_blocks=[1, 1],
         stackwise_num_strides=[1, 2],
         block_type="basic_block",
