@@ -20,7 +20,10 @@ thresholds or input range); with batch-norm statistics taken from data, its
 class scores are near-ties and rounding errors are amplified (even `dynamic`,
 which keeps activations float, misses 15 dB and agrees on 59 % of top-1). A
 trained network has decisive outputs, as real models do; weights and graph
-(and so conversion work) are those of MobileNetV2.
+(and so conversion work) are those of MobileNetV2. Its batch-norm statistics
+are re-estimated from training images after the short training (otherwise
+they stay near their initial values and the network is almost constant, which
+would make any agreement figure hollow).
 
 Medians over `--runs` runs. Sizes are the ratios of the fp32 file over the
 quantized ones. The first call of a process also starts the conversion child
@@ -103,6 +106,17 @@ def _trained_mobilenet_v2(size: int, epochs: int):
         metrics=["accuracy"],
     )
     model.fit(x_train, data.y_train, epochs=epochs, batch_size=32, verbose=0)
+    # A few hundred steps leave the batch-norm moving statistics (momentum
+    # 0.999) near their initial values, so the inference-mode network is
+    # almost constant (10 % test accuracy). Re-estimate them from one batch
+    # of training images, as after any short training.
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(x_train[:512], training=True)
+    for layer, momentum in zip(norms, momenta, strict=True):
+        layer.momentum = momentum
     accuracy = float(model.evaluate(x_test, data.y_test, verbose=0)[1])
     return model, x_train, x_test, accuracy
 

@@ -161,12 +161,12 @@ def convert(
 
     paths = _output_paths(model, out, modes)
     for path in paths.values():
+        check_output(path, [model, calibration, validation])
         if path.suffix.lower() in KERAS_SUFFIXES:
             raise converters.errors.ConversionError(
                 f"-o/--output {str(path)!r} has a Keras suffix; a .tflite file written there "
                 "would pass for a Keras model. Use a .tflite name."
             )
-        check_output(path, [model, calibration, validation])
     thresholds = None
     if min_snr is not None or min_top1 is not None:
         thresholds = {}
@@ -283,6 +283,11 @@ def _report(
             ]
         )
     click.echo(_render_table(rows, header))
+    checked = next((r.validation for r in results.values() if r.validation is not None), None)
+    if checked is not None:
+        where = checked.sample_source.replace("representative_data", "--calibration")
+        where = where.replace("validation_data", "--validation")
+        click.echo(f"validated on {checked.samples} {where} samples")
     for mode, r in results.items():
         if r.target_report is not None:
             for issue in r.target_report.issues:
