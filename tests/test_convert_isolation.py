@@ -218,3 +218,17 @@ def test_cli_validation_advice_names_the_flags(model_file, calib_file, tmp_path)
     assert last.startswith("Error: ") and "--min-snr" in last and "--no-validate" in last
     assert "validate=False" not in last and "-m dynamic" in last
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_cli_json_lists_results_and_failures(model_file, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv(CRASH_HOOK, "fp16")
+    out = tmp_path / "m.tflite"
+    result = _run("convert", model_file, "-o", out, "-m", "fp32,fp16", "--json")
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout)
+    assert [r["mode"] for r in payload["results"]] == ["fp32"]
+    assert "crashed" in payload["failures"]["fp16"]
+    assert (tmp_path / "m_fp32.tflite").exists() and not (tmp_path / "m_fp16.tflite").exists()
+    assert "converting fp32 (1/2)" not in result.output  # no progress when not on a terminal
