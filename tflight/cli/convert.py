@@ -268,6 +268,12 @@ def _report(
     if not results:
         return
     header = ["mode", "size", "gzip", "vs fp32", "ops (by dtype)", "target", "validation", "file"]
+    checked = next((r.validation for r in results.values() if r.validation is not None), None)
+    if checked is not None:
+        # Say which samples the files were checked on (never the calibration ones).
+        where = checked.sample_source.replace("representative_data", "--calibration")
+        where = where.replace("validation_data", "--validation")
+        header[6] = f"validation ({checked.samples} {where} samples)"
     rows = []
     for mode, r in results.items():
         rows.append(
@@ -283,11 +289,6 @@ def _report(
             ]
         )
     click.echo(_render_table(rows, header))
-    checked = next((r.validation for r in results.values() if r.validation is not None), None)
-    if checked is not None:
-        where = checked.sample_source.replace("representative_data", "--calibration")
-        where = where.replace("validation_data", "--validation")
-        click.echo(f"validated on {checked.samples} {where} samples")
     for mode, r in results.items():
         if r.target_report is not None:
             for issue in r.target_report.issues:
