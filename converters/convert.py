@@ -14,20 +14,23 @@ import dataclasses
 import functools
 import gzip
 import io
+import json
 import os
 import struct
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from converters._isolate import run_request
 from converters.analysis import ModelStats, analyze_flatbuffer
 from converters.data import as_arrays, random_inputs
 from converters.errors import (
     ConversionError,
+    PartialConversionError,
     RepresentativeDataError,
     UnsupportedModelError,
 )
@@ -36,7 +39,7 @@ from converters.modes import Mode, Target, parse_mode, parse_target
 from converters.runtime import TFLiteModel
 from converters.source import Source, load_source
 from converters.targets import TargetReport, check_mode, check_model, needs_static_shapes
-from converters.validate import Thresholds, ValidationReport, compare_outputs, default_thresholds
+from converters.validate import Thresholds, ValidationReport, default_thresholds
 
 __all__ = ["ConversionResult", "convert", "convert_many", "write_atomic"]
 
@@ -107,8 +110,23 @@ class ConversionResult:
         return self.stats.quantized_tensors
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Writes the flatbuffer to `path` atomically; returns the path."""
-        return write_atomic(path, self.flatbuffer)
+        """Writes the flatbuffer to `path` atomically; returns the path.
+
+        For the `edgetpu` target, when `edgetpu_compiler` ran, its output is
+        written too, next to `path` as `<stem>_edgetpu.tflite` (see
+        `compiled_path`).
+        """
+        path = write_atomic(path, self.flatbuffer)
+        compiled = None if self.target_report is None else self.target_report.compiled
+        if compiled is not None:
+            write_atomic(self.compiled_path(path), compiled)
+        return path
+
+    @staticmethod
+    def compiled_path(path: str | os.PathLike) -> Path:
+        """Where `save(path)` writes the Edge TPU compiler's output."""
+        path = Path(path)
+        return path.with_name(f"{path.stem}_edgetpu.tflite")
 
     def load(self, *, num_threads: int | None = None) -> TFLiteModel:
         """The flatbuffer loaded in LiteRT."""
@@ -216,16 +234,27 @@ def _resolve_thresholds(thresholds: Any, mode: Mode) -> Thresholds:
     )
 
 
-def _converter_error(mode: Mode, source: Source, e: BaseException) -> ConversionError:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if "error:" in ln), lines[0] if lines else type(e).__name__)
-    hint = ""
+def _hint(mode: Mode, source: Source) -> str:
+    if source.recurrent_loop:
+        return (
+            " The recurrent layers have a free number of time steps, so they stay a loop; "
+            "give the model's Input a fixed sequence length (e.g. keras.Input((T, features))) "
+            "so that they can be unrolled."
+        )
     if mode.needs_calibration:
-        hint = " Some ops have no integer kernels; try mode 'dynamic' or 'fp16'."
-    return UnsupportedModelError(
-        f"The TFLite converter failed on {source.description} in mode {mode.value!r}: "
-        f"{detail[:500]}.{hint}"
-    )
+        return " Some ops have no integer kernels; try mode 'dynamic' or 'fp16'."
+    return ""
+
+
+def _converter_error(
+    mode: Mode, source: Source, first: str, fallback: str | None = None
+) -> ConversionError:
+    text = f"The TFLite converter failed on {source.description} in mode {mode.value!r}: {first[:500]}"
+    if fallback is not None and fallback != first:
+        text += f" (converting through a SavedModel instead failed too: {fallback[:300]})"
+    e = UnsupportedModelError(text.rstrip(".") + "." + _hint(mode, source))
+    e.mode = mode.value
+    return e
 
 
 def _configure(
@@ -319,64 +348,116 @@ def _add_signature(flatbuffer: bytes, input_names: list[str], output_names: list
 class _SharedExport:
     """One trace-and-freeze of the source model, shared by every mode.
 
-    Each mode converts from the frozen function, which skips the SavedModel
-    export and re-import that `from_keras_model` / `from_saved_model` repeat
-    for every conversion. Models the frozen-graph path cannot handle (it fails
-    on some stateful or control-flow graphs) fall back to one SavedModel
-    export, also shared.
+    The model is traced and its variables folded into constants once, here in
+    the caller's process; the frozen graph is written to a file and every mode
+    converts from it in the conversion child process (`converters._worker`),
+    which skips the SavedModel export and re-import that `from_keras_model` /
+    `from_saved_model` repeat for every conversion. Graphs the frozen path
+    cannot handle (it fails on some stateful or control-flow graphs) fall back
+    to one SavedModel export, also shared.
     """
 
     def __init__(self, source: Source, directory: str, *, static_batch: int | None) -> None:
         self.source = source
         self.directory = directory
         self.static_batch = static_batch
-        self._frozen: Any = None
-        self._frozen_error: BaseException | None = None
-        self._saved_model: str | None = None
+        self.frozen_error: str | None = None
+        self._frozen: dict[str, Any] | None = None
+        self._saved_model: dict[str, Any] | None = None
         self.seconds = 0.0
 
-    def _freeze(self) -> Any:
-        if self._frozen is None and self._frozen_error is None:
+    def frozen(self) -> dict[str, Any] | None:
+        """The frozen graph's description for the child, or None if freezing failed."""
+        if self._frozen is None and self.frozen_error is None:
             start = time.perf_counter()
             try:
-                self._frozen = self.source.freeze(static_batch=self.static_batch)
+                fn = self.source.freeze(static_batch=self.static_batch)
+                path = os.path.join(self.directory, "frozen.pb")
+                with open(path, "wb") as f:
+                    f.write(fn.graph.as_graph_def().SerializeToString())
+                self._frozen = {
+                    "kind": "frozen",
+                    "path": path,
+                    "inputs": [t.name for t in fn.inputs],
+                    "outputs": [t.name for t in fn.outputs],
+                }
             except Exception as e:  # noqa: BLE001 - fall back to a SavedModel
-                self._frozen_error = e
+                self.frozen_error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
             self.seconds += time.perf_counter() - start
         return self._frozen
 
-    def _saved_model_dir(self) -> str:
+    def saved_model(self) -> dict[str, Any]:
+        """The SavedModel export's description for the child (exported once)."""
         if self._saved_model is None:
             start = time.perf_counter()
-            self._saved_model = self.source.export(
-                self.directory, static_batch=self.static_batch
-            )
+            path = self.source.export(self.directory, static_batch=self.static_batch)
+            self._saved_model = {"kind": "saved_model", "path": path}
             self.seconds += time.perf_counter() - start
         return self._saved_model
 
-    def convert(self, mode: Mode, **options: Any) -> bytes:
-        import tensorflow as tf
 
-        names = [s.name for s in self.source.inputs]
-        frozen = self._freeze()
-        if frozen is not None:
-            converter = tf.lite.TFLiteConverter.from_concrete_functions(
-                [frozen], trackable_obj=tf.Module()
-            )
-            converter.experimental_lower_to_saved_model = False
-            _configure(converter, mode, input_names=None, **options)
-            try:
-                flatbuffer = _run_converter(converter)
-            except Exception:  # noqa: BLE001 - retried from a SavedModel below
-                pass
-            else:
-                return _add_signature(flatbuffer, names, sorted(self.source.output_names))
-        converter = tf.lite.TFLiteConverter.from_saved_model(self._saved_model_dir())
-        _configure(converter, mode, input_names=names, **options)
-        try:
-            return _run_converter(converter)
-        except Exception as e:  # noqa: BLE001 - the converter raises many types
-            raise _converter_error(mode, self.source, e) from e
+def _save_arrays(path: str, names: list[str], arrays: list[np.ndarray] | Mapping[str, Any]) -> str:
+    if isinstance(arrays, Mapping):
+        np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    else:
+        np.savez(path, **dict(zip(names, arrays, strict=True)))
+    return path
+
+
+@contextlib.contextmanager
+def _native_output_to_log(logs: list[str]) -> Any:
+    """Sends what native code prints to descriptors 1 and 2 (TensorFlow's
+    graph optimizer while freezing) to `logs` instead of the terminal."""
+    import sys
+
+    try:
+        saved = (os.dup(1), os.dup(2))
+    except OSError:
+        yield
+        return
+    fd, path = tempfile.mkstemp(prefix="converters-trace-", suffix=".log")
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (*saved, fd):
+            os.close(f)
+        with contextlib.suppress(OSError):
+            with open(path, errors="replace") as f:
+                logs.append(f.read())
+            os.unlink(path)
+
+
+def _keep_log(text: str) -> str:
+    """Writes the converter's output to a kept log file; returns its path."""
+    fd, path = tempfile.mkstemp(prefix="converters-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+_NOISE = ("cuda", "cuinit", "onednn", "port.cc", "cpu_feature_guard", "absl::initializelog",
+          "single_machine.cc", "devices.cc", "rebuild tensorflow")
+
+
+def _log_tail(text: str, n: int = 3) -> str:
+    """The last few lines of a native log that say something about a failure."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not any(k in ln.lower() for k in _NOISE)]
+    useful = [
+        ln for ln in lines
+        if any(k in ln.lower() for k in ("error", "fatal", "check failed", "abort", "segmentation"))
+    ]
+    return " | ".join(useful[-n:])[:600]
 
 
 def convert_many(
@@ -390,20 +471,28 @@ def convert_many(
     validate: bool = True,
     thresholds: Thresholds | Mapping[Any, Any] | None = None,
     sparse: bool = False,
+    validation_data: Any = None,
     sample_data: Any = None,
+    progress: Callable[[str, str], None] | None = None,
 ) -> dict[str, ConversionResult]:
-    """Converts a model to several modes from a single export.
+    """Converts a model to several modes from a single trace.
 
     Same arguments as `convert`, with `modes` a list of modes (or a
-    comma-separated string). The model is loaded, checked and exported to a
-    SavedModel once; each mode then converts from that export.
+    comma-separated string), and `progress`, called with `("start", mode)` and
+    `("end", mode)` as each mode is converted. The model is loaded, checked,
+    traced and frozen once; each mode then converts from that, in one child
+    process shared by all modes (see `convert`).
 
     Returns:
       A dict from mode word (`"fp32"`, `"int8"`, ...) to `ConversionResult`,
       in the order given.
 
     Raises:
-      The errors of `convert`.
+      PartialConversionError: some modes failed; the ones that converted are
+        in its `results`, each failure (a `ConversionError` naming its mode)
+        in its `failures`. A single requested mode that fails raises its own
+        error instead.
+      The other errors of `convert`, for problems found before any conversion.
 
     Example:
       >>> results = convert_many(model, ["fp32", "int8"], representative_data=x[:100])
@@ -425,15 +514,20 @@ def convert_many(
         for m in mode_list
     }
     limits = {m: _resolve_thresholds(thresholds, m) for m in mode_list} if validate else {}
+    if validation_data is not None and sample_data is not None:
+        raise ConversionError(
+            "Pass `validation_data` or its older name `sample_data`, not both."
+        )
+    validation_data = validation_data if validation_data is not None else sample_data
 
     source = load_source(model)
-    calibration = None
+    given = None
     if representative_data is not None:
-        calibration = as_arrays(
+        given = as_arrays(
             representative_data,
             source.inputs,
             what="representative_data",
-            max_samples=_MAX_CALIBRATION_SAMPLES,
+            max_samples=_MAX_CALIBRATION_SAMPLES + _VALIDATION_SAMPLES,
         )
     elif integer_modes:
         raise RepresentativeDataError(
@@ -451,68 +545,234 @@ def convert_many(
                 f"dimensions besides the batch: {'; '.join(free)}. Give the model fixed input sizes."
             )
 
+    # Validation must not look at the samples calibration was fitted to: with
+    # an integer mode and no `validation_data`, the last quarter of the
+    # representative data (at most 32 samples) is held out from calibration.
+    calibration = given
+    held_out = None
+    if given is not None and integer_modes and validate and validation_data is None:
+        n = given[0].shape[0]
+        n_val = min(_VALIDATION_SAMPLES, n // 4) if n >= 8 else 0
+        if n_val:
+            calibration = [a[: n - n_val] for a in given]
+            held_out = [a[n - n_val :] for a in given]
+    if calibration is not None:
+        calibration = [a[:_MAX_CALIBRATION_SAMPLES] for a in calibration]
+
     samples = None
     reference = None
+    sample_source = ""
+    logs: list[str] = []
     if validate:
-        if sample_data is not None:
+        if validation_data is not None:
             samples = as_arrays(
-                sample_data, source.inputs, what="sample_data", max_samples=_VALIDATION_SAMPLES
+                validation_data, source.inputs, what="validation_data",
+                max_samples=_VALIDATION_SAMPLES,
             )
-            sample_source = "sample_data"
-        elif calibration is not None:
-            samples = [a[:_VALIDATION_SAMPLES] for a in calibration]
-            sample_source = "representative_data"
+            sample_source = "validation_data"
+        elif held_out is not None:
+            samples = held_out
+            sample_source = "held-out representative_data"
+        elif given is not None:
+            samples = [a[:_VALIDATION_SAMPLES] for a in given]
+            sample_source = (
+                "in-sample representative_data" if integer_modes else "representative_data"
+            )
         else:
             samples = random_inputs(source.inputs, _VALIDATION_SAMPLES)
             sample_source = "random"
         try:
-            reference = source.run(samples)
+            with _native_output_to_log([]):
+                reference = source.run(samples)
         except Exception as e:  # noqa: BLE001 - user models raise anything
             raise UnsupportedModelError(
                 f"Running {source.description} on the validation samples failed: {e}"
             ) from e
 
     results: dict[str, ConversionResult] = {}
+    failures: dict[str, ConversionError] = {}
     with tempfile.TemporaryDirectory(prefix="converters-") as tmp:
         export = _SharedExport(
             source, tmp, static_batch=1 if needs_static_shapes(tgt) else None
         )
-        for m in mode_list:
+        names = [i.name for i in source.inputs]
+        common: dict[str, Any] = {
+            "input_names": names,
+            "output_names": list(source.output_names),
+            "sparse": bool(sparse),
+            "sample_source": sample_source,
+            "calibration": None,
+            "samples": None,
+            "reference": None,
+        }
+        if calibration is not None:
+            common["calibration"] = _save_arrays(os.path.join(tmp, "calibration.npz"), names, calibration)
+        if samples is not None and reference is not None:
+            common["samples"] = _save_arrays(os.path.join(tmp, "samples.npz"), names, samples)
+            common["reference"] = _save_arrays(os.path.join(tmp, "reference.npz"), [], reference)
+
+        first_errors: dict[Mode, str] = {}
+        pending = list(mode_list)
+        with _native_output_to_log(logs):
+            spec = export.frozen()
+            if spec is None:
+                try:
+                    spec = export.saved_model()
+                except UnsupportedModelError as e:
+                    raise UnsupportedModelError(
+                        f"{e} (tracing and freezing it failed first: {export.frozen_error})"
+                    ) from e
+        if source.recurrent_loop:
+            for m in [m for m in pending if m.needs_calibration]:
+                pending.remove(m)
+                failures[m.value] = _recurrent_loop_error(m, source)
+        round_no = 0
+        while pending:
+            round_no += 1
+            request_dir = os.path.join(tmp, f"request{round_no}")
+            os.mkdir(request_dir)
+            request = dict(common)
+            request["source"] = spec
+            request["modes"] = [
+                {
+                    "mode": m.value,
+                    "input_dtype": io[m][0],
+                    "output_dtype": io[m][1],
+                    "thresholds": dataclasses.asdict(limits[m]) if validate else None,
+                }
+                for m in pending
+            ]
+            with open(os.path.join(request_dir, "request.json"), "w") as f:
+                json.dump(request, f)
             start = time.perf_counter()
-            in_dt, out_dt = io[m]
-            flatbuffer = export.convert(
-                m,
-                calibration=calibration,
-                input_dtype=in_dt,
-                output_dtype=out_dt,
-                sparse=sparse,
-            )
-            flatbuffer = _reorder_io(
-                flatbuffer, [i.name for i in source.inputs], source.output_names
-            )
-            seconds = time.perf_counter() - start
-            stats = analyze_flatbuffer(flatbuffer)
-            report = check_model(tgt, m, flatbuffer, stats)
-            validation = None
-            if validate:
-                assert samples is not None and reference is not None
-                validation = _validate(
-                    flatbuffer, m, source, samples, reference, limits[m], sample_source
-                )
-                validation.raise_if_failed()
-            results[m.value] = ConversionResult(
-                mode=m,
-                target=tgt,
-                flatbuffer=flatbuffer,
-                stats=stats,
-                validation=validation,
-                target_report=report,
-                input_dtype=in_dt,
-                output_dtype=out_dt,
-                sparse=bool(sparse),
-                seconds=seconds,
-            )
-    return results
+            try:
+                outcome = run_request(request_dir, [m.value for m in pending], progress=progress)
+            except RuntimeError as e:
+                raise ConversionError(str(e)) from e
+            logs.append(outcome.log)
+            elapsed = time.perf_counter() - start
+            retry: list[Mode] = []
+            next_pending: list[Mode] = []
+            for m in pending:
+                if m.value in outcome.crashed:
+                    failures[m.value] = _crash_error(m, source, outcome.crashed[m.value], outcome.log)
+                    continue
+                if m.value in outcome.not_started:
+                    next_pending.append(m)
+                    continue
+                got = outcome.outcomes[m.value]
+                if not got["ok"]:
+                    if got["stage"] == "convert" and spec["kind"] == "frozen":
+                        first_errors[m] = got["error"]
+                        retry.append(m)
+                    elif got["stage"] == "convert":
+                        failures[m.value] = _converter_error(
+                            m, source, first_errors.get(m, export.frozen_error or got["error"]),
+                            got["error"],
+                        )
+                    else:
+                        e = ConversionError(
+                            f"Running the {m.value} model in LiteRT for validation failed: "
+                            f"{got['error']}"
+                        )
+                        e.mode = m.value
+                        failures[m.value] = e
+                    continue
+                flatbuffer = (Path(request_dir) / f"{m.value}.tflite").read_bytes()
+                try:
+                    results[m.value] = _result(
+                        m, tgt, flatbuffer, got, io[m], sparse,
+                        seconds=got.get("seconds", elapsed / max(1, len(pending)))
+                        + (export.seconds if not results and not failures else 0.0),
+                    )
+                except ConversionError as e:
+                    e.mode = e.mode or m.value
+                    failures[m.value] = e
+            if retry:
+                try:
+                    with _native_output_to_log(logs):
+                        spec = export.saved_model()
+                except UnsupportedModelError as e:
+                    for m in retry:
+                        failures[m.value] = _converter_error(m, source, first_errors[m], str(e))
+                    retry = []
+            if next_pending == pending:  # the child died before starting any mode
+                for m in next_pending:
+                    failures[m.value] = _crash_error(m, source, "could not start", outcome.log)
+                next_pending = []
+            pending = retry + next_pending
+    if failures:
+        log_path = _keep_log("\n".join(logs))
+        for e in failures.values():
+            e.log_path = log_path
+    ordered = {m.value: results[m.value] for m in mode_list if m.value in results}
+    if failures:
+        if len(mode_list) == 1:
+            raise next(iter(failures.values()))
+        raise PartialConversionError(
+            ordered, {m.value: failures[m.value] for m in mode_list if m.value in failures}
+        )
+    return ordered
+
+
+def _recurrent_loop_error(mode: Mode, source: Source) -> ConversionError:
+    e = UnsupportedModelError(
+        f"Mode {mode.value!r} cannot convert {source.description}: its recurrent layers have a "
+        "free number of time steps, so they stay a WHILE loop, and TensorFlow's int8 calibrator "
+        "crashes on that loop. Give the Input a fixed sequence length (e.g. "
+        "keras.Input((T, features))) so that they are unrolled, or use mode 'fp32', 'fp16' or "
+        "'dynamic'."
+    )
+    e.mode = mode.value
+    return e
+
+
+def _crash_error(mode: Mode, source: Source, how: str, log: str) -> ConversionError:
+    tail = _log_tail(log)
+    hint = (
+        " Integer calibration runs the model in TensorFlow's calibrator, which crashes on some "
+        "graphs: try mode 'dynamic' or 'fp16'."
+        if mode.needs_calibration
+        else ""
+    )
+    e = ConversionError(
+        f"The converter process {how} while converting {source.description} in mode "
+        f"{mode.value!r}; the other modes are not affected."
+        + (f" Its last output: {tail}." if tail else "")
+        + hint
+    )
+    e.mode = mode.value
+    return e
+
+
+def _result(
+    m: Mode,
+    tgt: Target,
+    flatbuffer: bytes,
+    got: Mapping[str, Any],
+    io: tuple[str, str],
+    sparse: bool,
+    *,
+    seconds: float,
+) -> ConversionResult:
+    stats = analyze_flatbuffer(flatbuffer)
+    report = check_model(tgt, m, flatbuffer, stats)
+    validation = None
+    if got.get("validation") is not None:
+        validation = ValidationReport.from_dict(got["validation"])
+        validation.raise_if_failed()
+    return ConversionResult(
+        mode=m,
+        target=tgt,
+        flatbuffer=flatbuffer,
+        stats=stats,
+        validation=validation,
+        target_report=report,
+        input_dtype=io[0],
+        output_dtype=io[1],
+        sparse=bool(sparse),
+        seconds=seconds,
+    )
 
 
 def _reorder_io(flatbuffer: bytes, input_names: list[str], output_names: list[str]) -> bytes:
@@ -553,34 +813,6 @@ def _reorder_io(flatbuffer: bytes, input_names: list[str], output_names: list[st
     return bytes(buf)
 
 
-def _validate(
-    flatbuffer: bytes,
-    mode: Mode,
-    source: Source,
-    samples: list[np.ndarray],
-    reference: Mapping[str, np.ndarray],
-    thresholds: Thresholds,
-    sample_source: str,
-) -> ValidationReport:
-    tfl = TFLiteModel(flatbuffer, _trusted=True)
-    # The export names the signature inputs after the source's inputs, so
-    # feeding by name is independent of the order the converter chose.
-    feed = {spec.name: a for spec, a in zip(source.inputs, samples, strict=False)}
-    if set(feed) != set(tfl.input_names):
-        feed = dict(zip(tfl.input_names, samples, strict=False))
-    out = tfl.predict(feed, batch_size=_VALIDATION_SAMPLES)
-    outs = out if isinstance(out, list) else [out]
-    converted = dict(zip(tfl.output_names, outs, strict=False))
-    missing = [k for k in reference if k not in converted]
-    if missing:
-        raise ConversionError(
-            f"The converted model has outputs {sorted(converted)}, expected {sorted(reference)}."
-        )
-    return compare_outputs(
-        reference, converted, mode=mode, thresholds=thresholds, sample_source=sample_source
-    )
-
-
 def convert(
     model: Any,
     mode: Mode | str = "fp32",
@@ -592,15 +824,28 @@ def convert(
     validate: bool = True,
     thresholds: Thresholds | Mapping[Any, Any] | None = None,
     sparse: bool = False,
+    validation_data: Any = None,
     sample_data: Any = None,
 ) -> ConversionResult:
     """Converts a Keras model or SavedModel to a checked `.tflite` flatbuffer.
 
-    The model is exported once to a SavedModel, converted with
+    The model is traced and frozen once, converted with
     `tf.lite.TFLiteConverter` in the requested mode, checked against the
     target's constraints and (unless `validate=False`) run in LiteRT on sample
     inputs and compared with the source model. The source model is never
     modified.
+
+    The converter, its int8 calibrator and the LiteRT validation run in a
+    child process (started once per Python process and reused): a native
+    crash there (SIGSEGV, abort) becomes a `ConversionError` naming the mode,
+    and their console output goes to a log, kept and named in the error
+    (`error.log_path`) when a mode fails, instead of the terminal.
+
+    Keras 3 LSTM / GRU / SimpleRNN layers (also in Bidirectional) with a fixed
+    number of time steps are traced unrolled, so every mode converts them
+    with builtin ops; with a free number of time steps they stay a loop,
+    traced with batch size 1, which the float modes convert and the integer
+    modes refuse with an explanation.
 
     Args:
       model: a tf_keras model, a Keras 3 Sequential/Functional model, or a path
@@ -620,8 +865,14 @@ def convert(
         defaults per mode from `default_thresholds`.
       sparse: store weights in TFLite's sparse format
         (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), worth it for pruned models.
-      sample_data: inputs for validation; defaults to the first 32
-        representative samples, or to uniform random inputs.
+      validation_data: inputs for validation (at most 32 samples are used),
+        in the forms `representative_data` takes. Without it, an integer
+        mode holds out the last quarter of `representative_data` (at most 32
+        samples, if it has at least 8) from calibration and validates on
+        those; a float mode validates on the first 32 representative samples,
+        or on uniform random inputs. `result.validation.sample_source` says
+        which.
+      sample_data: the older name of `validation_data`.
 
     Returns:
       A `ConversionResult`.
@@ -654,6 +905,7 @@ def convert(
         validate=validate,
         thresholds=thresholds,
         sparse=sparse,
+        validation_data=validation_data,
         sample_data=sample_data,
     )
     return next(iter(results.values()))

@@ -16,11 +16,21 @@ __all__ = [
     "ValidationError",
     "TargetError",
     "ConversionWarning",
+    "PartialConversionError",
 ]
 
 
 class ConversionError(Exception):
-    """Base class of every error raised by `converters`."""
+    """Base class of every error raised by `converters`.
+
+    Attributes:
+      mode: the conversion mode the error concerns (a mode word), or None.
+      log_path: a file holding the converter's own output for this failure
+        (kept for the user to read), or None.
+    """
+
+    mode: str | None = None
+    log_path: str | None = None
 
 
 class ModelLoadError(ConversionError):
@@ -40,7 +50,16 @@ class UnsupportedModelError(ConversionError):
 
 
 class ValidationError(ConversionError):
-    """The converted model disagrees with the source model beyond the thresholds."""
+    """The converted model disagrees with the source model beyond the thresholds.
+
+    Attributes:
+      report: the `ValidationReport` that failed, or None.
+      finding: the message without the advice (what disagreed, by how much),
+        for front ends that give their own advice.
+    """
+
+    report = None
+    finding: str = ""
 
 
 class TargetError(ConversionError):
@@ -49,3 +68,26 @@ class TargetError(ConversionError):
 
 class ConversionWarning(UserWarning):
     """A conversion succeeded but something deserves the user's attention."""
+
+
+class PartialConversionError(ConversionError):
+    """Some modes of a `convert_many` call converted, others failed.
+
+    Nothing is lost: the modes that converted are in `results`, each failure
+    (with its own message, naming its mode) in `failures`.
+
+    Attributes:
+      results: mode word -> `ConversionResult` of every mode that succeeded.
+      failures: mode word -> the `ConversionError` of every mode that failed.
+    """
+
+    def __init__(self, results: dict, failures: dict) -> None:
+        self.results = dict(results)
+        self.failures = dict(failures)
+        done = ", ".join(results) or "none"
+        lines = [
+            f"{len(failures)} of {len(results) + len(failures)} modes failed "
+            f"(converted: {done}):"
+        ]
+        lines.extend(f"  {m}: {e}" for m, e in failures.items())
+        super().__init__("\n".join(lines))

@@ -60,6 +60,13 @@ class Source:
     _variables: list[Any]
     _saved_model_dir: str | None = None
     _keepalive: Any = None
+    _rnns: list[Any] = dataclasses.field(default_factory=list)
+    recurrent: str | None = None
+
+    @property
+    def recurrent_loop(self) -> bool:
+        """Whether recurrent layers are traced as a loop (free number of time steps)."""
+        return self.recurrent == "loop"
 
     def run(self, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Runs the source model on numpy inputs; returns outputs by signature name."""
@@ -70,24 +77,54 @@ class Source:
         return {k: np.asarray(v) for k, v in out.items()}
 
     def _serving_function(self, static_batch: int | None) -> tuple[Any, Any]:
-        """A traced serving function with one named argument per input."""
+        """A traced serving function with one named argument per input.
+
+        Keras 3 recurrent layers (LSTM, GRU, SimpleRNN, also inside
+        Bidirectional) are traced unrolled over their fixed number of time
+        steps: the result is plain FULLY_CONNECTED / LOGISTIC / TANH / MUL /
+        ADD ops, which every mode (int8 included) has kernels for. Keras 3's
+        symbolic loop would otherwise become a TensorList whose element shape
+        holds the free batch dimension, which the converter refuses. With a
+        free number of time steps nothing can be unrolled: the loop is then
+        traced with batch size 1, which the float modes convert.
+        """
         import tensorflow as tf
 
-        specs = [
-            tf.TensorSpec(
-                (static_batch, *s.shape[1:]) if static_batch else s.shape,
-                tf.as_dtype(s.dtype),
-                name=s.name,
-            )
-            for s in self.inputs
-        ]
         call = self._call
 
-        @tf.function(input_signature=specs, autograph=False)
-        def serve(*xs):
-            return call(list(xs))
+        def trace(batch: int | None) -> tuple[Any, Any]:
+            specs = [
+                tf.TensorSpec(
+                    (batch, *s.shape[1:]) if batch else s.shape,
+                    tf.as_dtype(s.dtype),
+                    name=s.name,
+                )
+                for s in self.inputs
+            ]
 
-        return serve, serve.get_concrete_function()
+            @tf.function(input_signature=specs, autograph=False)
+            def serve(*xs):
+                return call(list(xs))
+
+            return serve, serve.get_concrete_function()
+
+        if not self._rnns:
+            return trace(static_batch)
+        saved = [(layer, layer.unroll) for layer in self._rnns]
+        try:
+            for layer, _ in saved:
+                layer.unroll = True
+            traced = trace(static_batch)
+            self.recurrent = "unrolled"
+            return traced
+        except ValueError as e:
+            if "unroll" not in str(e).lower():
+                raise
+        finally:
+            for layer, unroll in saved:
+                layer.unroll = unroll
+        self.recurrent = "loop"
+        return trace(static_batch or 1)
 
     def freeze(self, *, static_batch: int | None = None) -> Any:
         """Traces the model once and folds its variables into constants.
@@ -206,25 +243,45 @@ def _from_keras(model: Any) -> Source:
             "subclassed or unbuilt models cannot be traced. Build it as a Sequential model "
             "with an Input, as a Functional model, or pass a SavedModel directory."
         )
-    raw_names = [getattr(t, "name", None) for t in inputs]
+    # Models with dict inputs (keras-hub backbones: token_ids, segment_ids,
+    # padding_mask) are called with a dict and their inputs named by key.
+    structure = _structure(model, "input")
+    keys: list[str] | None = None
+    if isinstance(structure, dict):
+        by_id = {id(t): k for k, t in structure.items()}
+        if all(id(t) in by_id for t in inputs):
+            keys = [by_id[id(t)] for t in inputs]
+    raw_names = keys if keys is not None else [getattr(t, "name", None) for t in inputs]
     names = _sanitize(raw_names, "input")
     specs = [
         InputSpec(n, tuple(None if d is None else int(d) for d in t.shape), _np_dtype(t.dtype))
         for n, t in zip(names, inputs, strict=False)
     ]
     n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
-    out_names = [f"output_{i}" for i in range(n_out)]
+    out_structure = _structure(model, "output")
+    out_keys = list(out_structure) if isinstance(out_structure, dict) else None
+    if out_keys is not None and len(out_keys) == n_out:
+        out_names = _sanitize(out_keys, "output")
+    else:
+        out_keys = None
+        out_names = [f"output_{i}" for i in range(n_out)]
     multi_in = len(inputs) > 1
 
     def call(xs: list[Any]) -> dict[str, Any]:
-        y = model(xs if multi_in else xs[0], training=False)
-        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        if keys is not None:
+            y = model(dict(zip(keys, xs, strict=True)), training=False)
+        else:
+            y = model(xs if multi_in else xs[0], training=False)
         if isinstance(y, dict):
-            ys = list(y.values())
+            ys = [y[k] for k in out_keys] if out_keys is not None else list(y.values())
+        else:
+            ys = list(y) if isinstance(y, (list, tuple)) else [y]
         return dict(zip(out_names, ys, strict=False))
 
+    rnns: list[Any] = []
     if kind == "keras3":
         variables = [v.value for v in model.variables]
+        rnns = _keras3_rnns(model)
     else:
         variables = list(model.variables)
     return Source(
@@ -235,7 +292,41 @@ def _from_keras(model: Any) -> Source:
         _call=call,
         _variables=variables,
         _keepalive=None,
+        _rnns=rnns,
     )
+
+
+def _structure(model: Any, which: str) -> Any:
+    """`model.input` / `model.output` (a tensor, list or dict), or None."""
+    try:
+        return getattr(model, which)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _keras3_rnns(model: Any) -> list[Any]:
+    """Every Keras 3 recurrent layer in `model`, nested ones included."""
+    import keras
+
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(layer: Any) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.RNN):
+            found.append(layer)
+        for child in getattr(layer, "_layers", None) or []:
+            walk(child)
+        for attr in ("forward_layer", "backward_layer", "layer"):
+            child = getattr(layer, attr, None)
+            if isinstance(child, keras.layers.Layer):
+                walk(child)
+
+    for layer in getattr(model, "layers", []):
+        walk(layer)
+    return found
 
 
 def _load_path(path: Path) -> Source:

@@ -32,6 +32,15 @@ EDGETPU_OPS = frozenset(
     SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM TANH TRANSPOSE TRANSPOSE_CONV""".split()
 )
 
+# Operators the NPU compiler plug-ins of LiteRT (Qualcomm QNN, MediaTek
+# NeuroPilot) are commonly able to place on the accelerator: the Edge TPU set
+# plus the ops of current vision and transformer models. An op outside it is
+# reported (it may run on the CPU), not refused.
+NPU_OPS = EDGETPU_OPS | frozenset(
+    """BATCH_MATMUL CAST DEQUANTIZE DIV ELU EMBEDDING_LOOKUP EXP GELU LEAKY_RELU LOG_SOFTMAX
+    POW REDUCE_PROD SELECT SELECT_V2 SQRT SQUARE SUM""".split()
+)
+
 _TARGET_MODES = {
     Target.CPU: tuple(Mode),
     Target.GPU: (Mode.FP32, Mode.FP16, Mode.DYNAMIC, Mode.INT8),
@@ -56,12 +65,15 @@ class TargetReport:
         (ops that fall back to the CPU, delegate warnings).
       issues: one sentence per problem found.
       notes: facts worth knowing (compiler output, kernels used).
+      compiled: the Edge TPU compiler's `_edgetpu.tflite` output, if
+        `edgetpu_compiler` is on PATH and ran; None otherwise.
     """
 
     target: Target
     compatible: bool
     issues: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    compiled: bytes | None = dataclasses.field(default=None, repr=False)
 
     def short(self) -> str:
         if self.compatible:
@@ -74,6 +86,7 @@ class TargetReport:
             "compatible": self.compatible,
             "issues": list(self.issues),
             "notes": list(self.notes),
+            "compiled_size": None if self.compiled is None else len(self.compiled),
         }
 
 
@@ -162,9 +175,30 @@ def check_model(
             f"dimensions: {'; '.join(free)}. Give the model fixed input sizes."
         )
     if target is Target.NPU:
+        # A static check, no compiler: builtin ops only (refused otherwise),
+        # static shapes (refused above), integer models computing in integer,
+        # and ops in the set NPU plug-ins commonly place (NPU_OPS).
         if custom:
             raise TargetError(
                 f"Target 'npu' needs builtin ops only; the model has {', '.join(custom)}."
+            )
+        if mode.needs_calibration:
+            float_ops = sorted(
+                op
+                for op, by in stats.op_dtypes.items()
+                if any(d in ("float32", "float16", "hybrid") for d in by)
+                and op not in ("QUANTIZE", "DEQUANTIZE")
+            )
+            if float_ops:
+                issues.append(
+                    f"ops computing in float in a {mode.value} model (an NPU runs them on the "
+                    f"CPU, or not at all): {', '.join(float_ops)}"
+                )
+        unknown = sorted(op for op in stats.ops if op not in NPU_OPS)
+        if unknown:
+            issues.append(
+                f"ops outside the set NPU compilers commonly accelerate (they may fall back to "
+                f"the CPU): {', '.join(unknown)}"
             )
         sdks = [
             name
@@ -176,9 +210,10 @@ def check_model(
         else:
             notes.append(
                 "no NPU vendor SDK (ai-edge-litert-sdk-qualcomm / -mediatek) is installed: "
-                "ahead-of-time compilation was not attempted, constraints checked statically"
+                "ahead-of-time compilation was not attempted; checked statically: builtin ops, "
+                "static shapes, integer compute for integer modes, known NPU ops"
             )
-        return TargetReport(target, True, (), tuple(notes))
+        return TargetReport(target, not issues, tuple(issues), tuple(notes))
 
     # Edge TPU.
     float_io = [t.name for t in (*stats.inputs, *stats.outputs) if t.dtype not in ("int8", "uint8")]
@@ -203,14 +238,16 @@ def check_model(
             f"ops the Edge TPU does not run (the compiler leaves them, and everything after "
             f"the first, on the CPU): {', '.join(cpu_ops)}"
         )
-    notes.append(_run_edgetpu_compiler(content))
-    return TargetReport(target, not issues, tuple(issues), tuple(notes))
+    note, compiled = _run_edgetpu_compiler(content)
+    notes.append(note)
+    return TargetReport(target, not issues, tuple(issues), tuple(notes), compiled)
 
 
-def _run_edgetpu_compiler(content: bytes) -> str:
+def _run_edgetpu_compiler(content: bytes) -> tuple[str, bytes | None]:
+    """Runs `edgetpu_compiler` if it is on PATH; returns (note, compiled model)."""
     exe = shutil.which("edgetpu_compiler")
     if exe is None:
-        return "edgetpu_compiler is not on PATH: constraints checked statically"
+        return "edgetpu_compiler is not on PATH: constraints checked statically", None
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "model.tflite")
         with open(src, "wb") as f:
@@ -226,5 +263,16 @@ def _run_edgetpu_compiler(content: bytes) -> str:
             raise TargetError(
                 f"edgetpu_compiler rejected the model: {tail[0] if tail else proc.returncode}"
             )
-        mapped = [ln.strip() for ln in proc.stdout.splitlines() if "mapped to Edge TPU" in ln]
-        return "edgetpu_compiler: " + ("; ".join(mapped) or "compiled")
+        mapped = [
+            ln.strip()
+            for ln in proc.stdout.splitlines()
+            if "mapped to Edge TPU" in ln or "will run on Edge TPU" in ln
+        ]
+        out = os.path.join(tmp, "model_edgetpu.tflite")
+        if not os.path.isfile(out):
+            raise TargetError(
+                "edgetpu_compiler reported success but wrote no model_edgetpu.tflite."
+            )
+        with open(out, "rb") as f:
+            compiled = f.read()
+        return "edgetpu_compiler: " + ("; ".join(mapped) or "compiled"), compiled

@@ -90,8 +90,11 @@ class ValidationReport:
     Attributes:
       mode: the conversion mode.
       samples: number of samples compared.
-      sample_source: where the samples came from (`"sample_data"`,
-        `"representative_data"` or `"random"`).
+      sample_source: where the samples came from: `"validation_data"` (given
+        by the caller), `"held-out representative_data"` (representative
+        samples not used for calibration), `"representative_data"` (no mode
+        was calibrated, or too few samples to hold any out: then
+        `"in-sample representative_data"`), or `"random"`.
       thresholds: the pass marks applied.
       outputs: one comparison per output.
       failures: what failed, one sentence each (empty if passed).
@@ -154,15 +157,52 @@ class ValidationReport:
             "failures": list(self.failures),
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ValidationReport:
+        """The inverse of `to_dict`."""
+        return cls(
+            mode=Mode(d["mode"]),
+            samples=int(d["samples"]),
+            sample_source=str(d["sample_source"]),
+            thresholds=Thresholds(**d["thresholds"]),
+            outputs=tuple(
+                OutputComparison(
+                    name=o["name"],
+                    snr_db=float(o["snr_db"]),
+                    max_abs_error=float(o["max_abs_error"]),
+                    mean_abs_error=float(o["mean_abs_error"]),
+                    top1=None if o["top1"] is None else float(o["top1"]),
+                )
+                for o in d["outputs"]
+            ),
+            failures=tuple(d["failures"]),
+        )
+
+    def finding(self) -> str:
+        """One sentence: what disagreed and by how much (no advice)."""
+        return (
+            f"The {self.mode.value} model disagrees with the source model on "
+            f"{self.samples} {self.sample_source} samples: " + "; ".join(self.failures) + "."
+        )
+
     def raise_if_failed(self) -> None:
         """Raises `ValidationError` naming each threshold missed and by how much."""
         if self.failures:
-            raise ValidationError(
-                f"The {self.mode.value} model disagrees with the source model on "
-                f"{self.samples} {self.sample_source} samples: " + "; ".join(self.failures)
-                + ". Loosen `thresholds`, give calibration data closer to real inputs, "
-                "or pass validate=False to skip the check."
+            advice = (
+                f" Loosen `thresholds` (e.g. {{{self.mode.value!r}: Thresholds(min_snr_db=...)}}), "
+                "give calibration data closer to real inputs, or pass validate=False to skip "
+                "the check."
             )
+            if self.mode is Mode.INT8:
+                advice += (
+                    " Mode 'dynamic' keeps activations in float and often agrees where int8 "
+                    "does not (e.g. a model whose quantization-aware training kept layers float)."
+                )
+            e = ValidationError(self.finding() + advice)
+            e.report = self
+            e.finding = self.finding()
+            e.mode = self.mode.value
+            raise e
 
 
 def _fmt_db(x: float) -> str:

@@ -72,7 +72,10 @@ def test_each_mode_converts_validates_and_runs(
     else:
         assert not r.quantized_tensors
     assert r.validation is not None and r.validation.passed
-    assert r.validation.samples == 32
+    # One call calibrates every integer mode once; all modes validate on the
+    # quarter of the 32 representative samples held out from calibration.
+    assert r.validation.samples == 8
+    assert r.validation.sample_source == "held-out representative_data"
     # The file round-trips and predicts like the source model on held-out data.
     path = r.save(tmp_path / "m.tflite")
     model = converters.TFLiteModel(path)
@@ -314,13 +317,25 @@ def test_int8_io_and_predict_quantizes(keras3_cnn, calib, digits):
         model.predict(np.zeros((2, 4, 4, 1), np.float32))
 
 
-def test_edgetpu_target(keras3_cnn, calib):
+def test_edgetpu_target(keras3_cnn, calib, tmp_path):
+    import shutil
+
     r = converters.convert(keras3_cnn, "int8", representative_data=calib, target="edgetpu")
     assert r.input_dtype == r.output_dtype == "int8"
     assert r.stats.inputs[0].shape_signature == (1, 8, 8, 1)
     assert r.target_report.compatible
-    assert any("edgetpu_compiler" in n for n in r.target_report.notes)
     assert not any(d in ("float32", "hybrid") for by in r.op_dtypes.values() for d in by)
+    saved = r.save(tmp_path / "m.tflite")
+    compiled = converters.ConversionResult.compiled_path(saved)
+    if shutil.which("edgetpu_compiler") is None:
+        assert r.target_report.notes == (
+            "edgetpu_compiler is not on PATH: constraints checked statically",
+        )
+        assert r.target_report.compiled is None and not compiled.exists()
+    else:
+        assert r.target_report.notes[0].startswith("edgetpu_compiler: ")
+        assert compiled.read_bytes() == r.target_report.compiled
+        assert r.target_report.compiled[4:8] == b"TFL3"
     # A fixed-batch model still predicts any number of samples.
     assert r.load().predict(calib[:5]).shape == (5, 10)
     with pytest.raises(errors.TargetError, match="int8 or uint8 inputs"):
@@ -330,12 +345,27 @@ def test_edgetpu_target(keras3_cnn, calib):
 
 
 def test_gpu_and_npu_targets(keras3_cnn, calib):
+    import dataclasses
+
+    from converters.targets import check_model
+
     gpu = converters.convert(keras3_cnn, "fp16", target="gpu")
     assert gpu.target_report.target is converters.Target.GPU
     assert gpu.target_report.compatible
     npu = converters.convert(keras3_cnn, "int8", representative_data=calib, target="npu")
     assert npu.stats.inputs[0].shape_signature == (1, 8, 8, 1)
-    assert npu.target_report.compatible
+    assert npu.target_report.compatible and not npu.target_report.issues
+    # The same file, with one op said to compute in float and one op no NPU
+    # compiler knows: both are reported and the model is not compatible.
+    op_dtypes = dict(npu.stats.op_dtypes)
+    op_dtypes["CONV_2D"] = {"float32": 1}
+    stats = dataclasses.replace(
+        npu.stats, op_dtypes=op_dtypes, ops={**npu.stats.ops, "RFFT2D": 1}
+    )
+    report = check_model(converters.Target.NPU, converters.Mode.INT8, npu.flatbuffer, stats)
+    assert not report.compatible
+    assert any("computing in float" in i and "CONV_2D" in i for i in report.issues)
+    assert any("RFFT2D" in i for i in report.issues)
     with pytest.raises(errors.TargetError, match="NPU compilers"):
         converters.convert(keras3_cnn, "dynamic", target="npu")
 

@@ -119,6 +119,17 @@ def _render_table(rows: list[list[str]], header: list[str]) -> str:
 @click.option("--input-dtype", type=click.Choice(_IO_DTYPES), default=None, help="Dtype of the .tflite inputs.")
 @click.option("--output-dtype", type=click.Choice(_IO_DTYPES), default=None, help="Dtype of the .tflite outputs.")
 @click.option("--sparse", is_flag=True, help="Store weights in TFLite's sparse format (pruned models).")
+@click.option(
+    "--validation",
+    metavar="FILE",
+    default=None,
+    help="Inputs to validate on (.npy/.npz, like --calibration). Default: the last quarter of "
+    "--calibration (at most 32 samples), held out from calibration.",
+)
+@click.option("--min-snr", type=float, default=None, metavar="DB",
+              help="Lowest SNR (dB) every output must reach (default per mode).")
+@click.option("--min-top1", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
+              help="Lowest top-1 agreement with MODEL for classifier outputs (default per mode).")
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with the source model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def convert(
@@ -130,48 +141,139 @@ def convert(
     input_dtype: str | None,
     output_dtype: str | None,
     sparse: bool,
+    validation: str | None,
+    min_snr: float | None,
+    min_top1: float | None,
     no_validate: bool,
     as_json: bool,
 ) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel directory) to verified .tflite files.
 
-    Each mode is converted from one shared export, checked against the target
-    and, unless --no-validate, run in LiteRT and compared with MODEL.
+    Each mode is converted from one shared trace, checked against the target
+    and, unless --no-validate, run in LiteRT and compared with MODEL on inputs
+    calibration did not see. If some modes fail, the others are still written,
+    each failure is reported on one line, and the exit code is 2.
     """
+    import sys
+
     import converters
+    from converters.files import KERAS_SUFFIXES, check_output
 
     paths = _output_paths(model, out, modes)
+    for path in paths.values():
+        check_output(path, [model, calibration, validation])
+        if path.suffix.lower() in KERAS_SUFFIXES:
+            raise converters.errors.ConversionError(
+                f"-o/--output {str(path)!r} has a Keras suffix; a .tflite file written there "
+                "would pass for a Keras model. Use a .tflite name."
+            )
+    thresholds = None
+    if min_snr is not None or min_top1 is not None:
+        thresholds = {}
+        for mode in modes:
+            default = converters.default_thresholds(mode)
+            thresholds[mode] = converters.Thresholds(
+                min_snr_db=default.min_snr_db if min_snr is None else min_snr,
+                min_top1=default.min_top1 if min_top1 is None else min_top1,
+                max_abs_error=default.max_abs_error,
+            )
+    progress = None
+    if not as_json and sys.stderr.isatty():
+        total = len(modes)
+
+        def progress(event: str, mode: str) -> None:
+            if event == "start":
+                click.echo(f"converting {mode} ({modes.index(mode) + 1}/{total}) ...", err=True)
+
+    failures: dict[str, Exception] = {}
     try:
         results = converters.convert_many(
             model,
             modes,
             representative_data=calibration,
+            validation_data=validation,
             input_dtype=input_dtype,
             output_dtype=output_dtype,
             target=target,
             validate=not no_validate,
+            thresholds=thresholds,
             sparse=sparse,
+            progress=progress,
         )
-    except converters.errors.RepresentativeDataError as e:
-        # Speak in the command's words, not the library argument's.
-        message = str(e).replace("`representative_data`", f"--calibration {calibration}")
-        raise converters.errors.RepresentativeDataError(
-            message.replace("needs --calibration None", "needs --calibration FILE")
-        ) from e
-    # Everything converted and validated: only now write, each file atomically.
+    except converters.errors.PartialConversionError as e:
+        results, failures = e.results, dict(e.failures)
+    except converters.errors.ConversionError as e:
+        raise _in_cli_words(e, calibration, validation) from e
+    # Only what converted and validated is written, each file atomically.
     for mode, result in results.items():
         result.save(paths[mode])
+    messages = {m: str(_in_cli_words(e, calibration, validation)) for m, e in failures.items()}
+    _report(results, paths, target, as_json, model, messages)
+    if failures:
+        for mode, message in messages.items():
+            click.echo(f"Error: {mode}: {message}", err=True)
+        raise click.exceptions.Exit(2)
+
+
+def _in_cli_words(e: Exception, calibration: str | None, validation: str | None) -> Exception:
+    """The library error, speaking of the command's flags instead of Python arguments."""
+    import converters
+
+    if isinstance(e, converters.errors.ValidationError) and e.finding:
+        advice = (
+            " Lower the pass marks with --min-snr DB / --min-top1 SHARE, give --calibration "
+            "data closer to real inputs, or skip the check with --no-validate."
+        )
+        if e.mode == "int8":
+            advice += (
+                " Mode dynamic (-m dynamic) keeps activations in float and often passes where "
+                "int8 does not (e.g. a QAT model with layers kept float)."
+            )
+        out: Exception = converters.errors.ValidationError(e.finding + advice)
+    elif isinstance(e, converters.errors.RepresentativeDataError):
+        message = str(e).replace("`representative_data`", f"--calibration {calibration}")
+        message = message.replace("needs --calibration None", "needs --calibration FILE")
+        message = message.replace("`validation_data`", f"--validation {validation}")
+        out = converters.errors.RepresentativeDataError(message)
+    else:
+        out = e
+    log_path = getattr(e, "log_path", None)
+    if log_path and "log:" not in str(out):
+        try:
+            out = type(out)(f"{out} Converter log: {log_path}")
+        except TypeError:
+            return out
+    out.mode = getattr(e, "mode", None)
+    out.log_path = getattr(e, "log_path", None)
+    return out
+
+
+def _report(
+    results: dict, paths: dict, target: str, as_json: bool, model: str, failures: dict
+) -> None:
     fp32 = results.get("fp32")
     if as_json:
-        payload: dict[str, Any] = {"model": model, "target": target, "results": []}
+        payload: dict[str, Any] = {
+            "model": model, "target": target, "results": [], "failures": failures,
+        }
         for mode, result in results.items():
             d = result.to_dict()
             d["path"] = str(paths[mode])
+            if result.target_report is not None and result.target_report.compiled is not None:
+                d["compiled_path"] = str(result.compiled_path(paths[mode]))
             d["ratio_vs_fp32"] = None if fp32 is None else round(fp32.size / result.size, 3)
             payload["results"].append(d)
         click.echo(json.dumps(payload, indent=2))
         return
+    if not results:
+        return
     header = ["mode", "size", "gzip", "vs fp32", "ops (by dtype)", "target", "validation", "file"]
+    checked = next((r.validation for r in results.values() if r.validation is not None), None)
+    if checked is not None:
+        # Say which samples the files were checked on (never the calibration ones).
+        where = checked.sample_source.replace("representative_data", "--calibration")
+        where = where.replace("validation_data", "--validation")
+        header[6] = f"validation ({checked.samples} {where} samples)"
     rows = []
     for mode, r in results.items():
         rows.append(
@@ -193,6 +295,8 @@ def convert(
                 click.echo(f"{mode} on {target}: {issue}")
             for note in r.target_report.notes:
                 click.echo(f"{mode} on {target}: {note}")
+            if r.target_report.compiled is not None:
+                click.echo(f"{mode} on {target}: compiled model in {r.compiled_path(paths[mode])}")
 
 
 @click.command("inspect")
