@@ -359,3 +359,16 @@ def test_custom_objects_scope_lets_the_converter_load_a_custom_layer(custom_mode
     with _io.custom_objects_scope(layers_py, error=ConversionError):
         result = converters.convert(model, "fp32")
     assert result.validation.short().startswith("ok")
+
+
+def test_convert_command_loads_a_custom_layer_with_custom_objects(custom_model, tmp_path):
+    import keras
+
+    _, model, layers_py = custom_model
+    keras.saving.get_custom_objects().pop("test_custom>Scale", None)  # as in a fresh process
+    out = tmp_path / "custom.tflite"
+    without = _run("convert", model, "-m", "fp32", "-o", str(out))
+    assert without.exit_code == 2 and not out.exists()
+    result = _run("convert", model, "-m", "fp32", "--custom-objects", layers_py, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[4:8] == b"TFL3"

@@ -15,6 +15,8 @@ import click
 
 # Cheap: `converters.modes` imports neither TensorFlow nor LiteRT.
 from converters.modes import Mode, Target
+from tflight._io import custom_objects_scope
+from tflight.cli._common import custom_objects_option
 
 __all__ = ["convert", "inspect"]
 
@@ -132,6 +134,7 @@ def _render_table(rows: list[list[str]], header: list[str]) -> str:
               help="Lowest top-1 agreement with MODEL for classifier outputs (default per mode).")
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with the source model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@custom_objects_option
 def convert(
     model: str,
     out: str,
@@ -146,6 +149,7 @@ def convert(
     min_top1: float | None,
     no_validate: bool,
     as_json: bool,
+    custom_objects_path: str | None,
 ) -> None:
     """Convert MODEL (.keras, .h5 or SavedModel directory) to verified .tflite files.
 
@@ -187,19 +191,20 @@ def convert(
 
     failures: dict[str, Exception] = {}
     try:
-        results = converters.convert_many(
-            model,
-            modes,
-            representative_data=calibration,
-            validation_data=validation,
-            input_dtype=input_dtype,
-            output_dtype=output_dtype,
-            target=target,
-            validate=not no_validate,
-            thresholds=thresholds,
-            sparse=sparse,
-            progress=progress,
-        )
+        with custom_objects_scope(custom_objects_path, error=converters.errors.ConversionError):
+            results = converters.convert_many(
+                model,
+                modes,
+                representative_data=calibration,
+                validation_data=validation,
+                input_dtype=input_dtype,
+                output_dtype=output_dtype,
+                target=target,
+                validate=not no_validate,
+                thresholds=thresholds,
+                sparse=sparse,
+                progress=progress,
+            )
     except converters.errors.PartialConversionError as e:
         results, failures = e.results, dict(e.failures)
     except converters.errors.ConversionError as e:
