@@ -48,6 +48,7 @@ __all__ = [
     "VulkanEnvironment",
     "GpuRun",
     "compare_gpu_outputs",
+    "parse_fallback",
     "default_gpu_cache_dir",
     "setup_gpu",
     "run_on_gpu",
@@ -58,7 +59,7 @@ GPU_PACKAGES = ("mesa-vulkan-drivers", "libvulkan1")
 _RELEASE = "bookworm-backports"
 _MIN_MESA = 23
 CACHE_ENV = "TFLIGHT_CACHE_DIR"
-TIMING_LABEL = "software Vulkan (llvmpipe), not GPU timing"
+TIMING_LABEL = "software Vulkan (llvmpipe), not GPU timing; each run includes reading the outputs back"
 _CHILD = Path(__file__).with_name("_gpu_child.py")
 _ADAPTER = re.compile(r"Selected adapter: (.*?)(?:, arch=|$)", re.M)
 
@@ -293,8 +294,12 @@ class GpuRun:
 
     Attributes:
       fully_accelerated: LiteRT's `CompiledModel.is_fully_accelerated()` on the
-        GPU: True when every op was delegated. The Python API of
-        ai-edge-litert 2.3.0 gives no per-op placement beyond this flag.
+        GPU: True when every op was delegated.
+      fallback: the ops the GPU accelerator did not take, with its reason
+        (`"GATHER: Only support 1D indices"`), read from its log: the Python
+        API of ai-edge-litert 2.3.0 gives no per-op placement.
+      partitions: per delegated graph, (ops on the GPU, ops on the CPU), from
+        the same log; empty when every op went to the GPU.
       adapter: the Vulkan adapter the accelerator selected (from its log).
       max_abs_diff: largest |GPU - CPU| over all outputs.
       snr_db: signal-to-noise ratio of the GPU outputs against the CPU's.
@@ -307,6 +312,8 @@ class GpuRun:
     """
 
     fully_accelerated: bool
+    fallback: tuple[str, ...]
+    partitions: tuple[tuple[int, int], ...]
     adapter: str
     max_abs_diff: float
     snr_db: float
@@ -328,10 +335,14 @@ class GpuRun:
         return d
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        placed = "every op on the GPU" if self.fully_accelerated else (
-            "NOT fully accelerated: some ops fell back to the CPU"
-        )
+        if self.fully_accelerated:
+            placed = "every op on the GPU"
+        else:
+            split = ", ".join(f"{g} on the GPU + {c} on the CPU" for g, c in self.partitions)
+            placed = f"NOT fully accelerated ({split or 'some ops on the CPU'})"
         print_fn(f"GPU accelerator  {self.adapter or '?'}: {placed}")
+        for op in self.fallback:
+            print_fn(f"  falls back      {op}")
         verdict = "ok" if self.passed else "FAILED: " + "; ".join(self.failures)
         print_fn(
             f"GPU vs CPU       max |diff| {self.max_abs_diff:.3g}, SNR {self.snr_db:.1f} dB "
@@ -496,8 +507,11 @@ def run_on_gpu(
             cpu = [data[f"cpu{i}"] for i in range(n)]
             gpu = [data[f"gpu{i}"] for i in range(n)]
     max_diff, snr, failures = compare_gpu_outputs(cpu, gpu, min_snr_db=min_snr_db)
+    fallback, partitions = parse_fallback(proc.stderr)
     return GpuRun(
         fully_accelerated=bool(out["fully_accelerated"]),
+        fallback=fallback,
+        partitions=partitions,
         adapter=adapter,
         max_abs_diff=max_diff,
         snr_db=snr,
@@ -507,6 +521,39 @@ def run_on_gpu(
         gpu_ms=float(out["gpu_ms"]),
         outputs=tuple(gpu),
     )
+
+
+_PARTITION = re.compile(
+    r"(\d+) operations? will run on the GPU, and the remaining (\d+) operations? will run on the CPU"
+)
+
+
+def parse_fallback(log: str) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """The ops the GPU accelerator refused and its partitions, from its log.
+
+    The accelerator prints, for each graph it is given, "Following operations
+    are not supported by GPU delegate:", one `OP: reason` line per refused op,
+    then "N operations will run on the GPU, and the remaining M operations
+    will run on the CPU." Repeated blocks (one per compilation) count once.
+    """
+    fallback: dict[str, None] = {}
+    partitions: dict[tuple[int, int], None] = {}
+    inside = False
+    for raw in log.splitlines():
+        line = raw.strip()
+        if "Following operations are not supported by GPU delegate" in line:
+            inside = True
+            continue
+        m = _PARTITION.search(line)
+        if m:
+            partitions[(int(m.group(1)), int(m.group(2)))] = None
+            inside = False
+            continue
+        if inside and re.match(r"^[A-Z][A-Z0-9_]*:", line):
+            fallback[line] = None
+        elif inside:
+            inside = False
+    return tuple(fallback), tuple(partitions)
 
 
 def _stderr_reason(stderr: str) -> str:
@@ -537,8 +584,8 @@ def gpu_target_check(content: bytes, *, progress: Callable[[str], None] | None =
         notes.append("every op was delegated to the GPU (is_fully_accelerated)")
     else:
         issues.append(
-            "LiteRT's GPU accelerator did not take every op (is_fully_accelerated() is False): "
-            "the rest runs on the CPU"
+            "LiteRT's GPU accelerator did not take every op (is_fully_accelerated() is False); "
+            "these run on the CPU: " + ("; ".join(run.fallback) or "not named in its log")
         )
     if not run.passed:
         raise ValidationError(
