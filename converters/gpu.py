@@ -471,7 +471,7 @@ def run_on_gpu(
                "outputs": str(tmpd / "outputs.npz"), "runs": int(runs)}
         (tmpd / "request.json").write_text(json.dumps(req))
         child_env = env.env({k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-        child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        child_env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the adapter line is an INFO log
         try:
             proc = subprocess.run(
                 [sys.executable, "-s", str(_CHILD), str(tmpd / "request.json")],
@@ -495,6 +495,21 @@ def run_on_gpu(
                 f"{_stderr_reason(proc.stderr)}"
             )
         out = json.loads(line[len(RESULT_MARK):])
+        if "error" not in out and not adapter:
+            # With the CPU allowed as fallback, a missing Vulkan device would
+            # otherwise pass silently as "not fully accelerated".
+            raise GpuUnavailableError(
+                "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it: "
+                f"{_stderr_reason(proc.stderr)}. Run converters.gpu.setup_gpu(force=True) to "
+                "rebuild the software Vulkan device"
+            )
+        no_device = "No adapters found" in proc.stderr or "Couldn't load Vulkan" in proc.stderr
+        if "error" in out and no_device:
+            raise GpuUnavailableError(
+                "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it: "
+                f"{_stderr_reason(proc.stderr)}. Run converters.gpu.setup_gpu(force=True) to "
+                "rebuild the software Vulkan device"
+            )
         if "error" in out:
             where = out["error"]["stage"].upper()
             reason = _stderr_reason(proc.stderr) if where == "GPU" else ""
@@ -560,7 +575,10 @@ def _stderr_reason(stderr: str) -> str:
     """The lines of the accelerator's log that say why it failed."""
     keys = ("No adapters found", "Couldn't load Vulkan", "required", "static-sized",
             "Failed to", "ERROR")
-    lines = [ln.strip() for ln in stderr.splitlines() if any(k in ln for k in keys)]
+    lines = [
+        ln.strip() for ln in stderr.splitlines()
+        if any(k in ln for k in keys) and "compiler_plugin" not in ln
+    ]
     return " | ".join(dict.fromkeys(lines))[:500] or "no reason in its log"
 
 

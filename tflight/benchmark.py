@@ -42,6 +42,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,46 @@ class Device(enum.StrEnum):
 
 class InputDataError(BenchmarkError):
     """User-supplied inputs or labels do not fit the model."""
+
+
+class BenchmarkInternalError(RuntimeError):
+    """A failure of tflight's own benchmark code (not the user's input).
+
+    Deliberately not a `TflightError`: the command line reports it as an
+    internal error (exit 1) with the path of the full traceback.
+
+    Attributes:
+      traceback_path: the file holding the child's traceback, or None.
+    """
+
+    def __init__(self, message: str, traceback_path: str | None = None):
+        super().__init__(message)
+        self.traceback_path = traceback_path
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuReport:
+    """How LiteRT's GPU accelerator ran the model (on a software Vulkan device).
+
+    Attributes:
+      adapter: the Vulkan adapter the accelerator selected.
+      fully_accelerated: `CompiledModel.is_fully_accelerated()`.
+      fallback: ops the accelerator did not take, with its reason (its log).
+      partitions: (ops on the GPU, ops on the CPU) per delegated graph.
+      max_abs_diff: largest |GPU - CPU| over the outputs.
+      snr_db: SNR of the GPU outputs against the CPU accelerator's.
+      min_snr_db: the bound the check requires.
+      timing_note: what the latency figures are on this device.
+    """
+
+    adapter: str
+    fully_accelerated: bool
+    fallback: tuple[str, ...]
+    partitions: tuple[tuple[int, int], ...]
+    max_abs_diff: float
+    snr_db: float
+    min_snr_db: float
+    timing_note: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +365,7 @@ class BenchmarkResult:
     profile: OpProfile | None = None
     device: DeviceReport | None = None
     gpu_compatibility: str | None = None
+    gpu: GpuReport | None = None
     timestamp: str = ""
 
     def estimate(self, profile: str) -> LatencyEstimate | None:
@@ -355,6 +397,7 @@ class BenchmarkResult:
             "estimates": [e.to_dict() for e in self.estimates],
             "profile": None,
             "device": dataclasses.asdict(self.device) if self.device else None,
+            "gpu": dataclasses.asdict(self.gpu) if self.gpu else None,
             "timestamp": self.timestamp,
         }
         if self.profile is not None:
@@ -411,6 +454,21 @@ class BenchmarkResult:
             )
             if d.instructions_per_invoke is not None:
                 print_fn(f"                 ({d.cost_note})")
+        if self.gpu is not None:
+            g = self.gpu
+            if g.fully_accelerated:
+                placed = "every op on the GPU"
+            else:
+                split = ", ".join(f"{a} on the GPU + {c} on the CPU" for a, c in g.partitions)
+                placed = f"NOT fully accelerated ({split or 'some ops on the CPU'})"
+            print_fn(f"GPU accelerator  {g.adapter or 'Vulkan'}: {placed}")
+            for op in g.fallback:
+                print_fn(f"  falls back      {op}")
+            print_fn(
+                f"GPU vs CPU       max |diff| {g.max_abs_diff:.3g}, SNR {g.snr_db:.1f} dB "
+                f"(>= {g.min_snr_db:.0f} dB): ok"
+            )
+            print_fn(f"GPU timing       {g.timing_note}")
         for n in self.notes:
             print_fn(f"Note             {n}")
         if self.gpu_compatibility:
@@ -540,24 +598,43 @@ def _verify(model: str | os.PathLike | bytes) -> tuple[bytes, Any]:
     return verified.content, verified
 
 
-def _run_child(request: dict, *, timeout: float, label: str) -> dict:
+def _run_child(
+    request: dict,
+    *,
+    timeout: float,
+    label: str,
+    env: dict[str, str] | None = None,
+    log: list[str] | None = None,
+) -> dict:
+    """Runs `_bench_child.py` on `request`; maps its answer to a result or an error.
+
+    Args:
+      env: the child's environment (default: this process's, without PYTHONPATH).
+      log: if given, the child's stderr is appended to it.
+    """
+    from converters import _random_inputs
     from tflight._bench_child import RESULT_MARK
 
     with tempfile.TemporaryDirectory(prefix="tflight-bench-") as tmp:
         req_path = Path(tmp) / "request.json"
+        request = dict(request, random_inputs_module=_random_inputs.__file__)
+        request.setdefault("traceback_dir", tempfile.gettempdir())
         req_path.write_text(json.dumps(request))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        base = os.environ if env is None else env
+        child_env = {k: v for k, v in base.items() if k != "PYTHONPATH"}
+        child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             proc = subprocess.run(
                 [sys.executable, "-s", str(_CHILD), str(req_path)],
-                capture_output=True, text=True, timeout=timeout, env=env, check=False,
+                capture_output=True, text=True, timeout=timeout, env=child_env, check=False,
             )
         except subprocess.TimeoutExpired as e:
             raise BenchmarkError(
                 f"benchmarking {label} did not finish within {timeout:.0f} s; lower `runs`/"
                 "`min_time` or raise `timeout`"
             ) from e
+    if log is not None:
+        log.append(proc.stderr)
     line = next(
         (ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None
     )
@@ -576,8 +653,99 @@ def _run_child(request: dict, *, timeout: float, label: str) -> dict:
             raise InputDataError(msg)
         if kind == "AcceleratorUnavailable":
             raise _AcceleratorUnavailable(msg)
+        if kind == "InternalError":
+            raise BenchmarkInternalError(msg, out["error"].get("traceback"))
         raise BenchmarkError(msg)
     return out
+
+
+def _gpu_run(
+    request: dict,
+    content: bytes,
+    cfg: BenchmarkConfig,
+    label: str,
+    tmpd: Path,
+    inputs_path: str | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[dict, GpuReport]:
+    """Times the model on LiteRT's GPU accelerator and checks its outputs against the CPU's.
+
+    The accelerator runs on the software Vulkan device of `converters.gpu`
+    (set up on first use). No silent fallback: a missing device, a model with
+    free dimensions, or outputs that fail the check raise.
+    """
+    from converters.analysis import analyze_flatbuffer
+    from converters.gpu import (
+        TIMING_LABEL,
+        GpuUnavailableError,
+        compare_gpu_outputs,
+        parse_fallback,
+        setup_gpu,
+    )
+
+    stats = analyze_flatbuffer(content)
+    free = [
+        f"{t.name} {list(t.shape_signature)}"
+        for t in stats.inputs
+        if any(int(d) < 0 for d in t.shape_signature)
+    ]
+    if free:
+        raise BenchmarkError(
+            f"LiteRT's GPU accelerator takes static shapes only, and {label} has free "
+            f"dimensions ({'; '.join(free)}); a .tflite is benchmarked as it is, so convert it "
+            "again with a fixed batch: `tflight convert MODEL --target gpu` does that"
+        )
+    try:
+        vulkan = setup_gpu(progress=progress)
+    except GpuUnavailableError as e:
+        raise DeviceError(
+            f"no Vulkan device for LiteRT's GPU accelerator could be set up: {e}"
+        ) from e
+    log: list[str] = []
+    try:
+        child = _run_child(
+            dict(request, outputs_path=str(tmpd / "gpu_outputs.npz")),
+            timeout=cfg.timeout, label=label, log=log,
+            env=dict(vulkan.env(), TF_CPP_MIN_LOG_LEVEL="0"),
+        )
+    except _AcceleratorUnavailable as e:
+        raise DeviceError(f"{e} (on the software Vulkan device {vulkan.root})") from e
+    # The CPU accelerator on exactly the same inputs, for the comparison.
+    _run_child(
+        dict(
+            request, accelerator="cpu", runs=1, min_time=0.0, warmup_runs=0,
+            warmup_min_time=0.0, inputs_npz=inputs_path or request["inputs_save"],
+            inputs_save=None,
+        ),
+        timeout=cfg.timeout, label=label,
+    )
+    gpu_out = _outputs_from(tmpd / "gpu_outputs.npz")
+    cpu_out = _outputs_from(Path(request["outputs_path"]))
+    os.replace(tmpd / "gpu_outputs.npz", request["outputs_path"])
+    max_diff, snr, failures = compare_gpu_outputs(cpu_out, gpu_out)
+    if failures:
+        raise BenchmarkError(
+            f"{label} fails validation on LiteRT's GPU accelerator: {'; '.join(failures)}. "
+            "Benchmark an fp32 or fp16 conversion, or use --accelerator cpu."
+        )
+    fallback, partitions = parse_fallback(log[0] if log else "")
+    adapter = re.search(r"Selected adapter: (.*?)(?:, arch=|$)", log[0] if log else "", re.M)
+    if adapter is None:
+        raise DeviceError(
+            "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it; run "
+            "converters.gpu.setup_gpu(force=True) to rebuild the software Vulkan device"
+        )
+    report = GpuReport(
+        adapter=adapter.group(1).strip() if adapter else "",
+        fully_accelerated=bool(child.get("fully_accelerated")),
+        fallback=fallback,
+        partitions=partitions,
+        max_abs_diff=max_diff,
+        snr_db=snr,
+        min_snr_db=30.0,
+        timing_note=TIMING_LABEL,
+    )
+    return child, report
 
 
 class _AcceleratorUnavailable(BenchmarkError):
@@ -888,15 +1056,22 @@ def benchmark(
             "inputs_save": str(tmpd / "inputs.npz"),
         }
         accel_used = Accelerator(cfg.accelerator).value
-        try:
-            child = _run_child(request, timeout=cfg.timeout, label=label)
-        except _AcceleratorUnavailable as e:
-            accel_used = "cpu"
-            notes.append(f"{e}; ran on the CPU instead")
-            if cfg.accelerator == Accelerator.GPU:
-                gpu_compat = _gpu_compat(verified)
-            child = _run_child(dict(request, accelerator="cpu"), timeout=cfg.timeout, label=label)
-        if cfg.accelerator != Accelerator.CPU and child.get("fully_accelerated") is False:
+        gpu_report = None
+        if cfg.accelerator == Accelerator.GPU:
+            child, gpu_report = _gpu_run(request, content, cfg, label, tmpd, inputs_path,
+                                         progress)
+            accel_used = f"gpu ({gpu_report.adapter or 'software Vulkan'})"
+            notes.append(f"GPU latency: {gpu_report.timing_note}")
+        else:
+            try:
+                child = _run_child(request, timeout=cfg.timeout, label=label)
+            except _AcceleratorUnavailable as e:
+                accel_used = "cpu"
+                notes.append(f"{e}; ran on the CPU instead")
+                child = _run_child(
+                    dict(request, accelerator="cpu"), timeout=cfg.timeout, label=label
+                )
+        if cfg.accelerator == Accelerator.NPU and child.get("fully_accelerated") is False:
             notes.append(
                 f"not every op runs on the {cfg.accelerator.upper()}; the rest fell back to the CPU"
             )
@@ -1008,18 +1183,9 @@ def benchmark(
         profile=op_profile,
         device=device_report,
         gpu_compatibility=gpu_compat,
+        gpu=gpu_report,
         timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
-
-
-def _gpu_compat(verified: Any) -> str:
-    text = getattr(verified, "gpu_analysis", None)
-    if not text:
-        return "the GPU compatibility analysis is not available for this model"
-    lines = [ln for ln in text.splitlines() if "GPU" in ln.upper() or "COMPATIB" in ln.upper()]
-    if not lines:
-        return "LiteRT's analyzer reports no GPU-delegate compatibility issue."
-    return "\n".join(lines[:40])
 
 
 def _cpu_name() -> str:
