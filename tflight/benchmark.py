@@ -297,8 +297,8 @@ class OpProfile:
         return sorted(self.ops, key=lambda o: -o.ms)[:n]
 
     def summary(self, print_fn: Callable[[str], None] = print, *, top: int = 10) -> None:
-        label = "estimated" if self.estimated else "measured"
-        print_fn(f"Per-op profile ({label}: {self.method})")
+        method = self.method if self.estimated else f"measured: {self.method}"
+        print_fn(f"Per-op profile ({method})")
         print_fn(f"  {'#':>4}  {'op':<24} {'delegated':<9} {'ms':>9} {'share':>7}")
         for o in self.top(top):
             dele = {True: "yes", False: "no", None: "?"}[o.delegated]
@@ -821,42 +821,28 @@ def _delegated_ops(ops: list[dict]) -> dict[int, bool] | None:
     return {o["index"]: o["index"] in inside for o in originals}
 
 
-def _prefix_models(content: bytes, tmp: Path) -> list[str]:
-    """Writes models made of the first k ops of the graph, k = 1..n."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    sg = m.subgraphs[0]
-    ops = list(sg.operators or [])
-    buffers = list(m.buffers or [])
-    m.signatureDefs = None
-    paths = []
-    for k in range(1, len(ops) + 1):
-        sg.operators = ops[:k]
-        outs = [int(t) for t in ops[k - 1].outputs if int(t) >= 0]
-        sg.outputs = outs
-        used = {int(t) for op in ops[:k] for t in op.inputs if int(t) >= 0}
-        used |= {int(t) for t in sg.inputs}
-        keep = {sg.tensors[t].buffer for t in used}
-        m.buffers = [
-            b if i in keep or i == 0 else schema.BufferT() for i, b in enumerate(buffers)
-        ]
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-        path = tmp / f"prefix_{k:04d}.tflite"
-        path.write_bytes(bytes(builder.Output()))
-        paths.append(str(path))
-    return paths
+_PREFIX_METHOD = (
+    "estimated by timing model prefixes: the median latency of the first k ops minus that "
+    "of the first k-1, each prefix timed in one clean process (LiteRT's Python API has no "
+    "per-op profiler); op 0 includes the per-invoke overhead; noisy for ops under a "
+    "microsecond, and fusion across op boundaries is attributed to the later op"
+)
 
 
 def _measure_profile(
     path: str, content: bytes, cfg: BenchmarkConfig, ops_seen: list[dict]
 ) -> OpProfile:
+    from converters.analysis import op_sequence, prefix_models
+
     delegated = _delegated_ops(ops_seen) or {}
+    names = op_sequence(content)
     with tempfile.TemporaryDirectory(prefix="tflight-prefix-") as tmp:
         try:
-            prefixes = _prefix_models(content, Path(tmp))
+            prefixes = []
+            for k, blob in enumerate(prefix_models(content), start=1):
+                p = Path(tmp) / f"prefix_{k:04d}.tflite"
+                p.write_bytes(blob)
+                prefixes.append(str(p))
         except Exception as e:  # noqa: BLE001 - fall back to the estimate below
             prefixes = []
             reason = f"{type(e).__name__}: {e}"
@@ -875,7 +861,6 @@ def _measure_profile(
                     label=f"the per-op profile of {path}",
                 )
                 med = out["prefix_medians_ms"]
-                names = [o["op_name"] for o in ops_seen if o["op_name"] != "DELEGATE"]
                 times = [max(med[0], 0.0)] + [
                     max(med[k] - med[k - 1], 0.0) for k in range(1, len(med))
                 ]
@@ -891,24 +876,20 @@ def _measure_profile(
                         )
                         for k, t in enumerate(times)
                     ),
-                    method=(
-                        "prefix timing: median latency of the first k ops minus that of the "
-                        "first k-1, measured in one clean process; op 0 includes the per-invoke "
-                        "overhead; noisy for ops under a microsecond"
-                    ),
-                    estimated=False,
+                    method=_PREFIX_METHOD,
+                    estimated=True,
                 )
             except BenchmarkError as e:
                 reason = str(e)
     est = estimate_latency(model_work(content), "pixel4")
     total = sum(est.per_op_ms) or 1.0
-    names = model_work(content).ops
+    work_ops = model_work(content).ops
     return OpProfile(
         ops=tuple(
             OpTiming(o.index, o.op_name, delegated.get(o.index), t, t / total)
-            for o, t in zip(names, est.per_op_ms, strict=True)
+            for o, t in zip(work_ops, est.per_op_ms, strict=True)
         ),
-        method=f"roofline estimate on the pixel4 profile (prefix timing failed: {reason})",
+        method=f"estimated from the pixel4 device profile (timing model prefixes failed: {reason})",
         estimated=True,
     )
 
@@ -990,7 +971,8 @@ def benchmark(
       reference: a `.tflite` to compare outputs with on `inputs` (top-1
         agreement and max absolute difference).
       device: `"host"` or `"arm64"`.
-      profile: also measure a per-op profile (by prefix timing).
+      profile: also give a per-op profile, estimated by timing model prefixes
+        (LiteRT's Python API has no per-op profiler).
       estimate: device profile names to estimate latency on (default: all).
       count_instructions: with `device="arm64"`, count guest instructions per
         invoke (the emulated run is made under qemu's tracer).
