@@ -321,6 +321,9 @@ class DeviceReport:
       emulated_median_ms: median invoke time under emulation, and under qemu's
         tracer when instructions are counted (never phone time).
       wall_s: wall time of the emulated runs.
+      emulator: the qemu that ran it (`qemu --version`).
+      unsized_blocks: executed blocks the instruction count could not size
+        (reported in `cost_note` too), or None when not counted.
     """
 
     device: str
@@ -332,6 +335,8 @@ class DeviceReport:
     cost_note: str
     emulated_median_ms: float
     wall_s: float
+    emulator: str = ""
+    unsized_blocks: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,7 +454,7 @@ class BenchmarkResult:
                 else d.cost_note
             )
             print_fn(
-                f"ARM64 (emulated) {d.runtime}: outputs {verdict} the host's "
+                f"ARM64 (emulated) {d.runtime} under {d.emulator or 'qemu'}: outputs {verdict} the host's "
                 f"(max |diff| {d.max_abs_diff:.3g} <= {d.tolerance:.3g}); {cost}"
             )
             if d.instructions_per_invoke is not None:
@@ -938,6 +943,8 @@ def _device_run(
         cost_note=run.cost_note,
         emulated_median_ms=float(statistics.median(run.child["latencies_ms"])),
         wall_s=run.wall_s,
+        emulator=run.emulator,
+        unsized_blocks=run.unsized_blocks,
     )
 
 
