@@ -262,7 +262,7 @@ def setup_arm64(
 def _marker_current(marker: Path) -> bool:
     """False if the cached set-up runs another LiteRT than the host's (it is rebuilt)."""
     try:
-        return json.loads(marker.read_text()).get("runtime") == ARM64_RUNTIME
+        return json.loads(marker.read_text()).get("runtime", ARM64_RUNTIME) == ARM64_RUNTIME
     except (OSError, ValueError):
         return True  # damaged: `_load_marker` says so
 
