@@ -454,11 +454,18 @@ def test_comparison_needs_results():
 
 def test_public_surface_is_pinned():
     # tflight's own exported set is pinned in tests/test_public_api.py.
-    from tflight import device, profiles
+    from tflight import bench_history, bench_results, device, profiles
 
-    assert set(sys.modules["tflight.benchmark"].__all__) == {
+    results = {
         "Accelerator", "Device", "BenchmarkConfig", "LatencyStats", "MemoryStats", "OpTiming",
-        "OpProfile", "DeviceReport", "BenchmarkResult", "Comparison", "InputDataError",
+        "OpProfile", "DeviceReport", "GpuReport", "BenchmarkResult", "Comparison",
+        "InputDataError", "BenchmarkInternalError",
+    }
+    assert set(bench_results.__all__) == results
+    assert set(bench_history.__all__) == {
+        "append_history", "read_history", "history_changes", "plot_latency_vs_size",
+    }
+    assert set(sys.modules["tflight.benchmark"].__all__) == results | {
         "benchmark", "benchmark_many", "append_history", "read_history", "plot_latency_vs_size",
     }
     assert set(device.__all__) == {

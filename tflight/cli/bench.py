@@ -176,11 +176,18 @@ def bench(
         )
         click.echo(f"tflight bench: internal error: {e}; {where}. Please report it.", err=True)
         raise SystemExit(1) from None
-    previous = _b.read_history(history) if history else []
+    from tflight.bench_history import (
+        append_history,
+        history_changes,
+        plot_latency_vs_size,
+        read_history,
+    )
+
+    previous = read_history(history) if history else []
     if history:
-        _b.append_history(comparison.results, history)
+        append_history(comparison.results, history)
     if plot is not None:
-        _b.plot_latency_vs_size(comparison.results, plot)
+        plot_latency_vs_size(comparison.results, plot)
 
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in comparison.results], indent=2))
@@ -204,19 +211,7 @@ def bench(
                     f"{d.cost_note}"
                 )
     if history:
-        for r in comparison.results:
-            same = [
-                h for h in previous
-                if h.get("sha256") == r.sha256 and h.get("config") == r.config.to_dict()
-            ]
-            if same:
-                before = same[-1]["latency"]["median_ms"]
-                change = r.latency.median_ms / before - 1
-                click.echo(
-                    f"history {r.model}: median {before:.4f} -> {r.latency.median_ms:.4f} ms "
-                    f"({change:+.1%}) vs {same[-1]['timestamp']}"
-                )
-            else:
-                click.echo(f"history {r.model}: first entry in {history}")
+        for line in history_changes(comparison.results, previous, history):
+            click.echo(line)
     if plot is not None:
         click.echo(f"plot written to {plot}")
