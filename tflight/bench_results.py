@@ -107,8 +107,11 @@ class BenchmarkConfig:
       warmup_min_time: minimum seconds of warm-up.
       threads: CPU threads; None lets LiteRT decide.
       xnnpack: keep LiteRT's default XNNPACK delegate on the CPU.
-      accelerator: `"cpu"`, `"gpu"` or `"npu"`; an accelerator that is not
-        available here falls back to the CPU, with a note saying so.
+      accelerator: `"cpu"`, `"gpu"` or `"npu"`. `"gpu"` runs LiteRT's GPU
+        accelerator on the software Vulkan device of `converters.gpu` (set
+        up on first use; its timing is not GPU timing) and checks its outputs
+        against the CPU's; it never falls back silently. An absent NPU falls
+        back to the CPU, with a note saying so.
       delegate: path of an external delegate shared library (e.g.
         libedgetpu.so.1), or None.
       delegate_options: string options passed to that delegate.

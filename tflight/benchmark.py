@@ -4,7 +4,9 @@
 then measured runs until both a count and a minimum time are reached) and adds
 what a Keras user needs to decide what to ship: the peak memory of the
 inference, the size, accuracy and agreement with a reference model on the
-user's data, a per-op profile, an estimated latency on named phone and
+user's data, a per-op profile (estimated by timing model prefixes: LiteRT's
+Python API has no profiler), LiteRT's real GPU accelerator on a software
+Vulkan device, an estimated latency on named phone and
 accelerator profiles, and the same model run by LiteRT's AArch64 build under
 emulation with its outputs checked against the host's.
 
