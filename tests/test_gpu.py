@@ -123,11 +123,8 @@ def test_no_vulkan_device_is_reported_not_run_on_the_cpu(vulkan, tmp_path):
                                "ICD": {"library_path": "/nonexistent/libvulkan_none.so",
                                        "api_version": "1.3.0"}}))
     broken = VulkanEnvironment(root=vulkan.root, icd=icd, mesa_version=vulkan.mesa_version)
-    import keras
-
     content = converters.convert(_functional_nested(batch_size=1), "fp32",
                                  validate=False).flatbuffer
-    del keras
     with pytest.raises(GpuUnavailableError, match="no Vulkan adapter"):
         run_on_gpu(content, env=broken)
 

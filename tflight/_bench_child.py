@@ -6,9 +6,9 @@ never imported by the caller, so that:
 * a crash of the runtime on a bad file kills this process, not the caller's;
 * the peak memory it reports belongs to the inference alone (no TensorFlow or
   Keras is imported here, only numpy and `ai_edge_litert`);
-* the same file runs unchanged under an emulated AArch64 Python with an older
-  `ai_edge_litert` (it uses only the standard library, numpy and the
-  interpreter API that both versions share).
+* the same file runs unchanged under the emulated AArch64 Python (it uses only
+  the standard library, numpy, `ai_edge_litert` and the numpy-only
+  `converters/_random_inputs.py`, loaded by path).
 
 The timing loop measures what LiteRT's ``benchmark_litert_model`` measures:
 inputs are written once before the warm-up, and each sample is
@@ -16,8 +16,8 @@ inputs are written once before the warm-up, and each sample is
 read, no allocation), with one thread and XNNPACK by default. The one
 deliberate difference is the API on the CPU: the classic `Interpreter` (with
 its default XNNPACK delegate) rather than `CompiledModel`, because only the
-interpreter can switch XNNPACK off, load an external delegate, list the
-delegated ops and run under the older AArch64 runtime; both hand the graph
+interpreter can switch XNNPACK off, load an external delegate and list the
+delegated ops; both hand the graph
 to the same XNNPACK kernels (measured: minimum latencies within 3 % on
 MobileNetV2 fp32 and int8, see ``benchmarks/bench_agreement.py``).
 
