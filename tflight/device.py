@@ -165,6 +165,11 @@ class Arm64Environment:
             # racy order and move LiteRT's libraries from one run to the next.
             OPENBLAS_NUM_THREADS="1",
             OMP_NUM_THREADS="1",
+            # qemu-user shares the address space with the guest: one malloc
+            # arena keeps qemu's own threads (logging) from reserving 64 MiB
+            # arenas at run-dependent moments, which would move the guest's
+            # libraries. The guest's glibc reads it too (harmless).
+            GLIBC_TUNABLES="glibc.malloc.arena_max=1",
         )
         return env
 
@@ -649,7 +654,7 @@ def _run_on_arm64(
         )
         child, wall = _child_call(env, req, timeout=timeout, qemu_args=learn)
         ranges = child.get("litert_ranges") or []
-        if ranges:
+        if ranges and count_instructions:
             _store_ranges(env, ranges)
         if "error" in child or not count_instructions:
             return EmulatedRun(child, wall, None, "not counted")
