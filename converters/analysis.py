@@ -10,7 +10,7 @@ import dataclasses
 from collections import Counter, defaultdict
 from typing import Any
 
-__all__ = ["TensorInfo", "ModelStats", "analyze_flatbuffer"]
+__all__ = ["TensorInfo", "ModelStats", "analyze_flatbuffer", "op_sequence", "prefix_models"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,3 +196,52 @@ def analyze_flatbuffer(content: bytes) -> ModelStats:
         graph_bytes=max(len(content) - weights, 0),
         signatures=tuple(signatures),
     )
+
+
+def _op_name(s: Any, op_names: dict[int, str], code: Any) -> str:
+    builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
+    name = op_names.get(builtin, f"BUILTIN_{builtin}")
+    return f"CUSTOM:{_decode(code.customCode)}" if name == "CUSTOM" else name
+
+
+def op_sequence(content: bytes) -> list[str]:
+    """The op names of the main subgraph, in execution order."""
+    from ai_edge_litert import schema_py_generated as s
+
+    op_names = _enum_names(s.BuiltinOperator)
+    model = s.ModelT.InitFromPackedBuf(content, 0)
+    codes = model.operatorCodes or []
+    main = (model.subgraphs or [None])[0]
+    if main is None:
+        return []
+    return [_op_name(s, op_names, codes[op.opcodeIndex]) for op in main.operators or []]
+
+
+def prefix_models(content: bytes) -> list[bytes]:
+    """Models made of the first k ops of the main subgraph, k = 1..n.
+
+    Prefix k ends at op k-1's outputs; constant buffers no prefix uses are
+    emptied and signatures dropped, so each prefix is a valid model on its
+    own. Timing each and differencing consecutive medians estimates what each
+    op adds (see `tflight.benchmark`).
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as s
+
+    m = s.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    sg = m.subgraphs[0]
+    ops = list(sg.operators or [])
+    buffers = list(m.buffers or [])
+    m.signatureDefs = None
+    out = []
+    for k in range(1, len(ops) + 1):
+        sg.operators = ops[:k]
+        sg.outputs = [int(t) for t in ops[k - 1].outputs if int(t) >= 0]
+        used = {int(t) for op in ops[:k] for t in op.inputs if int(t) >= 0}
+        used |= {int(t) for t in sg.inputs}
+        keep = {sg.tensors[t].buffer for t in used}
+        m.buffers = [b if i in keep or i == 0 else s.BufferT() for i, b in enumerate(buffers)]
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+        out.append(bytes(builder.Output()))
+    return out

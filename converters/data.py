@@ -56,16 +56,18 @@ def as_arrays(
 
 
 def random_inputs(inputs: Sequence[InputSpec], n: int, *, seed: int = 0) -> list[np.ndarray]:
-    """Uniform [0, 1) floats (zeros for integer inputs) in the shapes of `inputs`."""
+    """`n` random samples in the shapes of `inputs`, from `converters._random_inputs`.
+
+    Floats are uniform in [-1, 1] (the distribution every random input of the
+    project uses; see `converters._random_inputs.random_array`).
+    """
+    from converters._random_inputs import random_array
+
     rng = np.random.default_rng(seed)
-    out = []
-    for spec in inputs:
-        shape = (n, *[1 if d is None else d for d in spec.shape[1:]])
-        if np.issubdtype(spec.dtype, np.floating):
-            out.append(rng.random(shape).astype(spec.dtype))
-        else:
-            out.append(np.zeros(shape, spec.dtype))
-    return out
+    return [
+        random_array(rng, (n, *[1 if d is None else d for d in spec.shape[1:]]), spec.dtype)
+        for spec in inputs
+    ]
 
 
 def _load_file(path: Path, inputs: Sequence[InputSpec], what: str) -> Any:

@@ -91,8 +91,8 @@ class TargetReport:
 
 
 def needs_static_shapes(target: Target) -> bool:
-    """Edge TPU and NPU compilers need every shape fixed (batch size 1)."""
-    return target in (Target.EDGETPU, Target.NPU)
+    """Edge TPU and NPU compilers, and LiteRT's GPU accelerator, need every shape fixed (batch 1)."""
+    return target in (Target.EDGETPU, Target.NPU, Target.GPU)
 
 
 def check_mode(target: Target, mode: Mode) -> None:
@@ -156,13 +156,20 @@ def check_model(
         return TargetReport(target, not issues, tuple(issues), tuple(notes))
 
     if target is Target.GPU:
-        ok, warnings = gpu_compatibility(content, gpu_analysis)
-        issues.extend(warnings)
+        # The static analyzer follows the classic GPU delegate's rules; the
+        # verdict comes from running LiteRT's GPU accelerator (converters/gpu.py).
+        _, warnings = gpu_compatibility(content, gpu_analysis)
+        notes.extend(f"LiteRT analyzer (static): {w}" for w in warnings)
         if custom:
             issues.append(f"custom ops run on the CPU: {', '.join(custom)}")
         if mode is Mode.INT8:
-            notes.append("the GPU delegate dequantizes int8 models and computes in float")
-        return TargetReport(target, ok and not issues, tuple(issues), tuple(notes))
+            notes.append("the GPU accelerator dequantizes int8 models and computes in float")
+        from converters.gpu import gpu_target_check
+
+        ran_issues, ran_notes = gpu_target_check(content)
+        issues.extend(ran_issues)
+        notes.extend(ran_notes)
+        return TargetReport(target, not issues, tuple(issues), tuple(notes))
 
     free = [
         f"{t.name} {list(t.shape_signature)}"

@@ -12,8 +12,10 @@ from click.testing import CliRunner
 from tflight.benchmark import BenchmarkConfig, benchmark
 from tflight.cli import cli
 from tflight.device import (
+    ARM64_RUNTIME,
     CACHE_ENV,
     RegistryUnreachableError,
+    _count_trace,
     default_cache_dir,
     setup_arm64,
 )
@@ -67,11 +69,72 @@ def test_setup_without_apt_names_what_is_missing(tmp_path, monkeypatch):
     assert not (tmp_path / "cache" / "ready.json").exists()
 
 
-def test_emulator_runs_aarch64_litert(arm64_env):
+# qemu 10's log for `-d exec,in_asm,nochain,strace` (format copied from a run).
+_TRACE = b"""\
+13762 mprotect(0x00007fffe493c000,159744,PROT_READ) = 0
+----------------
+IN:
+0x7fffe492a80c:  d503201f  nop
+0x7fffe492a810:  a9bf7bfd  stp      x29, x30, [sp, #-0x10]!
+0x7fffe492a814:  910003fd  mov      x29, sp
+
+Trace 0: 0x7ffff03e4880 [81009b31/00007fffe492a80c/00000001/00008200]
+----------------
+IN:
+0x7fffe40fd9a0:  b00042e0  adrp     x0, #0x7fffe495a000
+0x7fffe40fd9a4:  f947b800  ldr      x0, [x0, #0xf70]
+
+Trace 0: 0x7ffff03e4900 [81009b31/00007fffe40fd9a0/00000001/00008200]
+13762 newfstatat(AT_FDCWD,"/@@tflight-invokes-begin@@",0x00007fffee7fef40,0) = -1 errno=2
+Trace 0: 0x7ffff03e4880 [81009b31/00007fffe492a80c/00000001/00008200]
+Trace 0: 0x7ffff03e4900 [81009b31/00007fffe40fd9a0/00000001/00008200]
+Trace 0: 0x7ffff03e4880 [81009b31/00007fffe492a80c/00000001/00008200]
+Trace 0: 0x7ffff03e4a00 [81009b31/00007fffe40fdff0/00000001/00008200]
+----------------
+IN:
+0x7fffe40fd000:  d503201f  nop
+Trace 0: 0x7ffff03e4b00 [81009b31/00007fffe40fd000/00000001/00008200]
+13762 newfstatat(AT_FDCWD,"/@@tflight-invokes-end@@",0x00007fffee7fef40,0) = -1 errno=2
+Trace 0: 0x7ffff03e4880 [81009b31/00007fffe492a80c/00000001/00008200]
+"""
+
+
+def test_trace_parser_counts_only_between_markers_and_reports_unsized_blocks(tmp_path):
+    log = tmp_path / "trace.log"
+    log.write_bytes(_TRACE)
+    out: dict = {}
+    _count_trace(log, out)
+    # Inside the markers: 3 + 2 + 3 (+ an unsized block) + 1 (block translated inside).
+    assert out["begin"] and out["end"] and "error" not in out
+    assert out["instructions"] == 3 + 2 + 3 + 1
+    assert out["misses"] == 1
+    # Without the end marker the count is not trusted by the caller.
+    log.write_bytes(_TRACE.split(b'13762 newfstatat(AT_FDCWD,"/@@tflight-invokes-end')[0])
+    out = {}
+    _count_trace(log, out)
+    assert out["begin"] and not out.get("end")
+
+
+def test_emulator_runs_the_hosts_litert(arm64_env):
+    from importlib.metadata import version
+
     assert arm64_env.python.exists() and arm64_env.qemu.exists()
-    assert arm64_env.runtime == "ai-edge-litert==1.4.0"
+    # The same LiteRT as on the host, under qemu >= 8 (7.2 crashes in LiteRT 2.x).
+    assert arm64_env.runtime == ARM64_RUNTIME == f"ai-edge-litert=={version('ai-edge-litert')}"
+    major = int(arm64_env.qemu_version.split("version ")[1].split(".")[0])
+    assert major >= 8, arm64_env.qemu_version
     # Set up once: a second call is served from the cache.
     assert setup_arm64() == arm64_env
+
+
+def test_cache_of_another_runtime_is_rebuilt_not_used(tmp_path):
+    from tflight.device import _marker_current
+
+    marker = tmp_path / "ready.json"
+    marker.write_text(json.dumps({"runtime": "ai-edge-litert==1.4.0"}))
+    assert not _marker_current(marker)
+    marker.write_text(json.dumps({"runtime": ARM64_RUNTIME}))
+    assert _marker_current(marker)
 
 
 @pytest.mark.slow
@@ -89,24 +152,38 @@ def test_cli_device_arm64_without_instruction_count(arm64_env, int8_model):
 
 
 @pytest.mark.slow
-def test_arm64_benchmark_matches_host_and_counts_instructions(arm64_env, int8_model, digits,
-                                                              tmp_path):
+def test_arm64_benchmark_matches_host_and_counts_instructions_repeatably(
+    arm64_env, int8_model, digits, tmp_path
+):
+    from importlib.metadata import version
+
     data = tmp_path / "digits.npz"
     np.savez(data, x=digits.x_test[:16], y=digits.y_test[:16])
-    r = benchmark(
-        int8_model,
-        config=BenchmarkConfig(runs=5, min_time=0.0),
-        inputs=str(data),
-        device="arm64",
-        estimate=["pixel4"],
-    )
+
+    def run():
+        return benchmark(
+            int8_model,
+            config=BenchmarkConfig(runs=5, min_time=0.0),
+            inputs=str(data),
+            device="arm64",
+            estimate=["pixel4"],
+        )
+
+    r = run()
     d = r.device
     assert d is not None and d.device == "arm64"
-    assert d.runtime == "ai-edge-litert 1.4.0"
+    assert d.runtime == f"ai-edge-litert {version('ai-edge-litert')}" == r.runtime
+    assert d.emulator.startswith("qemu-aarch64 version")
     assert d.outputs_match, (d.max_abs_diff, d.tolerance)
-    assert d.instructions_per_invoke is not None and d.instructions_per_invoke > 1000
     assert "guest AArch64 instructions" in d.cost_note
+    assert d.unsized_blocks == 0, d.cost_note
     assert d.emulated_median_ms > 0
+    # Repeatable to the instruction: a second emulated run counts exactly the same.
+    again = run().device
+    assert again.instructions_per_invoke == d.instructions_per_invoke
+    assert d.instructions_per_invoke is not None and d.instructions_per_invoke == int(
+        d.instructions_per_invoke
+    )
     lines: list[str] = []
     r.summary(lines.append)
     assert any(line.startswith("ARM64 (emulated)") and "match" in line for line in lines)

@@ -6,9 +6,9 @@ never imported by the caller, so that:
 * a crash of the runtime on a bad file kills this process, not the caller's;
 * the peak memory it reports belongs to the inference alone (no TensorFlow or
   Keras is imported here, only numpy and `ai_edge_litert`);
-* the same file runs unchanged under an emulated AArch64 Python with an older
-  `ai_edge_litert` (it uses only the standard library, numpy and the
-  interpreter API that both versions share).
+* the same file runs unchanged under the emulated AArch64 Python (it uses only
+  the standard library, numpy, `ai_edge_litert` and the numpy-only
+  `converters/_random_inputs.py`, loaded by path).
 
 The timing loop measures what LiteRT's ``benchmark_litert_model`` measures:
 inputs are written once before the warm-up, and each sample is
@@ -16,8 +16,8 @@ inputs are written once before the warm-up, and each sample is
 read, no allocation), with one thread and XNNPACK by default. The one
 deliberate difference is the API on the CPU: the classic `Interpreter` (with
 its default XNNPACK delegate) rather than `CompiledModel`, because only the
-interpreter can switch XNNPACK off, load an external delegate, list the
-delegated ops and run under the older AArch64 runtime; both hand the graph
+interpreter can switch XNNPACK off, load an external delegate and list the
+delegated ops; both hand the graph
 to the same XNNPACK kernels (measured: minimum latencies within 3 % on
 MobileNetV2 fp32 and int8, see ``benchmarks/bench_agreement.py``).
 
@@ -156,19 +156,33 @@ class _InterpreterRunner:
 
 
 class _CompiledRunner:
-    """The same protocol on `CompiledModel`, for the GPU and NPU accelerators."""
+    """The same protocol on `CompiledModel`, for the GPU and NPU accelerators.
+
+    The accelerator is asked for together with the CPU, so that ops it does
+    not take fall back (and the accelerator logs which ones). The GPU
+    accelerator runs asynchronously, so each invoke also reads the outputs
+    back, which waits for the work to finish.
+    """
 
     def __init__(self, req: dict):
         import numpy as np
+        from ai_edge_litert import interpreter as litert
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
         accel = {"gpu": HardwareAccelerator.GPU, "npu": HardwareAccelerator.NPU}[
             req["accelerator"]
         ]
+        # Quantization parameters, which CompiledModel's details do not carry.
+        plain = litert.Interpreter(model_path=req["model"])
+        in_q = [d["quantization"] for d in plain.get_input_details()]
+        out_q = [d["quantization"] for d in plain.get_output_details()]
+        del plain
         t0 = time.perf_counter()
         try:
-            self.model = CompiledModel.from_file(req["model"], hardware_accel=accel)
+            self.model = CompiledModel.from_file(
+                req["model"], hardware_accel=accel | HardwareAccelerator.CPU
+            )
         except RuntimeError as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             raise _UserError(
@@ -185,14 +199,15 @@ class _CompiledRunner:
         self.out_bufs = self.model.create_output_buffers(0)
         self.inputs = [
             {"name": n, "shape": np.array(d["shape"]), "dtype": np.dtype(d["dtype"]),
-             "quantization": (0.0, 0)}
-            for n, d in self.in_details.items()
+             "quantization": tuple(q)}
+            for (n, d), q in zip(self.in_details.items(), in_q, strict=True)
         ]
         self.outputs = [
             {"name": n, "shape": np.array(d["shape"]), "dtype": np.dtype(d["dtype"]),
-             "quantization": (0.0, 0)}
-            for n, d in self.out_details.items()
+             "quantization": tuple(q)}
+            for (n, d), q in zip(self.out_details.items(), out_q, strict=True)
         ]
+        self._last: list = []
 
     def set_inputs(self, arrays: list) -> None:
         for buf, a in zip(self.in_bufs, arrays, strict=True):
@@ -200,8 +215,9 @@ class _CompiledRunner:
 
     def invoke(self) -> None:
         self.model.run_by_index(0, self.in_bufs, self.out_bufs)
+        self._last = self._read()
 
-    def get_outputs(self) -> list:
+    def _read(self) -> list:
         import numpy as np
 
         out = []
@@ -210,41 +226,54 @@ class _CompiledRunner:
             out.append(buf.read(n, d["dtype"]).reshape(d["shape"]))
         return out
 
+    def get_outputs(self) -> list:
+        return self._last or self._read()
+
     def ops(self) -> list:
         return []
 
 
-def _random_inputs(details: list, seed: int) -> list:
-    """Random inputs of each input's dtype, in the range its quantization maps.
+def _shared_random(req: dict):
+    """`random_array` of `converters/_random_inputs.py`, loaded by path.
+
+    The project draws every random input from that one function; this script
+    runs where `converters` cannot be imported (no TensorFlow, or under the
+    emulated AArch64 Python), so the numpy-only file is loaded directly.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    path = req.get("random_inputs_module") or str(
+        Path(__file__).resolve().parent.parent / "converters" / "_random_inputs.py"
+    )
+    spec = importlib.util.spec_from_file_location("_tflight_random_inputs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.random_array
+
+
+def _random_inputs(details: list, req: dict) -> list:
+    """Random inputs of each input's dtype, from the project's one distribution.
 
     Float inputs are uniform in [-1, 1], as `benchmark_litert_model` fills
-    them (and as MobileNet-style preprocessing scales images), so that both
-    tools run the model on the same kind of data.
+    them; quantized inputs span their dtype's range.
     """
     import numpy as np
 
-    rng = np.random.default_rng(seed)
+    random_array = _shared_random(req)
+    rng = np.random.default_rng(int(req.get("seed", 0)))
     arrays = []
     for d in details:
         shape = [int(s) if int(s) > 0 else 1 for s in d["shape"]]
-        dtype = np.dtype(d["dtype"])
-        scale, zero = d.get("quantization", (0.0, 0))
-        if dtype.kind == "f":
-            a = rng.uniform(-1.0, 1.0, shape).astype(dtype)
-        elif dtype.kind in "iu" and scale:
-            info = np.iinfo(dtype)
-            a = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-        elif dtype.kind in "iu":
-            a = rng.integers(0, 100, shape).astype(dtype)
-        elif dtype.kind == "b":
-            a = rng.integers(0, 2, shape).astype(dtype)
-        else:
+        scale = d.get("quantization", (0.0, 0))[0]
+        try:
+            arrays.append(random_array(rng, shape, d["dtype"], quantized=bool(scale)))
+        except TypeError:
             raise _UserError(
                 "InputDataError",
-                f"cannot make random data for input {d['name']!r} of dtype {dtype}; "
-                "pass an .npz file with the inputs instead",
-            )
-        arrays.append(a)
+                f"cannot make random data for input {d['name']!r} of dtype "
+                f"{np.dtype(d['dtype'])}; pass an .npz file with the inputs instead",
+            ) from None
     return arrays
 
 
@@ -373,11 +402,17 @@ def _run(req: dict) -> dict:
         first, _ = next(_batches(samples, details))
         timing_inputs = [_quantize(a, d) for a, d in zip(first, details, strict=True)]
     else:
-        timing_inputs = _random_inputs(details, int(req.get("seed", 0)))
+        timing_inputs = _random_inputs(details, req)
     runner.set_inputs(timing_inputs)
 
     t0 = time.perf_counter()
-    runner.invoke()
+    try:
+        runner.invoke()
+    except (RuntimeError, ValueError) as e:
+        raise _UserError(
+            "InvalidModel",
+            f"LiteRT could not run {req['model']!r}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}",
+        ) from e
     first_ms = (time.perf_counter() - t0) * 1e3
     warmup = _timed_loop(
         runner,
@@ -478,7 +513,7 @@ def _profile_prefixes(req: dict) -> dict:
     for path in req["prefix_models"]:
         sub = dict(req, model=path)
         runner = _InterpreterRunner(sub)
-        runner.set_inputs(_random_inputs(runner.inputs, int(req.get("seed", 0))))
+        runner.set_inputs(_random_inputs(runner.inputs, req))
         runner.invoke()
         times = _timed_loop(
             runner,
@@ -491,6 +526,29 @@ def _profile_prefixes(req: dict) -> dict:
     return {"prefix_medians_ms": medians}
 
 
+def _internal_error(e: BaseException, req: dict) -> dict:
+    """Writes the traceback to a file the user can send; describes it for the caller."""
+    import tempfile
+    import traceback
+
+    path = None
+    try:
+        fd, path = tempfile.mkstemp(
+            prefix="tflight-internal-", suffix=".txt", dir=req.get("traceback_dir")
+        )
+        with os.fdopen(fd, "w") as f:
+            f.write(f"request: {json.dumps(req)}\n\n")
+            f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+    except OSError:
+        path = None
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return {
+        "kind": "InternalError",
+        "message": f"the benchmark child failed: {type(e).__name__}: {first}",
+        "traceback": path,
+    }
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: _bench_child.py REQUEST.json", file=sys.stderr)
@@ -501,11 +559,8 @@ def main(argv: list[str]) -> int:
         out = _profile_prefixes(req) if req.get("prefix_models") else _run(req)
     except _UserError as e:
         out = {"error": {"kind": e.kind, "message": str(e)}}
-    except Exception as e:  # noqa: BLE001 - reported to the caller as a failed run
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        out = {"error": {"kind": "RuntimeFailure",
-                         "message": f"LiteRT failed on {req.get('model')!r}: "
-                                    f"{type(e).__name__}: {first}"}}
+    except Exception as e:  # noqa: BLE001 - a bug of ours: keep the traceback
+        out = {"error": _internal_error(e, req)}
     sys.stdout.write("\n" + RESULT_MARK + json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

@@ -4,7 +4,9 @@
 then measured runs until both a count and a minimum time are reached) and adds
 what a Keras user needs to decide what to ship: the peak memory of the
 inference, the size, accuracy and agreement with a reference model on the
-user's data, a per-op profile, an estimated latency on named phone and
+user's data, a per-op profile (estimated by timing model prefixes: LiteRT's
+Python API has no profiler), LiteRT's real GPU accelerator on a software
+Vulkan device, an estimated latency on named phone and
 accelerator profiles, and the same model run by LiteRT's AArch64 build under
 emulation with its outputs checked against the host's.
 
@@ -34,26 +36,40 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import enum
 import hashlib
 import json
-import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tflight.bench_history import append_history, plot_latency_vs_size, read_history
+from tflight.bench_results import (
+    Accelerator,
+    BenchmarkConfig,
+    BenchmarkInternalError,
+    BenchmarkResult,
+    Comparison,
+    Device,
+    DeviceReport,
+    GpuReport,
+    InputDataError,
+    LatencyStats,
+    MemoryStats,
+    OpProfile,
+    OpTiming,
+)
 from tflight.errors import BenchmarkError, DeviceError
-from tflight.profiles import PROFILES, LatencyEstimate, estimate_latency, model_work
+from tflight.profiles import PROFILES, estimate_latency, model_work
 
 __all__ = [
     "Accelerator",
@@ -64,469 +80,20 @@ __all__ = [
     "OpTiming",
     "OpProfile",
     "DeviceReport",
+    "GpuReport",
     "BenchmarkResult",
+    "BenchmarkInternalError",
     "Comparison",
     "InputDataError",
     "benchmark",
     "benchmark_many",
+    # Re-exported from tflight.bench_history (history files and plots).
     "append_history",
     "read_history",
     "plot_latency_vs_size",
 ]
 
 _CHILD = Path(__file__).with_name("_bench_child.py")
-
-
-class Accelerator(enum.StrEnum):
-    """Where LiteRT runs the model; values are the CLI words."""
-
-    CPU = "cpu"
-    GPU = "gpu"
-    NPU = "npu"
-
-
-class Device(enum.StrEnum):
-    """The machine the model runs on; values are the CLI words."""
-
-    HOST = "host"
-    ARM64 = "arm64"
-
-
-class InputDataError(BenchmarkError):
-    """User-supplied inputs or labels do not fit the model."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkConfig:
-    """How to run a benchmark (the defaults follow `benchmark_model`).
-
-    Attributes:
-      runs: minimum number of measured invokes.
-      min_time: minimum seconds of measured invokes.
-      max_time: stop measuring after this many seconds (once at least one run
-        was made); 0 means no cap.
-      warmup_runs: minimum number of warm-up invokes (after the first one).
-      warmup_min_time: minimum seconds of warm-up.
-      threads: CPU threads; None lets LiteRT decide.
-      xnnpack: keep LiteRT's default XNNPACK delegate on the CPU.
-      accelerator: `"cpu"`, `"gpu"` or `"npu"`; an accelerator that is not
-        available here falls back to the CPU, with a note saying so.
-      delegate: path of an external delegate shared library (e.g.
-        libedgetpu.so.1), or None.
-      delegate_options: string options passed to that delegate.
-      seed: seed of the random inputs.
-      timeout: seconds a child process may take before it is stopped.
-    """
-
-    runs: int = 50
-    min_time: float = 1.0
-    max_time: float = 150.0
-    warmup_runs: int = 1
-    warmup_min_time: float = 0.5
-    threads: int | None = 1
-    xnnpack: bool = True
-    accelerator: Accelerator | str = Accelerator.CPU
-    delegate: str | None = None
-    delegate_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    seed: int = 0
-    timeout: float = 600.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.runs, int) or self.runs < 1:
-            raise BenchmarkError(f"`runs` must be an integer >= 1, got {self.runs!r}.")
-        if not isinstance(self.warmup_runs, int) or self.warmup_runs < 0:
-            raise BenchmarkError(
-                f"`warmup_runs` must be an integer >= 0, got {self.warmup_runs!r}."
-            )
-        for name in ("min_time", "max_time", "warmup_min_time"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v < 0 or math.isnan(v):
-                raise BenchmarkError(f"`{name}` must be a number of seconds >= 0, got {v!r}.")
-        if self.timeout <= 0:
-            raise BenchmarkError(f"`timeout` must be > 0 seconds, got {self.timeout!r}.")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise BenchmarkError(
-                f"`threads` must be an integer >= 1 or None (LiteRT decides), got {self.threads!r}."
-            )
-        try:
-            object.__setattr__(self, "accelerator", Accelerator(self.accelerator))
-        except ValueError:
-            raise BenchmarkError(
-                f"`accelerator` must be one of {[a.value for a in Accelerator]}, "
-                f"got {self.accelerator!r}."
-            ) from None
-        if self.delegate is not None:
-            if self.accelerator is not Accelerator.CPU:
-                raise BenchmarkError(
-                    "an external `delegate` replaces the accelerator choice: use it with "
-                    f"accelerator='cpu', not {self.accelerator.value!r}."
-                )
-            if not Path(self.delegate).is_file():
-                raise BenchmarkError(
-                    f"delegate library {self.delegate!r} does not exist; pass the path of the "
-                    "delegate's shared library (e.g. /usr/lib/x86_64-linux-gnu/libedgetpu.so.1)."
-                )
-        opts = dict(self.delegate_options)
-        if opts and self.delegate is None:
-            raise BenchmarkError("`delegate_options` were given without a `delegate` library.")
-        object.__setattr__(self, "delegate_options", {str(k): str(v) for k, v in opts.items()})
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["accelerator"] = Accelerator(self.accelerator).value
-        return d
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyStats:
-    """Statistics of measured invoke latencies, in milliseconds."""
-
-    count: int
-    mean_ms: float
-    std_ms: float
-    min_ms: float
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-
-    @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
-        if not samples_ms:
-            raise BenchmarkError("no measured runs to compute statistics from")
-        a = np.asarray(samples_ms, dtype=np.float64)
-        return cls(
-            count=int(a.size),
-            mean_ms=float(a.mean()),
-            std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            min_ms=float(a.min()),
-            median_ms=float(np.median(a)),
-            p90_ms=float(np.percentile(a, 90)),
-            p99_ms=float(np.percentile(a, 99)),
-            max_ms=float(a.max()),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class MemoryStats:
-    """Resident memory of the child process that ran the model, in KiB.
-
-    Attributes:
-      baseline_kib: RSS after importing numpy and LiteRT, before the model.
-      after_load_kib: RSS once the model is loaded and its tensors allocated.
-      peak_kib: peak RSS from loading through the last measured invoke.
-      peak_is_model_only: True if the kernel's peak counter was reset at the
-        baseline (Linux), so the peak cannot include earlier imports.
-    """
-
-    baseline_kib: int | None
-    after_load_kib: int | None
-    peak_kib: int | None
-    peak_is_model_only: bool
-
-    @property
-    def inference_kib(self) -> int | None:
-        """Peak minus baseline: what loading and running the model added."""
-        if self.peak_kib is None or self.baseline_kib is None:
-            return None
-        return max(self.peak_kib - self.baseline_kib, 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class OpTiming:
-    """One operator's share of an invoke."""
-
-    index: int
-    op_name: str
-    delegated: bool | None
-    ms: float
-    share: float
-
-
-@dataclasses.dataclass(frozen=True)
-class OpProfile:
-    """Per-op times of a model, measured or estimated (see `method`)."""
-
-    ops: tuple[OpTiming, ...]
-    method: str
-    estimated: bool
-
-    def top(self, n: int = 10) -> list[OpTiming]:
-        """The `n` ops that take the most time."""
-        return sorted(self.ops, key=lambda o: -o.ms)[:n]
-
-    def summary(self, print_fn: Callable[[str], None] = print, *, top: int = 10) -> None:
-        label = "estimated" if self.estimated else "measured"
-        print_fn(f"Per-op profile ({label}: {self.method})")
-        print_fn(f"  {'#':>4}  {'op':<24} {'delegated':<9} {'ms':>9} {'share':>7}")
-        for o in self.top(top):
-            dele = {True: "yes", False: "no", None: "?"}[o.delegated]
-            print_fn(f"  {o.index:>4}  {o.op_name:<24} {dele:<9} {o.ms:>9.4f} {o.share:>6.1%}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceReport:
-    """The same model run by LiteRT's AArch64 build under qemu.
-
-    Attributes:
-      device: `"arm64"`.
-      runtime: the LiteRT build used there.
-      outputs_match: the ARM outputs equal the host's within `tolerance`.
-      max_abs_diff: largest absolute difference between ARM and host outputs.
-      tolerance: the bound used (one quantization step for quantized outputs).
-      instructions_per_invoke: guest instructions per invoke in LiteRT's
-        libraries (repeatable), or None.
-      cost_note: exactly what `instructions_per_invoke` counts, or why missing.
-      emulated_median_ms: median invoke time under emulation, and under qemu's
-        tracer when instructions are counted (never phone time).
-      wall_s: wall time of the emulated runs.
-    """
-
-    device: str
-    runtime: str
-    outputs_match: bool
-    max_abs_diff: float
-    tolerance: float
-    instructions_per_invoke: float | None
-    cost_note: str
-    emulated_median_ms: float
-    wall_s: float
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkResult:
-    """Everything one benchmark of one `.tflite` file measured.
-
-    Figures from `estimates` are estimates from device profiles and are
-    labelled so; everything else was measured on this machine.
-    """
-
-    model: str
-    size_bytes: int
-    sha256: str
-    config: BenchmarkConfig
-    accelerator: str
-    notes: tuple[str, ...]
-    init_ms: float
-    first_ms: float
-    latency: LatencyStats
-    memory: MemoryStats
-    runtime: str
-    machine: str
-    inputs: tuple[dict, ...]
-    outputs: tuple[dict, ...]
-    input_source: str
-    accuracy: float | None = None
-    agreement: float | None = None
-    max_abs_diff: float | None = None
-    samples: int | None = None
-    estimates: tuple[LatencyEstimate, ...] = ()
-    profile: OpProfile | None = None
-    device: DeviceReport | None = None
-    gpu_compatibility: str | None = None
-    timestamp: str = ""
-
-    def estimate(self, profile: str) -> LatencyEstimate | None:
-        return next((e for e in self.estimates if e.profile == profile), None)
-
-    def to_dict(self) -> dict:
-        d = {
-            "model": self.model,
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "config": self.config.to_dict(),
-            "accelerator": self.accelerator,
-            "notes": list(self.notes),
-            "init_ms": self.init_ms,
-            "first_ms": self.first_ms,
-            "latency": dataclasses.asdict(self.latency),
-            "memory": dict(
-                dataclasses.asdict(self.memory), inference_kib=self.memory.inference_kib
-            ),
-            "runtime": self.runtime,
-            "machine": self.machine,
-            "inputs": list(self.inputs),
-            "outputs": list(self.outputs),
-            "input_source": self.input_source,
-            "accuracy": self.accuracy,
-            "agreement": self.agreement,
-            "max_abs_diff": self.max_abs_diff,
-            "samples": self.samples,
-            "estimates": [e.to_dict() for e in self.estimates],
-            "profile": None,
-            "device": dataclasses.asdict(self.device) if self.device else None,
-            "timestamp": self.timestamp,
-        }
-        if self.profile is not None:
-            d["profile"] = {
-                "method": self.profile.method,
-                "estimated": self.profile.estimated,
-                "ops": [dataclasses.asdict(o) for o in self.profile.ops],
-            }
-        return d
-
-    def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        """Prints a readable report of this result."""
-        lat = self.latency
-        print_fn(f"Model            {self.model} ({_fmt_size(self.size_bytes)})")
-        threads = self.config.threads if self.config.threads is not None else "default"
-        xnn = "on" if self.config.xnnpack else "off"
-        print_fn(
-            f"Runtime          {self.runtime} on {self.machine}, {self.accelerator}, "
-            f"threads={threads}, XNNPACK {xnn}"
-        )
-        print_fn(f"Inputs           {self.input_source}")
-        print_fn(f"Init             {self.init_ms:.2f} ms   first run {self.first_ms:.3f} ms")
-        print_fn(
-            f"Latency ({lat.count} runs)  mean {lat.mean_ms:.4f} ± {lat.std_ms:.4f} ms, "
-            f"min {lat.min_ms:.4f}, median {lat.median_ms:.4f}, p90 {lat.p90_ms:.4f}, "
-            f"p99 {lat.p99_ms:.4f} ms"
-        )
-        m = self.memory
-        if m.peak_kib is not None:
-            print_fn(
-                f"Memory           baseline {m.baseline_kib / 1024:.1f} MiB, peak "
-                f"{m.peak_kib / 1024:.1f} MiB (+{(m.inference_kib or 0) / 1024:.1f} MiB for the model)"
-            )
-        if self.accuracy is not None:
-            print_fn(f"Accuracy         {self.accuracy:.2%} on {self.samples} samples")
-        if self.agreement is not None:
-            print_fn(
-                f"Agreement        {self.agreement:.2%} top-1 with the reference "
-                f"(max |diff| {self.max_abs_diff:.3g})"
-            )
-        for e in self.estimates:
-            print_fn(f"Estimate         {e.profile}: {e.ms:.3f} ms ({e.label})")
-        if self.device is not None:
-            d = self.device
-            verdict = "match" if d.outputs_match else "DIFFER"
-            cost = (
-                f"{d.instructions_per_invoke:,.0f} instructions/invoke"
-                if d.instructions_per_invoke is not None
-                else d.cost_note
-            )
-            print_fn(
-                f"ARM64 (emulated) {d.runtime}: outputs {verdict} the host's "
-                f"(max |diff| {d.max_abs_diff:.3g} <= {d.tolerance:.3g}); {cost}"
-            )
-            if d.instructions_per_invoke is not None:
-                print_fn(f"                 ({d.cost_note})")
-        for n in self.notes:
-            print_fn(f"Note             {n}")
-        if self.gpu_compatibility:
-            print_fn("GPU compatibility (LiteRT analyzer):")
-            for line in self.gpu_compatibility.splitlines():
-                print_fn(f"  {line}")
-        if self.profile is not None:
-            self.profile.summary(print_fn)
-
-
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """Several results side by side, with ratios against the first."""
-
-    results: tuple[BenchmarkResult, ...]
-
-    def ratios(self) -> list[dict[str, float | None]]:
-        """Per result: median latency, size and peak-memory ratios vs the first."""
-        base = self.results[0]
-        out = []
-        for r in self.results:
-            mem = (
-                r.memory.inference_kib / base.memory.inference_kib
-                if r.memory.inference_kib and base.memory.inference_kib
-                else None
-            )
-            out.append(
-                {
-                    "latency": r.latency.median_ms / base.latency.median_ms,
-                    "size": r.size_bytes / base.size_bytes,
-                    "memory": mem,
-                }
-            )
-        return out
-
-    def rows(self, *, estimate: Sequence[str] = ("pixel4",)) -> list[list[str]]:
-        """The table's header and rows as strings."""
-        header = [
-            "model", "size", "init ms", "first ms", "median ms", "p90 ms", "p99 ms",
-            "std ms", "peak MiB", "x latency", "x size",
-        ]
-        has_acc = any(r.accuracy is not None for r in self.results)
-        has_agree = any(r.agreement is not None for r in self.results)
-        has_dev = any(r.device is not None for r in self.results)
-        if has_acc:
-            header.append("accuracy")
-        if has_agree:
-            header.append("agree")
-        for p in estimate:
-            header.append(f"{p} ms (est.)")
-        if has_dev:
-            header += ["arm64 instr/inv", "arm64 out"]
-        rows = [header]
-        for r, q in zip(self.results, self.ratios(), strict=True):
-            row = [
-                Path(r.model).name,
-                _fmt_size(r.size_bytes),
-                f"{r.init_ms:.1f}",
-                f"{r.first_ms:.3f}",
-                f"{r.latency.median_ms:.4f}",
-                f"{r.latency.p90_ms:.4f}",
-                f"{r.latency.p99_ms:.4f}",
-                f"{r.latency.std_ms:.4f}",
-                f"{r.memory.inference_kib / 1024:.1f}" if r.memory.inference_kib else "-",
-                f"{q['latency']:.2f}x",
-                f"{q['size']:.2f}x",
-            ]
-            if has_acc:
-                row.append(f"{r.accuracy:.2%}" if r.accuracy is not None else "-")
-            if has_agree:
-                row.append(f"{r.agreement:.2%}" if r.agreement is not None else "-")
-            for p in estimate:
-                e = r.estimate(p)
-                row.append(f"{e.ms:.3f}" if e is not None and not math.isnan(e.ms) else "-")
-            if has_dev:
-                d = r.device
-                row.append(
-                    f"{d.instructions_per_invoke:,.0f}"
-                    if d is not None and d.instructions_per_invoke is not None
-                    else "-"
-                )
-                row.append(("ok" if d.outputs_match else "DIFFER") if d is not None else "-")
-            rows.append(row)
-        return rows
-
-    def summary(
-        self, print_fn: Callable[[str], None] = print, *, estimate: Sequence[str] = ("pixel4",)
-    ) -> None:
-        """Prints the side-by-side table; ratios are against the first model."""
-        rows = self.rows(estimate=estimate)
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        for k, row in enumerate(rows):
-            cells = [
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            ]
-            print_fn("  ".join(cells))
-            if k == 0:
-                print_fn("  ".join("-" * w for w in widths))
-        first = self.results[0]
-        print_fn(
-            f"Ratios are against {Path(first.model).name}; latency is the median of measured "
-            f"runs on this host ({first.machine}); '(est.)' columns are estimates from "
-            "device profiles, not measurements."
-        )
-        for r in self.results:
-            for n in r.notes:
-                print_fn(f"Note ({Path(r.model).name}): {n}")
-
-
-def _fmt_size(n: int) -> str:
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.2f} MiB"
-    if n >= 1 << 10:
-        return f"{n / (1 << 10):.1f} KiB"
-    return f"{n} B"
 
 
 def _verify(model: str | os.PathLike | bytes) -> tuple[bytes, Any]:
@@ -540,24 +107,43 @@ def _verify(model: str | os.PathLike | bytes) -> tuple[bytes, Any]:
     return verified.content, verified
 
 
-def _run_child(request: dict, *, timeout: float, label: str) -> dict:
+def _run_child(
+    request: dict,
+    *,
+    timeout: float,
+    label: str,
+    env: dict[str, str] | None = None,
+    log: list[str] | None = None,
+) -> dict:
+    """Runs `_bench_child.py` on `request`; maps its answer to a result or an error.
+
+    Args:
+      env: the child's environment (default: this process's, without PYTHONPATH).
+      log: if given, the child's stderr is appended to it.
+    """
+    from converters import _random_inputs
     from tflight._bench_child import RESULT_MARK
 
     with tempfile.TemporaryDirectory(prefix="tflight-bench-") as tmp:
         req_path = Path(tmp) / "request.json"
+        request = dict(request, random_inputs_module=_random_inputs.__file__)
+        request.setdefault("traceback_dir", tempfile.gettempdir())
         req_path.write_text(json.dumps(request))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        base = os.environ if env is None else env
+        child_env = {k: v for k, v in base.items() if k != "PYTHONPATH"}
+        child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             proc = subprocess.run(
                 [sys.executable, "-s", str(_CHILD), str(req_path)],
-                capture_output=True, text=True, timeout=timeout, env=env, check=False,
+                capture_output=True, text=True, timeout=timeout, env=child_env, check=False,
             )
         except subprocess.TimeoutExpired as e:
             raise BenchmarkError(
                 f"benchmarking {label} did not finish within {timeout:.0f} s; lower `runs`/"
                 "`min_time` or raise `timeout`"
             ) from e
+    if log is not None:
+        log.append(proc.stderr)
     line = next(
         (ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None
     )
@@ -576,8 +162,99 @@ def _run_child(request: dict, *, timeout: float, label: str) -> dict:
             raise InputDataError(msg)
         if kind == "AcceleratorUnavailable":
             raise _AcceleratorUnavailable(msg)
+        if kind == "InternalError":
+            raise BenchmarkInternalError(msg, out["error"].get("traceback"))
         raise BenchmarkError(msg)
     return out
+
+
+def _gpu_run(
+    request: dict,
+    content: bytes,
+    cfg: BenchmarkConfig,
+    label: str,
+    tmpd: Path,
+    inputs_path: str | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[dict, GpuReport]:
+    """Times the model on LiteRT's GPU accelerator and checks its outputs against the CPU's.
+
+    The accelerator runs on the software Vulkan device of `converters.gpu`
+    (set up on first use). No silent fallback: a missing device, a model with
+    free dimensions, or outputs that fail the check raise.
+    """
+    from converters.analysis import analyze_flatbuffer
+    from converters.gpu import (
+        TIMING_LABEL,
+        GpuUnavailableError,
+        compare_gpu_outputs,
+        parse_fallback,
+        setup_gpu,
+    )
+
+    stats = analyze_flatbuffer(content)
+    free = [
+        f"{t.name} {list(t.shape_signature)}"
+        for t in stats.inputs
+        if any(int(d) < 0 for d in t.shape_signature)
+    ]
+    if free:
+        raise BenchmarkError(
+            f"LiteRT's GPU accelerator takes static shapes only, and {label} has free "
+            f"dimensions ({'; '.join(free)}); a .tflite is benchmarked as it is, so convert it "
+            "again with a fixed batch: `tflight convert MODEL --target gpu` does that"
+        )
+    try:
+        vulkan = setup_gpu(progress=progress)
+    except GpuUnavailableError as e:
+        raise DeviceError(
+            f"no Vulkan device for LiteRT's GPU accelerator could be set up: {e}"
+        ) from e
+    log: list[str] = []
+    try:
+        child = _run_child(
+            dict(request, outputs_path=str(tmpd / "gpu_outputs.npz")),
+            timeout=cfg.timeout, label=label, log=log,
+            env=dict(vulkan.env(), TF_CPP_MIN_LOG_LEVEL="0"),
+        )
+    except _AcceleratorUnavailable as e:
+        raise DeviceError(f"{e} (on the software Vulkan device {vulkan.root})") from e
+    # The CPU accelerator on exactly the same inputs, for the comparison.
+    _run_child(
+        dict(
+            request, accelerator="cpu", runs=1, min_time=0.0, warmup_runs=0,
+            warmup_min_time=0.0, inputs_npz=inputs_path or request["inputs_save"],
+            inputs_save=None,
+        ),
+        timeout=cfg.timeout, label=label,
+    )
+    gpu_out = _outputs_from(tmpd / "gpu_outputs.npz")
+    cpu_out = _outputs_from(Path(request["outputs_path"]))
+    os.replace(tmpd / "gpu_outputs.npz", request["outputs_path"])
+    max_diff, snr, failures = compare_gpu_outputs(cpu_out, gpu_out)
+    if failures:
+        raise BenchmarkError(
+            f"{label} fails validation on LiteRT's GPU accelerator: {'; '.join(failures)}. "
+            "Benchmark an fp32 or fp16 conversion, or use --accelerator cpu."
+        )
+    fallback, partitions = parse_fallback(log[0] if log else "")
+    adapter = re.search(r"Selected adapter: (.*?)(?:, arch=|$)", log[0] if log else "", re.M)
+    if adapter is None:
+        raise DeviceError(
+            "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it; run "
+            "converters.gpu.setup_gpu(force=True) to rebuild the software Vulkan device"
+        )
+    report = GpuReport(
+        adapter=adapter.group(1).strip() if adapter else "",
+        fully_accelerated=bool(child.get("fully_accelerated")),
+        fallback=fallback,
+        partitions=partitions,
+        max_abs_diff=max_diff,
+        snr_db=snr,
+        min_snr_db=30.0,
+        timing_note=TIMING_LABEL,
+    )
+    return child, report
 
 
 class _AcceleratorUnavailable(BenchmarkError):
@@ -653,42 +330,28 @@ def _delegated_ops(ops: list[dict]) -> dict[int, bool] | None:
     return {o["index"]: o["index"] in inside for o in originals}
 
 
-def _prefix_models(content: bytes, tmp: Path) -> list[str]:
-    """Writes models made of the first k ops of the graph, k = 1..n."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
-    m = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    sg = m.subgraphs[0]
-    ops = list(sg.operators or [])
-    buffers = list(m.buffers or [])
-    m.signatureDefs = None
-    paths = []
-    for k in range(1, len(ops) + 1):
-        sg.operators = ops[:k]
-        outs = [int(t) for t in ops[k - 1].outputs if int(t) >= 0]
-        sg.outputs = outs
-        used = {int(t) for op in ops[:k] for t in op.inputs if int(t) >= 0}
-        used |= {int(t) for t in sg.inputs}
-        keep = {sg.tensors[t].buffer for t in used}
-        m.buffers = [
-            b if i in keep or i == 0 else schema.BufferT() for i, b in enumerate(buffers)
-        ]
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-        path = tmp / f"prefix_{k:04d}.tflite"
-        path.write_bytes(bytes(builder.Output()))
-        paths.append(str(path))
-    return paths
+_PREFIX_METHOD = (
+    "estimated by timing model prefixes: the median latency of the first k ops minus that "
+    "of the first k-1, each prefix timed in one clean process (LiteRT's Python API has no "
+    "per-op profiler); op 0 includes the per-invoke overhead; noisy for ops under a "
+    "microsecond, and fusion across op boundaries is attributed to the later op"
+)
 
 
 def _measure_profile(
     path: str, content: bytes, cfg: BenchmarkConfig, ops_seen: list[dict]
 ) -> OpProfile:
+    from converters.analysis import op_sequence, prefix_models
+
     delegated = _delegated_ops(ops_seen) or {}
+    names = op_sequence(content)
     with tempfile.TemporaryDirectory(prefix="tflight-prefix-") as tmp:
         try:
-            prefixes = _prefix_models(content, Path(tmp))
+            prefixes = []
+            for k, blob in enumerate(prefix_models(content), start=1):
+                p = Path(tmp) / f"prefix_{k:04d}.tflite"
+                p.write_bytes(blob)
+                prefixes.append(str(p))
         except Exception as e:  # noqa: BLE001 - fall back to the estimate below
             prefixes = []
             reason = f"{type(e).__name__}: {e}"
@@ -707,7 +370,6 @@ def _measure_profile(
                     label=f"the per-op profile of {path}",
                 )
                 med = out["prefix_medians_ms"]
-                names = [o["op_name"] for o in ops_seen if o["op_name"] != "DELEGATE"]
                 times = [max(med[0], 0.0)] + [
                     max(med[k] - med[k - 1], 0.0) for k in range(1, len(med))
                 ]
@@ -723,24 +385,20 @@ def _measure_profile(
                         )
                         for k, t in enumerate(times)
                     ),
-                    method=(
-                        "prefix timing: median latency of the first k ops minus that of the "
-                        "first k-1, measured in one clean process; op 0 includes the per-invoke "
-                        "overhead; noisy for ops under a microsecond"
-                    ),
-                    estimated=False,
+                    method=_PREFIX_METHOD,
+                    estimated=True,
                 )
             except BenchmarkError as e:
                 reason = str(e)
     est = estimate_latency(model_work(content), "pixel4")
     total = sum(est.per_op_ms) or 1.0
-    names = model_work(content).ops
+    work_ops = model_work(content).ops
     return OpProfile(
         ops=tuple(
             OpTiming(o.index, o.op_name, delegated.get(o.index), t, t / total)
-            for o, t in zip(names, est.per_op_ms, strict=True)
+            for o, t in zip(work_ops, est.per_op_ms, strict=True)
         ),
-        method=f"roofline estimate on the pixel4 profile (prefix timing failed: {reason})",
+        method=f"estimated from the pixel4 device profile (timing model prefixes failed: {reason})",
         estimated=True,
     )
 
@@ -789,6 +447,8 @@ def _device_run(
         cost_note=run.cost_note,
         emulated_median_ms=float(statistics.median(run.child["latencies_ms"])),
         wall_s=run.wall_s,
+        emulator=run.emulator,
+        unsized_blocks=run.unsized_blocks,
     )
 
 
@@ -822,7 +482,8 @@ def benchmark(
       reference: a `.tflite` to compare outputs with on `inputs` (top-1
         agreement and max absolute difference).
       device: `"host"` or `"arm64"`.
-      profile: also measure a per-op profile (by prefix timing).
+      profile: also give a per-op profile, estimated by timing model prefixes
+        (LiteRT's Python API has no per-op profiler).
       estimate: device profile names to estimate latency on (default: all).
       count_instructions: with `device="arm64"`, count guest instructions per
         invoke (the emulated run is made under qemu's tracer).
@@ -888,15 +549,22 @@ def benchmark(
             "inputs_save": str(tmpd / "inputs.npz"),
         }
         accel_used = Accelerator(cfg.accelerator).value
-        try:
-            child = _run_child(request, timeout=cfg.timeout, label=label)
-        except _AcceleratorUnavailable as e:
-            accel_used = "cpu"
-            notes.append(f"{e}; ran on the CPU instead")
-            if cfg.accelerator == Accelerator.GPU:
-                gpu_compat = _gpu_compat(verified)
-            child = _run_child(dict(request, accelerator="cpu"), timeout=cfg.timeout, label=label)
-        if cfg.accelerator != Accelerator.CPU and child.get("fully_accelerated") is False:
+        gpu_report = None
+        if cfg.accelerator == Accelerator.GPU:
+            child, gpu_report = _gpu_run(request, content, cfg, label, tmpd, inputs_path,
+                                         progress)
+            accel_used = f"gpu ({gpu_report.adapter or 'software Vulkan'})"
+            notes.append(f"GPU latency: {gpu_report.timing_note}")
+        else:
+            try:
+                child = _run_child(request, timeout=cfg.timeout, label=label)
+            except _AcceleratorUnavailable as e:
+                accel_used = "cpu"
+                notes.append(f"{e}; ran on the CPU instead")
+                child = _run_child(
+                    dict(request, accelerator="cpu"), timeout=cfg.timeout, label=label
+                )
+        if cfg.accelerator == Accelerator.NPU and child.get("fully_accelerated") is False:
             notes.append(
                 f"not every op runs on the {cfg.accelerator.upper()}; the rest fell back to the CPU"
             )
@@ -1008,18 +676,9 @@ def benchmark(
         profile=op_profile,
         device=device_report,
         gpu_compatibility=gpu_compat,
+        gpu=gpu_report,
         timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
-
-
-def _gpu_compat(verified: Any) -> str:
-    text = getattr(verified, "gpu_analysis", None)
-    if not text:
-        return "the GPU compatibility analysis is not available for this model"
-    lines = [ln for ln in text.splitlines() if "GPU" in ln.upper() or "COMPATIB" in ln.upper()]
-    if not lines:
-        return "LiteRT's analyzer reports no GPU-delegate compatibility issue."
-    return "\n".join(lines[:40])
 
 
 def _cpu_name() -> str:
@@ -1056,91 +715,3 @@ def benchmark_many(
         ref = models[0] if (i > 0 and inputs is not None) else None
         results.append(benchmark(m, inputs=inputs, reference=ref, **kwargs))
     return Comparison(results=tuple(results))
-
-
-def append_history(results: Sequence[BenchmarkResult], path: str | os.PathLike) -> None:
-    """Appends one JSON line per result to a history file.
-
-    Each line is written with a single `write` on a file opened for appending,
-    so concurrent writers do not interleave within a line.
-    """
-    p = Path(path)
-    if p.exists() and p.is_dir():
-        raise BenchmarkError(f"history path {str(path)!r} is a directory; give a file name")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "a", encoding="utf-8") as f:
-        for r in results:
-            line = json.dumps(
-                {
-                    "timestamp": r.timestamp,
-                    "model": r.model,
-                    "sha256": r.sha256,
-                    "size_bytes": r.size_bytes,
-                    "machine": r.machine,
-                    "runtime": r.runtime,
-                    "accelerator": r.accelerator,
-                    "config": r.config.to_dict(),
-                    "latency": dataclasses.asdict(r.latency),
-                    "init_ms": r.init_ms,
-                    "peak_kib": r.memory.peak_kib,
-                    "inference_kib": r.memory.inference_kib,
-                    "accuracy": r.accuracy,
-                }
-            )
-            f.write(line + "\n")
-            f.flush()
-
-
-def read_history(path: str | os.PathLike) -> list[dict]:
-    """Reads a history file; lines that are not JSON (e.g. a torn write) are skipped."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
-def plot_latency_vs_size(results: Sequence[BenchmarkResult], path: str | os.PathLike) -> Path:
-    """Draws median latency against size for several models to a PNG.
-
-    Raises:
-      BenchmarkError: matplotlib is not installed (`pip install 'tflight[plot]'`)
-        or the path does not end in a format matplotlib writes.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as e:
-        raise BenchmarkError(
-            "plotting needs matplotlib: pip install 'tflight[plot]' (or matplotlib>=3.8)"
-        ) from e
-    out = Path(path)
-    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise BenchmarkError(f"plot path must end in .png, .svg or .pdf, got {str(path)!r}")
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for r in results:
-        x, y = r.size_bytes / 1024, r.latency.median_ms
-        ax.scatter([x], [y])
-        ax.annotate(Path(r.model).name, (x, y), textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel("model size (KiB)")
-    ax.set_ylabel("median latency (ms)")
-    ax.set_title("latency vs size (measured on this host)")
-    ax.margins(0.2)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.part{out.suffix}")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return out

@@ -6,11 +6,17 @@ module sets up, on first use and from the package registries only, a small
 AArch64 user space that runs the AArch64 wheel of LiteRT under
 `qemu-aarch64-static`, and runs the same benchmark child there:
 
-* qemu-user-static (Debian), unless a `qemu-aarch64-static` is on PATH;
-* an AArch64 Python 3.11 and its C libraries (Debian arm64 packages, unpacked
-  with `dpkg -x`, nothing installed system-wide);
-* `ai-edge-litert==1.4.0` and `numpy` AArch64 wheels (PyPI). LiteRT 2.x
-  crashes in its interpreter constructor under qemu 7.2; 1.4.0 runs.
+* qemu 10's static `qemu-aarch64` (Debian bookworm-backports), unless a
+  `qemu-aarch64-static` of version 8 or later is on PATH (qemu 7.2, Debian
+  bookworm's own, crashes in LiteRT 2.x's interpreter constructor);
+* an AArch64 Python 3.11 and its C libraries (Debian bookworm arm64 packages,
+  unpacked with `dpkg -x`, nothing installed system-wide);
+* the AArch64 wheels of the **same** `ai-edge-litert` version the host runs
+  (2.3.0) and `numpy` (PyPI).
+
+Debian packages are fetched with a private apt configuration pointing at
+Debian's archive (`converters._debian`), so the set-up is the same on Debian
+and Ubuntu hosts.
 
 Everything is cached under `$TFLIGHT_CACHE_DIR/arm64` (default
 `~/.cache/tflight/arm64`); a finished set-up is renamed into place, so an
@@ -58,8 +64,19 @@ __all__ = [
     "run_on_arm64",
 ]
 
-ARM64_RUNTIME = "ai-edge-litert==1.4.0"
-_NUMPY = "numpy==1.26.4"
+def _host_litert() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ai-edge-litert=={version('ai-edge-litert')}"
+    except PackageNotFoundError:
+        return "ai-edge-litert==2.3.0"
+
+
+# The emulated device runs the host's LiteRT version, so both check one runtime.
+ARM64_RUNTIME = _host_litert()
+_NUMPY = "numpy==2.2.6"
+_QEMU_MIN_MAJOR = 8
 CACHE_ENV = "TFLIGHT_CACHE_DIR"
 _QEMU_NAMES = ("qemu-aarch64-static", "qemu-aarch64")
 _ARM64_DEBS = (
@@ -81,16 +98,6 @@ _WHEEL_PLATFORMS = (
     "manylinux2014_aarch64",
     "manylinux_2_27_aarch64",
     "manylinux_2_28_aarch64",
-)
-_UNREACHABLE_HINTS = (
-    "temporary failure resolving",
-    "could not resolve",
-    "network is unreachable",
-    "failed to establish a new connection",
-    "connection refused",
-    "name or service not known",
-    "connection timed out",
-    "no route to host",
 )
 _CHILD = Path(__file__).with_name("_bench_child.py")
 _SMOKE = r"""
@@ -127,12 +134,14 @@ class Arm64Environment:
       site: the folder with the AArch64 `ai_edge_litert` and numpy.
       qemu: the `qemu-aarch64-static` binary.
       runtime: the LiteRT requirement installed there.
+      qemu_version: the first line of `qemu --version`.
     """
 
     root: Path
     site: Path
     qemu: Path
     runtime: str = ARM64_RUNTIME
+    qemu_version: str = ""
 
     @property
     def python(self) -> Path:
@@ -152,6 +161,15 @@ class Arm64Environment:
             PYTHONNOUSERSITE="1",
             PYTHONDONTWRITEBYTECODE="1",
             TF_CPP_MIN_LOG_LEVEL="2",
+            # No helper threads: their stacks and arenas would be mapped in a
+            # racy order and move LiteRT's libraries from one run to the next.
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            # qemu-user shares the address space with the guest: one malloc
+            # arena keeps qemu's own threads (logging) from reserving 64 MiB
+            # arenas at run-dependent moments, which would move the guest's
+            # libraries. The guest's glibc reads it too (harmless).
+            GLIBC_TUNABLES="glibc.malloc.arena_max=1",
         )
         return env
 
@@ -162,42 +180,30 @@ def _say(progress: Callable[[str], None] | None, msg: str) -> None:
 
 
 def _run(cmd: list[str], step: str, *, cwd: Path | None = None, timeout: float = 900) -> str:
+    from converters import _debian
+
     try:
-        proc = subprocess.run(
-            cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError as e:
-        raise DeviceError(f"ARM64 emulator set-up failed at '{step}': {e.filename} not found") from e
-    except subprocess.TimeoutExpired as e:
-        raise RegistryUnreachableError(
-            f"ARM64 emulator set-up timed out after {timeout:.0f} s at '{step}'; "
-            "is the package registry reachable? Retry later."
-        ) from e
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        cls = (
-            RegistryUnreachableError
-            if any(h in tail.lower() for h in _UNREACHABLE_HINTS)
-            else DeviceError
-        )
-        raise cls(f"ARM64 emulator set-up failed at '{step}' (exit {proc.returncode}): {tail}")
-    return proc.stdout
+        return _debian.run(cmd, step, cwd=cwd, timeout=timeout)
+    except _debian.RegistryUnreachable as e:
+        raise RegistryUnreachableError(f"ARM64 emulator {e}") from e
+    except _debian.DebianFetchError as e:
+        raise DeviceError(f"ARM64 emulator {e}") from e
 
 
-def _apt_options(work: Path) -> list[str]:
-    opts = [
-        "-q",
-        "-o", "APT::Architecture=amd64",
-        "-o", "APT::Architectures::=amd64",
-        "-o", "APT::Architectures::=arm64",
-        "-o", f"Dir::State::Lists={work / 'lists'}",
-        "-o", f"Dir::Cache={work / 'cache'}",
-        "-o", "Dir::State::Status=/dev/null",
-        "-o", "Debug::NoLocking=1",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        opts += ["-o", "APT::Sandbox::User=root"]
-    return opts
+def _qemu_version_line(exe: str) -> str:
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (out.strip().splitlines() or [""])[0]
+
+
+def _qemu_major(exe: str) -> int:
+    """The major version of a qemu binary, or 0 if it does not say."""
+    import re
+
+    m = re.search(r"version (\d+)\.", _qemu_version_line(exe))
+    return int(m.group(1)) if m else 0
 
 
 def setup_arm64(
@@ -230,7 +236,7 @@ def setup_arm64(
     """
     final = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     marker = final / "ready.json"
-    if marker.exists() and not force:
+    if marker.exists() and not force and _marker_current(marker):
         return _load_marker(marker)
     if platform.system() != "Linux":
         raise DeviceError(
@@ -243,7 +249,7 @@ def setup_arm64(
 
         _say(progress, f"[arm64] waiting for the set-up lock {lock_path}")
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and not force:
+        if marker.exists() and not force and _marker_current(marker):
             return _load_marker(marker)
         work = Path(tempfile.mkdtemp(prefix=".arm64-", dir=final.parent))
         try:
@@ -258,53 +264,64 @@ def setup_arm64(
     return _load_marker(marker) if marker.exists() else env
 
 
+def _marker_current(marker: Path) -> bool:
+    """False if the cached set-up runs another LiteRT than the host's (it is rebuilt)."""
+    try:
+        return json.loads(marker.read_text()).get("runtime", ARM64_RUNTIME) == ARM64_RUNTIME
+    except (OSError, ValueError):
+        return True  # damaged: `_load_marker` says so
+
+
 def _build(work: Path, progress: Callable[[str], None] | None) -> Arm64Environment:
-    apt = shutil.which("apt-get")
-    if apt is None or shutil.which("dpkg") is None:
-        raise DeviceError(
-            "the ARM64 emulator set-up needs apt-get and dpkg (Debian or Ubuntu) to fetch "
-            "qemu-user-static and an AArch64 Python; install them or run on such a system"
-        )
+    from converters import _debian
+
     t0 = time.monotonic()
-    (work / "lists" / "partial").mkdir(parents=True)
-    (work / "cache" / "archives" / "partial").mkdir(parents=True)
-    debs = work / "debs"
-    debs.mkdir()
-    opts = _apt_options(work)
     qemu_host = next((shutil.which(n) for n in _QEMU_NAMES if shutil.which(n)), None)
+    if qemu_host is not None and _qemu_major(qemu_host) < _QEMU_MIN_MAJOR:
+        _say(progress, f"[arm64] {qemu_host} is older than qemu {_QEMU_MIN_MAJOR}: fetching qemu 10")
+        qemu_host = None
+    try:
+        apt = _debian.PrivateApt(work / "apt", ("amd64", "arm64"))
+    except _debian.DebianFetchError as e:
+        raise DeviceError(f"the ARM64 emulator set-up: {e}") from e
+    host_arch = _run(["dpkg", "--print-architecture"], "dpkg --print-architecture").strip()
+    debs = work / "debs"
     packages = [f"{p}:arm64" for p in _ARM64_DEBS]
     if qemu_host is None:
-        if platform.machine() not in ("x86_64", "AMD64"):
+        if host_arch != "amd64":
             raise DeviceError(
-                f"no qemu-aarch64-static on PATH and no automatic download for a "
-                f"{platform.machine()} host; install qemu-user-static"
+                f"no qemu-aarch64-static >= {_QEMU_MIN_MAJOR} on PATH and no automatic download "
+                f"for a {host_arch} host; install qemu-user-static"
             )
-        packages.append("qemu-user-static:amd64")
-    _say(progress, "[arm64 1/5] reading the Debian package index (amd64 + arm64)")
-    _run([apt, *opts, "update"], "apt-get update", timeout=600)
+        # In qemu 10 (Debian 13 and its backport) `qemu-user` holds the static
+        # binaries; `qemu-user-static` is only links to them.
+        packages.append("qemu-user:amd64/bookworm-backports")
+    _say(progress, "[arm64 1/5] reading Debian's package index (bookworm + backports, amd64 + arm64)")
+    _run([apt.apt, *apt.options, "update"], "apt-get update", timeout=600)
     _say(progress, f"[arm64 2/5] downloading {len(packages)} Debian packages")
-    _run([apt, *opts, "download", *packages], "apt-get download", cwd=debs, timeout=900)
+    debs.mkdir()
+    _run([apt.apt, *apt.options, "download", *packages], "apt-get download", cwd=debs,
+         timeout=900)
     _say(progress, "[arm64 3/5] unpacking the AArch64 root")
     root = work / "root"
     root.mkdir()
     qemu_root = work / "qemu"
     for deb in sorted(debs.glob("*.deb")):
-        target = qemu_root if deb.name.startswith("qemu-user-static_") else root
+        target = qemu_root if deb.name.startswith("qemu-user_") else root
         target.mkdir(exist_ok=True)
         _run(["dpkg", "-x", str(deb), str(target)], f"dpkg -x {deb.name}")
     if qemu_host is None:
-        src = qemu_root / "usr" / "bin" / "qemu-aarch64-static"
-        if not src.exists():
-            raise DeviceError("the qemu-user-static package has no qemu-aarch64-static binary")
+        src = qemu_root / "usr" / "bin" / "qemu-aarch64"
+        if not src.is_file():
+            raise DeviceError("the qemu-user package has no qemu-aarch64 binary")
         (work / "bin").mkdir()
         qemu = work / "bin" / "qemu-aarch64-static"
         shutil.move(str(src), qemu)
     else:
         qemu = Path(qemu_host)
-    shutil.rmtree(qemu_root, ignore_errors=True)
-    shutil.rmtree(debs, ignore_errors=True)
-    shutil.rmtree(work / "cache", ignore_errors=True)
-    shutil.rmtree(work / "lists", ignore_errors=True)
+    qemu_version = _qemu_version_line(str(qemu)) or "qemu (unknown version)"
+    for sub in (qemu_root, debs, work / "apt"):
+        shutil.rmtree(sub, ignore_errors=True)
 
     _say(progress, f"[arm64 4/5] downloading AArch64 wheels: {ARM64_RUNTIME}, {_NUMPY}")
     wheels = work / "wheels"
@@ -335,6 +352,7 @@ def _build(work: Path, progress: Callable[[str], None] | None) -> Arm64Environme
                 "root": "root",
                 "site": "site",
                 "qemu": str(qemu) if qemu_host else "bin/qemu-aarch64-static",
+                "qemu_version": qemu_version,
                 "runtime": ARM64_RUNTIME,
                 "numpy": smoke["numpy"],
                 "litert_ranges": smoke["ranges"],
@@ -343,7 +361,7 @@ def _build(work: Path, progress: Callable[[str], None] | None) -> Arm64Environme
             indent=1,
         )
     )
-    _say(progress, f"[arm64] ready in {time.monotonic() - t0:.0f} s")
+    _say(progress, f"[arm64] ready in {time.monotonic() - t0:.0f} s ({qemu_version})")
     return env
 
 
@@ -381,6 +399,7 @@ def _load_marker(marker: Path) -> Arm64Environment:
         site=base / info["site"],
         qemu=qemu if qemu.is_absolute() else base / qemu,
         runtime=info.get("runtime", ARM64_RUNTIME),
+        qemu_version=info.get("qemu_version", ""),
     )
     if not (env.python.exists() and env.qemu.exists() and env.site.is_dir()):
         raise DeviceError(
@@ -400,15 +419,21 @@ class EmulatedRun:
       instructions_per_invoke: guest AArch64 instructions executed in LiteRT's
         libraries per invoke, or None if not counted.
       cost_note: how `instructions_per_invoke` was obtained, or why not.
+      unsized_blocks: executed translation blocks between the markers whose
+        size the trace did not give (not counted; reported, never dropped
+        silently); None when not traced.
     """
 
     child: dict
     wall_s: float
     instructions_per_invoke: float | None
     cost_note: str
+    unsized_blocks: int | None = None
+    emulator: str = ""
 
 
 _ADDR_NO_RANDOMIZE = 0x0040000
+_TRACE_FLAGS = "exec,in_asm,nochain,strace"
 
 
 def _no_aslr() -> None:
@@ -461,10 +486,15 @@ def _child_call(
 
 
 def _count_trace(fifo: Path, out: dict) -> None:
-    """Reads qemu's exec+in_asm+strace log.
+    """Reads qemu's exec+in_asm+strace log (a fifo or a file) into `out`.
 
     Sums the guest instructions of the translation blocks executed between the
-    child's begin and end marker system calls.
+    child's begin and end marker system calls. Each `IN:` block lists a
+    translated block's instructions, one `0x<pc>:` line each; each
+    `Trace N: 0x<host> [<flags>/<pc>/...]` line is one execution of the block
+    starting at <pc>. `out` gets `instructions`, `misses` (executions inside
+    the markers of blocks never listed), `begin` / `end` (markers seen) and
+    `error` if reading failed.
     """
     sizes: dict[int, int] = {}
     total = misses = 0
@@ -514,8 +544,8 @@ class _RangesMoved(Exception):
 
 def _traced_run(
     env: Arm64Environment, request: dict, ranges: list, *, timeout: float
-) -> tuple[dict, float, int | None]:
-    """One emulated run under qemu's tracer: (child result, wall s, instructions)."""
+) -> tuple[dict, float, int | None, int]:
+    """One emulated run under qemu's tracer: (child result, wall s, instructions, unsized)."""
     with tempfile.TemporaryDirectory(prefix="tflight-trace-") as tmp:
         fifo = Path(tmp) / "trace.fifo"
         os.mkfifo(fifo)
@@ -529,7 +559,7 @@ def _traced_run(
                 request,
                 timeout=timeout,
                 qemu_args=(
-                    "-d", "exec,in_asm,nochain,strace", "-dfilter", dfilter, "-D", str(fifo),
+                    "-d", _TRACE_FLAGS, "-dfilter", dfilter, "-D", str(fifo),
                 ),
             )
         finally:
@@ -539,14 +569,14 @@ def _traced_run(
                 os.close(fd)
             reader.join(timeout=120)
     if "error" in traced:
-        return traced, wall, None
+        return traced, wall, None, 0
     if traced.get("litert_ranges") != ranges:
         raise _RangesMoved(traced.get("litert_ranges") or [])
     if "error" in counted or not (counted.get("begin") and counted.get("end")):
         raise DeviceError(
             f"could not read qemu's trace: {counted.get('error', 'the invoke markers are missing')}"
         )
-    return traced, wall, int(counted["instructions"])
+    return traced, wall, int(counted["instructions"]), int(counted["misses"])
 
 
 def _cached_ranges(env: Arm64Environment) -> list:
@@ -592,17 +622,39 @@ def run_on_arm64(
       DeviceError: set-up failed, LiteRT crashed or timed out under emulation.
     """
     env = env if env is not None else setup_arm64(progress=progress)
+    run = _run_on_arm64(env, request, count_instructions=count_instructions,
+                        extra_invokes=extra_invokes, timeout=timeout, progress=progress)
+    return dataclasses.replace(run, emulator=env.qemu_version)
+
+
+def _run_on_arm64(
+    env: Arm64Environment,
+    request: dict,
+    *,
+    count_instructions: bool,
+    extra_invokes: int,
+    timeout: float,
+    progress: Callable[[str], None] | None,
+) -> EmulatedRun:
     req = dict(
         request, min_time=0.0, warmup_min_time=0.0, max_time=0.0, threads=1, report_ranges=True
     )
     ranges = _cached_ranges(env) if count_instructions else []
     child = None
     if not ranges:
-        # Learn where LiteRT's code is mapped (the same every run: no ASLR).
+        # Learn where LiteRT's code is mapped: the same every run (no ASLR, no
+        # helper threads) under the same qemu options. qemu's logging changes
+        # its own allocations, which share the address space with the guest's,
+        # so the learning run logs too, to /dev/null and for an empty range.
         _say(progress, "[arm64] running the model under emulation")
-        child, wall = _child_call(env, req, timeout=timeout)
+        learn = (
+            ("-d", _TRACE_FLAGS, "-dfilter", "0x0..0xfff", "-D", os.devnull)
+            if count_instructions
+            else ()
+        )
+        child, wall = _child_call(env, req, timeout=timeout, qemu_args=learn)
         ranges = child.get("litert_ranges") or []
-        if ranges:
+        if ranges and count_instructions:
             _store_ranges(env, ranges)
         if "error" in child or not count_instructions:
             return EmulatedRun(child, wall, None, "not counted")
@@ -611,20 +663,26 @@ def run_on_arm64(
                 child, wall, None, "not counted: LiteRT's address ranges are unknown"
             )
     _say(progress, "[arm64] running the model under emulation, counting guest instructions")
-    try:
-        traced, wall, n = _traced_run(
-            env, dict(req, extra_invokes=extra_invokes), ranges, timeout=timeout
-        )
-    except _RangesMoved:
-        with contextlib.suppress(OSError):
-            (env.site.parent / "litert_ranges.json").unlink()
-        if child is None:
-            # The cache was stale: start again with the new addresses.
-            return run_on_arm64(
-                request, env=env, count_instructions=count_instructions,
-                extra_invokes=extra_invokes, timeout=timeout, progress=progress,
+    counted = None
+    for _attempt in range(3):
+        try:
+            counted = _traced_run(
+                env, dict(req, extra_invokes=extra_invokes), ranges, timeout=timeout
             )
-        raise DeviceError("LiteRT was mapped at other addresses in the traced run") from None
+            break
+        except _RangesMoved as moved:
+            # Logging from a new guest thread makes qemu (which shares the
+            # address space) reserve a malloc arena first: LiteRT then loads
+            # elsewhere, at addresses that repeat from one traced run to the
+            # next. Count again with the traced run's own addresses.
+            ranges = moved.ranges
+            _store_ranges(env, ranges)
+    if counted is None:
+        raise DeviceError(
+            "LiteRT was mapped at other addresses in each traced run; instructions cannot be "
+            "counted on this set-up (use --no-instructions)"
+        )
+    traced, wall, n, unsized = counted
     if n is None:
         return EmulatedRun(traced, wall, None, "not counted")
     note = (
@@ -632,6 +690,12 @@ def run_on_arm64(
         f"(qemu exec trace between markers around {extra_invokes} invokes; 1 thread; "
         "libc and kernel time excluded)"
     )
+    if unsized:
+        note += (
+            f"; {unsized} executed block(s) could not be sized (their translation was not in "
+            "the trace) and are not counted"
+        )
     if n <= 0:
-        return EmulatedRun(traced, wall, None, "not counted: no LiteRT code ran between markers")
-    return EmulatedRun(traced, wall, n / extra_invokes, note)
+        return EmulatedRun(traced, wall, None, "not counted: no LiteRT code ran between markers",
+                           unsized_blocks=unsized)
+    return EmulatedRun(traced, wall, n / extra_invokes, note, unsized_blocks=unsized)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import click
 
@@ -10,6 +12,24 @@ __all__ = ["bench"]
 
 _ACCELERATORS = ["cpu", "gpu", "npu"]
 _DEVICES = ["host", "arm64"]
+
+
+def _check_output_path(path: str, option: str) -> None:
+    """An output file's folder must exist and be writable; the file must not be a folder."""
+    from tflight.errors import BenchmarkError
+
+    p = Path(path)
+    folder = p.parent
+    if p.is_dir():
+        raise BenchmarkError(f"{option} {path!r} is a folder; give a file name")
+    if not folder.is_dir():
+        raise BenchmarkError(
+            f"{option}: the folder {str(folder)!r} does not exist; create it or choose another path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise BenchmarkError(
+            f"{option}: {path!r} cannot be written (permission denied); choose another path"
+        )
 
 
 def _delegate_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -39,7 +59,10 @@ def _delegate_options(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--xnnpack/--no-xnnpack", default=True, show_default=True,
               help="LiteRT's default XNNPACK delegate on the CPU.")
 @click.option("--accelerator", type=click.Choice(_ACCELERATORS), default="cpu",
-              show_default=True, help="GPU/NPU fall back to the CPU with a note if absent.")
+              show_default=True,
+              help="gpu: LiteRT's GPU accelerator on a software Vulkan device (llvmpipe, set "
+                   "up on first use; outputs checked against the CPU's; not GPU timing). "
+                   "npu falls back to the CPU with a note if absent.")
 @click.option("--delegate", type=click.Path(dir_okay=False),
               help="External delegate library (e.g. libedgetpu.so.1).")
 @click.option("--delegate-option", multiple=True, metavar="KEY=VALUE",
@@ -50,7 +73,9 @@ def _delegate_options(values: tuple[str, ...]) -> dict[str, str]:
               help="arm64: also run LiteRT's AArch64 build under qemu (set up on first use).")
 @click.option("--no-instructions", is_flag=True,
               help="With --device arm64: skip counting guest instructions (faster).")
-@click.option("--profile", "op_profile", is_flag=True, help="Measure a per-op profile.")
+@click.option("--profile", "op_profile", is_flag=True,
+              help="Per-op profile, estimated by timing model prefixes (LiteRT's Python API "
+                   "has no profiler).")
 @click.option("--estimate", multiple=True, metavar="PROFILE",
               help="Device profile for the estimated-latency column (repeatable; "
                    "pixel4, cortex-a53, edgetpu). Default: pixel4.")
@@ -110,6 +135,15 @@ def bench(
             raise click.UsageError(
                 "--plot needs matplotlib: pip install 'tflight[plot]'"
             ) from None
+    # Output paths are checked before anything is measured.
+    if history is not None:
+        _check_output_path(history, "--history")
+    if plot is not None:
+        _check_output_path(plot, "--plot")
+        if Path(plot).suffix.lower() not in (".png", ".svg", ".pdf"):
+            from tflight.errors import BenchmarkError
+
+            raise BenchmarkError(f"--plot {plot!r} must end in .png, .svg or .pdf")
     config = _b.BenchmarkConfig(
         runs=runs,
         min_time=min_time,
@@ -124,20 +158,36 @@ def bench(
         seed=seed,
     )
     progress = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    comparison = _b.benchmark_many(
-        list(models),
-        inputs=inputs,
-        config=config,
-        device=device,
-        profile=op_profile,
-        count_instructions=not no_instructions,
-        progress=progress,
+    try:
+        comparison = _b.benchmark_many(
+            list(models),
+            inputs=inputs,
+            config=config,
+            device=device,
+            profile=op_profile,
+            count_instructions=not no_instructions,
+            progress=progress,
+        )
+    except _b.BenchmarkInternalError as e:
+        where = (
+            f"the full traceback is in {e.traceback_path}"
+            if e.traceback_path
+            else "no traceback file could be written"
+        )
+        click.echo(f"tflight bench: internal error: {e}; {where}. Please report it.", err=True)
+        raise SystemExit(1) from None
+    from tflight.bench_history import (
+        append_history,
+        history_changes,
+        plot_latency_vs_size,
+        read_history,
     )
-    previous = _b.read_history(history) if history else []
+
+    previous = read_history(history) if history else []
     if history:
-        _b.append_history(comparison.results, history)
+        append_history(comparison.results, history)
     if plot is not None:
-        _b.plot_latency_vs_size(comparison.results, plot)
+        plot_latency_vs_size(comparison.results, plot)
 
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in comparison.results], indent=2))
@@ -161,19 +211,7 @@ def bench(
                     f"{d.cost_note}"
                 )
     if history:
-        for r in comparison.results:
-            same = [
-                h for h in previous
-                if h.get("sha256") == r.sha256 and h.get("config") == r.config.to_dict()
-            ]
-            if same:
-                before = same[-1]["latency"]["median_ms"]
-                change = r.latency.median_ms / before - 1
-                click.echo(
-                    f"history {r.model}: median {before:.4f} -> {r.latency.median_ms:.4f} ms "
-                    f"({change:+.1%}) vs {same[-1]['timestamp']}"
-                )
-            else:
-                click.echo(f"history {r.model}: first entry in {history}")
+        for line in history_changes(comparison.results, previous, history):
+            click.echo(line)
     if plot is not None:
         click.echo(f"plot written to {plot}")
