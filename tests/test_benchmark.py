@@ -22,7 +22,7 @@ from tflight.benchmark import (
 )
 from tflight.cli import cli
 from tflight.errors import BenchmarkError
-from tflight.profiles import PROFILES, estimate_latency
+from tflight.profiles import PROFILES
 
 FAST = BenchmarkConfig(runs=20, min_time=0.05, warmup_runs=1, warmup_min_time=0.0)
 
