@@ -434,7 +434,7 @@ class ChannelPruningResult:
 
 
 def _keep_count(size: int, ratio: float, round_to: int) -> int:
-    keep = size - int(math.floor(size * ratio + 1e-9))
+    keep = int(math.floor(size * (1.0 - ratio) + 0.5))
     if round_to > 1 and size >= round_to:
         keep = min(size, max(round_to, round_to * int(round(keep / round_to))))
     return keep
@@ -577,7 +577,16 @@ def _rebuild(model: Any, graph: DependencyGraph, keep: dict) -> Any:
             config.update(plans.get(id(layer), ({}, None))[0])
             return type(layer).from_config(config)
 
-        return K.models.clone_model(m, clone_function=fn)
+        if hasattr(m, "_functional") or not hasattr(m, "_nodes_by_depth") or _is_sequential(m):
+            return K.models.clone_model(m, clone_function=fn)
+        # Functional: keep the input layers' names (clone_model would rename them).
+        inputs = tf.nest.map_structure(
+            lambda t: K.Input(
+                batch_shape=tuple(t.shape), dtype=t.dtype, name=t._keras_history[0].name
+            ),
+            m.input,
+        )
+        return K.models.clone_model(m, input_tensors=inputs, clone_function=fn)
 
     classes = {}
     stack = [model]
@@ -629,6 +638,10 @@ def _zero_removed_inputs(graph: DependencyGraph, keep: dict) -> None:
             idx = drop if role == "kernel" else (drop[:, None] * m + np.arange(m)).reshape(-1)
             w[..., idx, :] = 0.0
             v.assign(w)
+
+
+def _is_sequential(model: Any) -> bool:
+    return any(c.__name__ == "Sequential" for c in type(model).__mro__)
 
 
 def _count_params(model: Any) -> int:
