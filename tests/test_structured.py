@@ -396,3 +396,67 @@ def test_channel_pruning_composes_with_pruning_qat_and_int8(digits):
     lite = _accuracy(converters.TFLiteModel(out.flatbuffer).predict, digits)
     keras_qat = _accuracy(lambda x: np.asarray(qat(x, training=False)), digits)
     assert lite > 0.5 and abs(lite - keras_qat) < 0.05
+
+
+# ---- low-rank factorization --------------------------------------------------------------
+
+
+def _mlp_and_pointwise(k):
+    i = k.Input((8, 8, 1))
+    x = k.layers.Conv2D(16, 3, padding="same", activation="relu")(i)
+    x = k.layers.Conv2D(24, 1, strides=2, activation="relu", name="pointwise")(x)
+    x = k.layers.Flatten()(x)
+    x = k.layers.Dense(64, activation="relu", name="hidden")(x)
+    return k.Model(i, k.layers.Dense(10, name="logits")(x), name="mlp")
+
+
+@pytest.mark.parametrize("generation", sorted(GENERATIONS))
+def test_lowrank_at_full_rank_reproduces_outputs(generation):
+    from tflight.lowrank import factorize
+
+    k = GENERATIONS[generation]()
+    k.utils.set_random_seed(0)
+    model = _mlp_and_pointwise(k)
+    before = _weights_snapshot(model)
+    result = factorize(model, energy=1.0, only_if_saving=False)
+    assert {x.name for x in result.layers if x.factorized} == {"pointwise", "hidden", "logits"}
+    x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(result.model(x)), np.asarray(model(x)), atol=1e-5)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_lowrank_halves_macs_and_converts(calib):
+    from tflight.lowrank import factorize
+
+    keras.utils.set_random_seed(0)
+    model = _mlp_and_pointwise(keras)
+    result = factorize(model, macs_target=0.7)
+    assert result.macs_ratio <= 0.7
+    for x in result.layers:
+        assert not x.factorized or x.macs_after < x.macs_before
+    out = converters.convert(result.model, "fp32")
+    np.testing.assert_allclose(
+        converters.TFLiteModel(out.flatbuffer).predict(calib[:4]),
+        np.asarray(result.model(calib[:4])),
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"energy": 0.0}, CompressionError, "energy"),
+        ({"energy": 0.9, "macs_target": 0.5}, CompressionError, "exactly one"),
+        ({"macs_target": 1.0}, CompressionError, "macs_target"),
+        ({"ranks": {"conv2d": 2}}, UnsupportedLayerError, "not a Dense or 1x1"),
+        ({"ranks": {"hidden": 0}}, UnsupportedLayerError, "Rank for 'hidden'"),
+        ({"macs_target": 0.01}, CompressionError, "cannot be reached"),
+    ],
+)
+def test_lowrank_bad_requests(kwargs, error, match):
+    from tflight.lowrank import factorize
+
+    keras.utils.set_random_seed(0)
+    with pytest.raises(error, match=match):
+        factorize(_mlp_and_pointwise(keras), **kwargs)

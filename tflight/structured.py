@@ -50,6 +50,7 @@ __all__ = [
     "prune_channels",
     "fine_tune",
     "importance_from_name",
+    "rebuild_model",
 ]
 
 _MAX_RATIO = 0.95
@@ -564,18 +565,50 @@ def _slice_layer(rec: LayerCut, graph: DependencyGraph, keep: dict) -> tuple[dic
 
 def _rebuild(model: Any, graph: DependencyGraph, keep: dict) -> Any:
     """A copy of `model` with the kept channels only (same Keras generation)."""
-    K = _module(model)
     plans = {id(rec.layer): _slice_layer(rec, graph, keep) for rec in graph.layers.values()}
+
+    def build(layer: Any) -> Any:
+        config = layer.get_config()
+        config.update(plans[id(layer)][0])
+        return type(layer).from_config(config)
+
+    return rebuild_model(
+        model,
+        builders={key: build for key in plans},
+        weights={key: w for key, (_, w) in plans.items() if w is not None},
+    )
+
+
+def rebuild_model(
+    model: Any,
+    *,
+    builders: Mapping[int, Callable[[Any], Any]],
+    weights: Mapping[int, list],
+) -> Any:
+    """A copy of `model` (same Keras generation, nested models walked into) with some layers replaced.
+
+    Args:
+      model: a Sequential or Functional model.
+      builders: `id(layer)` -> function returning the new layer for it (any
+        layer, including a small Sequential standing for two layers); other
+        layers are rebuilt from their configs.
+      weights: `id(layer)` -> the weights to set on its replacement; other
+        layers keep their weights.
+
+    Returns:
+      The new model; `model` is not modified.
+    """
+    K = _module(model)
 
     def clone(m: Any) -> Any:
         def fn(layer: Any) -> Any:
-            if layer is not m and hasattr(layer, "layers") and id(layer) not in plans:
+            if id(layer) in builders:
+                return builders[id(layer)](layer)
+            if layer is not m and hasattr(layer, "layers"):
                 inner = getattr(layer, "_functional", None) or layer
                 if hasattr(inner, "_nodes_by_depth"):
                     return clone(layer)
-            config = layer.get_config()
-            config.update(plans.get(id(layer), ({}, None))[0])
-            return type(layer).from_config(config)
+            return type(layer).from_config(layer.get_config())
 
         if hasattr(m, "_functional") or not hasattr(m, "_nodes_by_depth") or _is_sequential(m):
             return K.models.clone_model(m, clone_function=fn)
@@ -605,11 +638,12 @@ def _rebuild(model: Any, graph: DependencyGraph, keep: dict) -> Any:
             src = old_by_name.get(layer.name)
             if src is None or not src.weights:
                 continue
-            if hasattr(layer, "layers") and hasattr(src, "layers"):
+            if id(src) in weights:
+                layer.set_weights(weights[id(src)])
+            elif hasattr(layer, "layers") and hasattr(src, "layers"):
                 copy(src, layer)
-                continue
-            _, w = plans.get(id(src), ({}, None))
-            layer.set_weights(w if w is not None else src.get_weights())
+            else:
+                layer.set_weights(src.get_weights())
 
     copy(model, new_model)
     return new_model
