@@ -460,3 +460,27 @@ def test_lowrank_bad_requests(kwargs, error, match):
     keras.utils.set_random_seed(0)
     with pytest.raises(error, match=match):
         factorize(_mlp_and_pointwise(keras), **kwargs)
+
+
+# ---- sensitivity analysis ----------------------------------------------------------------
+
+
+def test_sensitivity_table_plot_and_allocation(trained_cnn, digits, tmp_path):
+    from tflight.sensitivity import analyze_sensitivity
+
+    x_val, y_val = digits.x_test[:200], digits.y_test[:200]
+    result = analyze_sensitivity(trained_cnn, x_val, y_val, ratios=(0.25, 0.5, 0.75))
+    assert len(result.groups) == 2 and all(len(g.drops) == 3 for g in result.groups)
+    # Cutting more of one group never saves less.
+    assert all(np.all(np.diff(g.macs_saved) > 0) for g in result.groups)
+    lines = []
+    result.summary(print_fn=lines.append)
+    assert "measured" in lines[0] and len(lines) == 2 + len(result.groups)
+    assert result.plot(tmp_path / "sens.png").stat().st_size > 1000
+    ratios = result.allocate(flops_target=0.6)
+    cut = prune_channels(trained_cnn, ratio=ratios)
+    assert cut.macs_ratio <= 0.6
+    with pytest.raises(CompressionError, match="cannot reach"):
+        result.allocate(flops_target=0.01)
+    with pytest.raises(CompressionError, match="in \\(0, 1\\)"):
+        analyze_sensitivity(trained_cnn, x_val, y_val, ratios=(0.5, 1.0))
