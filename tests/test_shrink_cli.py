@@ -84,3 +84,14 @@ def test_shrink_refuses_to_overwrite_its_input(files):
     _, model, _ = files
     result = CliRunner().invoke(cli, ["shrink", model, "-o", model])
     assert result.exit_code == 2 and "is the input model" in result.output
+
+
+def test_shrink_with_sensitivity_allocation(files):
+    root, model, data = files
+    out, plot = root / "sens.keras", root / "sens.png"
+    result = _run(
+        "shrink", model, "--flops", "0.6", "--data", data, "--sensitivity", str(plot), "-o", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy % drop (measured" in result.output and plot.stat().st_size > 1000
+    assert out.exists()

@@ -234,6 +234,57 @@ def test_mobilenetv2_cut_converts_to_int8():
     assert converters.TFLiteModel(out.flatbuffer).predict(x[:2]).shape == (2, 10)
 
 
+@keras.saving.register_keras_serializable(package="tflight_tests")
+class WideConv(keras.layers.Conv2D):
+    """A user's subclass of Conv2D: still cut like a Conv2D."""
+
+
+@keras.saving.register_keras_serializable(package="tflight_tests")
+class Scale(keras.layers.Layer):
+    """A custom layer with per-channel weights: the graph cannot follow it."""
+
+    def build(self, shape):
+        self.gain = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.gain
+
+
+def test_unfamiliar_layers_block_only_their_groups():
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    tokens = keras.Input((6, 12), name="tokens")
+    x = WideConv(16, 3, padding="same", activation="relu")(image)
+    x = Scale()(x)  # the group of WideConv flows into it: blocked
+    x = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="conv_b")(x)
+    x = keras.layers.Reshape((64, 12))(x)
+    x = keras.layers.LSTM(8)(x)  # conv_b's group flows into an RNN: blocked
+    t = keras.layers.Dense(16, activation="relu", name="token_proj")(tokens)
+    t = keras.layers.MultiHeadAttention(2, 8)(t, t)  # token_proj's group: blocked
+    t = keras.layers.GlobalAveragePooling1D()(t)
+    t = keras.layers.Dense(24, activation="relu", name="token_mlp")(t)  # cuttable
+    joined = keras.layers.Concatenate()([x, t])
+    h = keras.layers.Dense(32, activation="relu", name="head")(joined)  # cuttable
+    model = keras.Model(
+        [image, tokens], [keras.layers.Dense(10, name="cls")(h), keras.layers.Dense(1, name="reg")(h)]
+    )
+    graph = DependencyGraph(model)
+    cuttable = sorted(g.name for g in graph.prunable_groups())
+    assert cuttable == ["head", "token_mlp"], cuttable
+    result = prune_channels(model, ratio=0.5)
+    assert {g.name: g.after for g in result.groups} == {"head": 16, "token_mlp": 12}
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    g2 = DependencyGraph(twin)
+    _zero_removed_inputs(g2, {g.gid: result.kept[g.name] for g in g2.groups() if g.name in result.kept})
+    rng = np.random.default_rng(0)
+    xs = [rng.uniform(0, 1, (3, 8, 8, 1)).astype("float32"), rng.normal(size=(3, 6, 12)).astype("float32")]
+    for a, b in zip(twin(xs), result.model(xs), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5)
+    with pytest.raises(UnsupportedLayerError, match="cannot be cut"):
+        prune_channels(model, ratio={"token_proj": 0.5})
+
+
 # ---- criteria ----------------------------------------------------------------------------
 
 

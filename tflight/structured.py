@@ -215,7 +215,6 @@ class TaylorImportance(Importance):
             raise CompressionError("TaylorImportance needs labels: pass `data=(x, y)`.")
         model = graph.model
         loss = self.loss or _default_loss(model)
-        wanted: dict[int, list[tuple[Any, int]]] = {g.gid: [] for g in groups}
         variables, owners = [], []
         for g in groups:
             for rec in graph.layers.values():
@@ -243,7 +242,6 @@ class TaylorImportance(Importance):
                 per[gid] += prod.reshape(-1, prod.shape[-1]).sum(0)
             for gid in per:
                 totals[gid] += np.abs(per[gid])
-        del wanted
         return totals
 
 
@@ -252,10 +250,12 @@ class APoZImportance(Importance):
     """1 − average percentage of zeros of each channel after its ReLU, on your data.
 
     A channel that is almost always zero after its activation carries little
-    information (network trimming). The activations are read at the output of
-    each group's producers with their activation applied (a following
-    ReLU/Activation layer is run by re-calling the model up to it); for a group
-    whose producers have no zeroing activation the mean |activation| is used.
+    information (network trimming). Activations are recorded at the output of
+    each group's producers while the model runs on your data; a producer with
+    no activation of its own is read through a ReLU (what a directly following
+    ReLU would see; a BatchNormalization in between is not taken into account).
+    A producer whose activation can be negative (swish, tanh) is scored by its
+    mean |activation| instead.
 
     Args:
       batch_size: batch size.

@@ -53,6 +53,14 @@ __all__ = ["shrink"]
     type=click.Path(dir_okay=False),
     help="Where to write the smaller model (.keras, or .h5 for tf_keras).",
 )
+@click.option(
+    "--sensitivity",
+    "sensitivity_plot",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="channels: measure each group's sensitivity on the last 20% of --data (held out "
+    "from fine-tuning), allocate per-group ratios for --flops, and save the curves here (.png).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def shrink(
     model_path: str,
@@ -68,6 +76,7 @@ def shrink(
     distill: bool,
     lr: float,
     out_path: str,
+    sensitivity_plot: str | None,
     as_json: bool,
 ) -> None:
     """Make MODEL smaller and faster: remove whole channels or factorize layers.
@@ -86,6 +95,8 @@ def shrink(
         raise CompressionError("--distill needs --epochs N (N > 0).")
     if method == "lowrank" and (ratio is not None or criterion != "l1" or round_to != 1):
         raise CompressionError("--ratio, --criterion and --round-to apply to --method channels.")
+    if sensitivity_plot is not None and (method != "channels" or data_path is None or ratio):
+        raise CompressionError("--sensitivity needs --method channels, --data and --flops.")
     if method == "channels" and energy is not None:
         raise CompressionError("--energy applies to --method lowrank.")
     if not os.path.isfile(model_path):
@@ -106,6 +117,19 @@ def shrink(
 
         if ratio is None and flops is None:
             flops = 0.5
+        sensitivity = None
+        if sensitivity_plot is not None:
+            from tflight.sensitivity import analyze_sensitivity
+
+            split = int(len(x) * 0.8)
+            if split < 1 or split == len(x):
+                raise CompressionError(f"--data has {len(x)} examples: too few to hold out 20%.")
+            data = (x[:split], y[:split])
+            sensitivity = analyze_sensitivity(
+                model, x[split:], y[split:], importance=criterion, data=data
+            )
+            ratio, flops = sensitivity.allocate(flops_target=flops), None
+            x, y = data
         result = prune_channels(
             model,
             ratio=ratio,
@@ -122,6 +146,9 @@ def shrink(
             flops = 0.5
         result = factorize(model, macs_target=flops, energy=energy)
     report = result.to_dict()
+    if method == "channels" and sensitivity is not None:
+        sensitivity.plot(sensitivity_plot)
+        report["sensitivity"] = sensitivity.to_dict() | {"allocated_ratios": ratio}
     if epochs:
         from tflight.structured import fine_tune
 
@@ -139,6 +166,9 @@ def shrink(
     if as_json:
         click.echo(json.dumps(report | {"output": out_path}, default=str))
         return
+    if method == "channels" and sensitivity is not None:
+        sensitivity.summary(print_fn=click.echo)
+        click.echo(f"sensitivity curves: {sensitivity_plot}")
     result.summary(print_fn=click.echo)
     if epochs:
         final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
