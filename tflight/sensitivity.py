@@ -129,6 +129,14 @@ class SensitivityResult:
                 )
             level[best.name] += 1
             current = best_cost
+        # Greedy steps can overshoot: give back any step the target does not need,
+        # the costliest in predicted drop first.
+        for g in sorted(self.groups, key=lambda g: -drop(g, level[g.name])):
+            while level[g.name] >= 0:
+                trial = level | {g.name: level[g.name] - 1}
+                if cost(trial) > target * total:
+                    break
+                level = trial
         return {g.name: g.ratios[level[g.name]] for g in self.groups if level[g.name] >= 0}
 
     def to_dict(self) -> dict:
