@@ -285,6 +285,29 @@ def test_unfamiliar_layers_block_only_their_groups():
         prune_channels(model, ratio={"token_proj": 0.5})
 
 
+def test_keras_hub_backbone_with_a_new_head_cuts_exactly():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 64],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(32, 32, 3),
+    )
+    _randomize_bn(backbone)
+    i = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(i))
+    model = keras.Model(i, keras.layers.Dense(5)(x))
+    result = prune_channels(model, flops_target=0.5, round_to=8)
+    assert result.macs_ratio <= 0.5
+    assert any("stack1_block0_0_conv" in g.name for g in result.groups)  # the residual shortcut
+    _check_exact(model, keras, result)
+
+
 # ---- criteria ----------------------------------------------------------------------------
 
 
