@@ -146,7 +146,7 @@ def cli() -> None:
 
 def _register() -> None:
     # One module per command; each imports TensorFlow only when it runs.
-    from tflight.cli import bench, compress, convert, demo, distill, quantize
+    from tflight.cli import bench, compress, convert, demo, distill, quantize, shrink
 
     cli.add_command(demo.demo)
     cli.add_command(convert.convert)
@@ -155,6 +155,7 @@ def _register() -> None:
     cli.add_command(bench.bench)
     cli.add_command(compress.compress)
     cli.add_command(quantize.quantize)
+    cli.add_command(shrink.shrink)
     # Further commands register here.
 
 

@@ -1,0 +1,97 @@
+"""`tflight shrink` through click's CliRunner: real models, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tflight.cli import cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, digits):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(i)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    model = keras.Model(i, keras.layers.Dense(10)(x))
+    root = tmp_path_factory.mktemp("shrink")
+    model_path = root / "cnn.keras"
+    model.save(model_path)
+    data_path = root / "train.npz"
+    np.savez(data_path, x=digits.x_train[:128], y=digits.y_train[:128])
+    return root, str(model_path), str(data_path)
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_shrink_channels_writes_a_smaller_model_and_reports(files):
+    import keras
+
+    root, model, data = files
+    out = root / "small.keras"
+    result = _run(
+        "shrink", model, "--flops", "0.5", "--criterion", "taylor", "--data", data,
+        "--epochs", "1", "--distill", "-o", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "before  after" in result.output and "MACs (counted)" in result.output
+    assert "with distillation" in result.output
+    small, big = keras.saving.load_model(out), keras.saving.load_model(model)
+    assert small.count_params() < big.count_params()
+
+
+def test_shrink_lowrank_json(files):
+    root, model, _ = files
+    out = root / "lowrank.keras"
+    result = _run("shrink", model, "--method", "lowrank", "--energy", "0.8", "--json", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["macs_after"] < report["macs_before"] and out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--flops", "1.5"], "in (0, 1)"),
+        (["--criterion", "apoz"], "pass `data=(x, y)` (CLI: --data"),
+        (["--epochs", "1"], "needs --data"),
+        (["--method", "lowrank", "--ratio", "0.5"], "apply to --method channels"),
+        (["--ratio", "0.99"], "leaves no channel"),
+    ],
+)
+def test_shrink_bad_requests_exit_2_without_output(files, args, message):
+    root, model, _ = files
+    out = root / "never.keras"
+    result = CliRunner().invoke(cli, ["shrink", model, *args, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_shrink_refuses_to_overwrite_its_input(files):
+    _, model, _ = files
+    result = CliRunner().invoke(cli, ["shrink", model, "-o", model])
+    assert result.exit_code == 2 and "is the input model" in result.output
+
+
+def test_shrink_with_sensitivity_allocation(files):
+    root, model, data = files
+    out, plot = root / "sens.keras", root / "sens.png"
+    result = _run(
+        "shrink", model, "--flops", "0.6", "--data", data, "--sensitivity", str(plot), "-o", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy % drop (measured" in result.output and plot.stat().st_size > 1000
+    assert out.exists()

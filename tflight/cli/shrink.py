@@ -1,0 +1,176 @@
+"""`tflight shrink`: remove channels or factorize layers so the model gets smaller and faster."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+__all__ = ["shrink"]
+
+
+@click.command("shrink")
+@click.argument("model_path", metavar="MODEL")
+@click.option(
+    "--method",
+    type=click.Choice(["channels", "lowrank"]),
+    default="channels",
+    show_default=True,
+    help="channels: structured channel pruning; lowrank: SVD of Dense and 1x1 convolutions.",
+)
+@click.option(
+    "--flops",
+    type=float,
+    default=None,
+    help="Fraction of the convolution/Dense MACs to keep, in (0, 1) [default: 0.5].",
+)
+@click.option(
+    "--ratio",
+    type=float,
+    default=None,
+    help="channels: fraction of every group's channels to remove (instead of --flops).",
+)
+@click.option(
+    "--criterion",
+    type=click.Choice(["l1", "l2", "bn", "taylor", "apoz"]),
+    default="l1",
+    show_default=True,
+    help="channels: importance criterion (taylor and apoz need --data).",
+)
+@click.option("--global", "global_ranking", is_flag=True, help="channels: rank across layers.")
+@click.option("--round-to", type=int, default=1, show_default=True, help="channels: keep multiples of N.")
+@click.option("--energy", type=float, default=None, help="lowrank: energy to keep (instead of --flops).")
+@click.option("--data", "data_path", default=None, help="An .npz with `x` and `y`, for criteria and fine-tuning.")
+@click.option("--epochs", type=int, default=0, show_default=True, help="Fine-tuning epochs on --data.")
+@click.option("--distill", is_flag=True, help="Fine-tune with distillation from the original model.")
+@click.option("--lr", type=float, default=5e-4, show_default=True, help="Fine-tuning Adam learning rate.")
+@click.option(
+    "-o",
+    "--output",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the smaller model (.keras, or .h5 for tf_keras).",
+)
+@click.option(
+    "--sensitivity",
+    "sensitivity_plot",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="channels: measure each group's sensitivity on the last 20% of --data (held out "
+    "from fine-tuning), allocate per-group ratios for --flops, and save the curves here (.png).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def shrink(
+    model_path: str,
+    method: str,
+    flops: float | None,
+    ratio: float | None,
+    criterion: str,
+    global_ranking: bool,
+    round_to: int,
+    energy: float | None,
+    data_path: str | None,
+    epochs: int,
+    distill: bool,
+    lr: float,
+    out_path: str,
+    sensitivity_plot: str | None,
+    as_json: bool,
+) -> None:
+    """Make MODEL smaller and faster: remove whole channels or factorize layers.
+
+    The report lists channels (or ranks) per layer before and after, and the MACs
+    counted from the layer shapes.
+    """
+    from tflight import _io
+    from tflight.errors import CompressionError
+
+    if os.path.abspath(out_path) == os.path.abspath(model_path):
+        raise CompressionError(f"-o {out_path!r} is the input model; choose another path.")
+    if (epochs or distill) and data_path is None:
+        raise CompressionError("Fine-tuning (--epochs/--distill) needs --data train.npz.")
+    if distill and not epochs:
+        raise CompressionError("--distill needs --epochs N (N > 0).")
+    if method == "lowrank" and (ratio is not None or criterion != "l1" or round_to != 1):
+        raise CompressionError("--ratio, --criterion and --round-to apply to --method channels.")
+    if sensitivity_plot is not None and (method != "channels" or data_path is None or ratio):
+        raise CompressionError("--sensitivity needs --method channels, --data and --flops.")
+    if method == "channels" and energy is not None:
+        raise CompressionError("--energy applies to --method lowrank.")
+    if not os.path.isfile(model_path):
+        raise CompressionError(f"Model file {model_path!r} does not exist.")
+    x = y = None
+    if data_path is not None:
+        x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
+        if y.ndim == 2:  # one-hot
+            import numpy as np
+
+            y = np.argmax(y, axis=-1)
+    model = _io.load_model(model_path, error=CompressionError)
+    if x is not None:
+        _io.check_input_shape(model, x, data_path, error=CompressionError)
+
+    if method == "channels":
+        from tflight.structured import prune_channels
+
+        if ratio is None and flops is None:
+            flops = 0.5
+        sensitivity = None
+        if sensitivity_plot is not None:
+            from tflight.sensitivity import analyze_sensitivity
+
+            split = int(len(x) * 0.8)
+            if split < 1 or split == len(x):
+                raise CompressionError(f"--data has {len(x)} examples: too few to hold out 20%.")
+            data = (x[:split], y[:split])
+            sensitivity = analyze_sensitivity(
+                model, x[split:], y[split:], importance=criterion, data=data
+            )
+            ratio, flops = sensitivity.allocate(flops_target=flops), None
+            x, y = data
+        result = prune_channels(
+            model,
+            ratio=ratio,
+            flops_target=flops,
+            importance=criterion,
+            data=None if x is None else (x, y),
+            global_ranking=global_ranking,
+            round_to=round_to,
+        )
+    else:
+        from tflight.lowrank import factorize
+
+        if energy is None and flops is None:
+            flops = 0.5
+        result = factorize(model, macs_target=flops, energy=energy)
+    report = result.to_dict()
+    if method == "channels" and sensitivity is not None:
+        sensitivity.plot(sensitivity_plot)
+        report["sensitivity"] = sensitivity.to_dict() | {"allocated_ratios": ratio}
+    if epochs:
+        from tflight.structured import fine_tune
+
+        history = fine_tune(
+            result.model, x, y, teacher=model if distill else None, epochs=epochs, learning_rate=lr
+        )
+        report["fine_tune"] = {
+            "epochs": epochs,
+            "distilled": distill,
+            "final": {k: float(v[-1]) for k, v in history.history.items()},
+        }
+    from tflight.distillation import _save_atomic
+
+    _save_atomic(result.model, out_path)
+    if as_json:
+        click.echo(json.dumps(report | {"output": out_path}, default=str))
+        return
+    if method == "channels" and sensitivity is not None:
+        sensitivity.summary(print_fn=click.echo)
+        click.echo(f"sensitivity curves: {sensitivity_plot}")
+    result.summary(print_fn=click.echo)
+    if epochs:
+        final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
+        click.echo(f"fine-tuned {epochs} epoch(s){' with distillation' if distill else ''}: {final}")
+    click.echo(f"wrote {out_path}")
