@@ -12,7 +12,8 @@ Example:
 from converters import errors
 from converters.analysis import ModelStats, TensorInfo
 from converters.convert import ConversionResult, convert, convert_many
-from converters.errors import ConversionError
+from converters.errors import ConversionError, PartialConversionError
+from converters.gpu import GpuRun, run_on_gpu, setup_gpu
 from converters.inspection import InspectReport, inspect
 from converters.modes import Mode, Target
 from converters.runtime import TFLiteModel
@@ -23,6 +24,10 @@ from converters.verify import VerifiedTFLite, verify_tflite
 __all__ = [
     "errors",
     "ConversionError",
+    "PartialConversionError",
+    "GpuRun",
+    "run_on_gpu",
+    "setup_gpu",
     "ConversionResult",
     "InspectReport",
     "Mode",

@@ -22,6 +22,13 @@ TFLIGHT_ALL = {
     "callbacks", "fit", "freeze", "ConstantSparsity", "PolynomialDecay", "Prune",
     "SparsityReport", "prune", "sparsity_report", "strip_pruning", "QAT", "AgreementReport",
     "check_agreement", "quantize", "strip_quantization",
+    # structure
+    "ChannelGroup", "DependencyGraph", "APoZImportance", "BNScaleImportance", "Importance",
+    "MagnitudeImportance", "TaylorImportance", "LowRankResult", "factorize", "SensitivityResult",
+    "analyze_sensitivity", "ChannelPruningResult", "GroupCut", "prune_channels",
+    # mixed precision
+    "Precision", "QuantizedModel", "SensitivityReport", "quantize_int4", "quantize_layers",
+    "quantization_sensitivity", "SearchResult", "search_precision",
     # distillation
     "Distiller", "DistillationResult", "TeacherCache", "distill", "load_distiller",
     "DistillationLoss", "SoftTargetLoss", "HardTargetLoss", "GroundTruthLoss", "FeatureLoss",
@@ -36,7 +43,7 @@ CONVERTERS_ALL = {
     "errors", "ConversionError", "ConversionResult", "InspectReport", "Mode", "ModelStats",
     "Target", "TargetReport", "TensorInfo", "TFLiteModel", "Thresholds", "ValidationReport",
     "VerifiedTFLite", "convert", "convert_many", "default_thresholds", "inspect",
-    "verify_tflite",
+    "verify_tflite", "PartialConversionError", "GpuRun", "run_on_gpu", "setup_gpu",
 }
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert")

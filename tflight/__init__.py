@@ -49,6 +49,30 @@ if TYPE_CHECKING:
     from tflight.quantization import check_agreement
     from tflight.quantization import quantize
     from tflight.quantization import strip_quantization
+    # -- structure: channel pruning, low rank --
+    from tflight.depgraph import ChannelGroup
+    from tflight.depgraph import DependencyGraph
+    from tflight.importance import APoZImportance
+    from tflight.importance import BNScaleImportance
+    from tflight.importance import Importance
+    from tflight.importance import MagnitudeImportance
+    from tflight.importance import TaylorImportance
+    from tflight.lowrank import LowRankResult
+    from tflight.lowrank import factorize
+    from tflight.sensitivity import SensitivityResult
+    from tflight.sensitivity import analyze_sensitivity
+    from tflight.structured import ChannelPruningResult
+    from tflight.structured import GroupCut
+    from tflight.structured import prune_channels
+    # -- mixed precision --
+    from tflight.precision import Precision
+    from tflight.precision import QuantizedModel
+    from tflight.precision import SensitivityReport
+    from tflight.precision import quantize_int4
+    from tflight.precision import quantize_layers
+    from tflight.precision import sensitivity as quantization_sensitivity
+    from tflight.precision_search import SearchResult
+    from tflight.precision_search import search as search_precision
 
     # -- distillation --
     from tflight.distillation import DistillationResult
@@ -69,11 +93,11 @@ if TYPE_CHECKING:
     from tflight.benchmark import BenchmarkResult
     from tflight.benchmark import Comparison
     from tflight.benchmark import Device
-    from tflight.benchmark import append_history
+    from tflight.bench_history import append_history
     from tflight.benchmark import benchmark
     from tflight.benchmark import benchmark_many
-    from tflight.benchmark import plot_latency_vs_size
-    from tflight.benchmark import read_history
+    from tflight.bench_history import plot_latency_vs_size
+    from tflight.bench_history import read_history
     from tflight.device import setup_arm64
     from tflight.profiles import PROFILES as DEVICE_PROFILES
     from tflight.profiles import DeviceProfile
@@ -114,6 +138,30 @@ _EXPORTS: dict[str, str] = {
     "check_agreement": "tflight.quantization",
     "quantize": "tflight.quantization",
     "strip_quantization": "tflight.quantization",
+    # -- structure: channel pruning, low rank --
+    "ChannelGroup": "tflight.depgraph",
+    "DependencyGraph": "tflight.depgraph",
+    "APoZImportance": "tflight.importance",
+    "BNScaleImportance": "tflight.importance",
+    "Importance": "tflight.importance",
+    "MagnitudeImportance": "tflight.importance",
+    "TaylorImportance": "tflight.importance",
+    "LowRankResult": "tflight.lowrank",
+    "factorize": "tflight.lowrank",
+    "SensitivityResult": "tflight.sensitivity",
+    "analyze_sensitivity": "tflight.sensitivity",
+    "ChannelPruningResult": "tflight.structured",
+    "GroupCut": "tflight.structured",
+    "prune_channels": "tflight.structured",
+    # -- mixed precision --
+    "Precision": "tflight.precision",
+    "QuantizedModel": "tflight.precision",
+    "SensitivityReport": "tflight.precision",
+    "quantize_int4": "tflight.precision",
+    "quantize_layers": "tflight.precision",
+    "quantization_sensitivity": "tflight.precision",
+    "SearchResult": "tflight.precision_search",
+    "search_precision": "tflight.precision_search",
     # -- distillation --
     "DistillationResult": "tflight.distillation",
     "Distiller": "tflight.distillation",
@@ -132,11 +180,11 @@ _EXPORTS: dict[str, str] = {
     "BenchmarkResult": "tflight.benchmark",
     "Comparison": "tflight.benchmark",
     "Device": "tflight.benchmark",
-    "append_history": "tflight.benchmark",
+    "append_history": "tflight.bench_history",
     "benchmark": "tflight.benchmark",
     "benchmark_many": "tflight.benchmark",
-    "plot_latency_vs_size": "tflight.benchmark",
-    "read_history": "tflight.benchmark",
+    "plot_latency_vs_size": "tflight.bench_history",
+    "read_history": "tflight.bench_history",
     "setup_arm64": "tflight.device",
     "DEVICE_PROFILES": "tflight.profiles",
     "DeviceProfile": "tflight.profiles",
@@ -145,6 +193,8 @@ _EXPORTS: dict[str, str] = {
 # Public names that differ from the name inside their module.
 _RENAMED: dict[str, str] = {
     "DEVICE_PROFILES": "PROFILES",
+    "quantization_sensitivity": "sensitivity",
+    "search_precision": "search",
 }
 
 __all__ = [
@@ -177,6 +227,30 @@ __all__ = [
     "check_agreement",
     "quantize",
     "strip_quantization",
+    # -- structure: channel pruning, low rank --
+    "ChannelGroup",
+    "DependencyGraph",
+    "APoZImportance",
+    "BNScaleImportance",
+    "Importance",
+    "MagnitudeImportance",
+    "TaylorImportance",
+    "LowRankResult",
+    "factorize",
+    "SensitivityResult",
+    "analyze_sensitivity",
+    "ChannelPruningResult",
+    "GroupCut",
+    "prune_channels",
+    # -- mixed precision --
+    "Precision",
+    "QuantizedModel",
+    "SensitivityReport",
+    "quantize_int4",
+    "quantize_layers",
+    "quantization_sensitivity",
+    "SearchResult",
+    "search_precision",
     # -- distillation --
     "Distiller",
     "DistillationResult",
