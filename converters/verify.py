@@ -21,13 +21,11 @@ this process.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
+from converters import _child
 from converters.errors import InvalidTFLiteError
 
 __all__ = ["VerifiedTFLite", "verify_tflite", "read_tflite_bytes"]
@@ -35,26 +33,32 @@ __all__ = ["VerifiedTFLite", "verify_tflite", "read_tflite_bytes"]
 _IDENTIFIER = b"TFL3"
 _PROBE_TIMEOUT_S = 120.0
 
-# Runs in a child process. Reads the model from stdin, prints one JSON line.
+# Runs in a child process (`python -c`). Reads the model from stdin and
+# replies with `converters._child.reply`, loaded by path (argv[1]) so that the
+# probe does not import the `converters` package.
 _PROBE = r"""
-import json, resource, sys
-import numpy as np
+import resource, sys
 buf = sys.stdin.buffer.read()
 limit = (2 << 30) + 8 * len(buf)
 try:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 except (ValueError, OSError):
     pass
-out = {"ok": False, "stage": "parse", "error": None, "gpu": None, "load_error": None}
+import numpy as np
+import importlib.util
+spec = importlib.util.spec_from_file_location("converters_child", sys.argv[1])
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+reply = child.reply
+out = {"ok": False, "stage": "parse", "problem": None, "gpu": None, "load_error": None}
 def done():
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
+    reply(out)
     sys.exit(0)
 try:
     from ai_edge_litert import schema_py_generated as s
     m = s.ModelT.InitFromPackedBuf(buf, 0)
 except Exception as e:
-    out["error"] = "it is truncated or corrupt (its flatbuffer tables cannot be parsed: %s)" % (type(e).__name__,)
+    out["problem"] = "it is truncated or corrupt (its flatbuffer tables cannot be parsed: %s)" % (type(e).__name__,)
     done()
 try:
     out["stage"] = "check"
@@ -93,7 +97,7 @@ try:
                 if len(data) < need:
                     raise ValueError("tensor %r holds %d bytes but its shape needs %d" % (t.name, len(data), need))
 except Exception as e:
-    out["error"] = "it is inconsistent: %s" % (e,)
+    out["problem"] = "it is inconsistent: %s" % (e,)
     done()
 out["stage"] = "analyze"
 try:
@@ -214,36 +218,32 @@ def verify_tflite(
     content, source = read_tflite_bytes(path_or_bytes)
     label = "the buffer" if source == "<bytes>" else repr(source)
     _header_check(content, label)
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _PROBE],
-            input=content,
-            capture_output=True,
+        run = _child.run_child(
+            _child.python_command("-c", _PROBE, _child.__file__),
+            stdin=content,
+            env=_child.child_env(project_path=False, tf_log_level="3"),
             timeout=timeout,
-            env=env,
-            check=False,
+            name="converters-verify",
+            tail_lines=1,
         )
-    except subprocess.TimeoutExpired as e:
+    except _child.ChildTimeout as e:
         raise InvalidTFLiteError(
             f"{label} could not be verified: loading it did not finish within {timeout:.0f} s."
         ) from e
-    if proc.returncode < 0:
+    except _child.ChildCrashed as e:
+        if e.returncode < 0:
+            raise InvalidTFLiteError(
+                f"{label} is corrupt: LiteRT {e.how} while loading it"
+                + (f" (its output is kept in {e.log})." if e.log else ".")
+            ) from None
         raise InvalidTFLiteError(
-            f"{label} is corrupt: LiteRT crashed (signal {-proc.returncode}) while loading it."
-        )
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    try:
-        report = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        raise InvalidTFLiteError(
-            f"{label} could not be verified: the checking process exited with code "
-            f"{proc.returncode} ({tail[0] if tail else 'no message'})."
+            f"{label} could not be verified: the checking process {e.how} "
+            f"({e.tail or 'no message'})."
         ) from None
+    report = run.reply
     if not report["ok"]:
-        raise InvalidTFLiteError(f"{label} is not a valid .tflite model: {report['error']}.")
+        raise InvalidTFLiteError(f"{label} is not a valid .tflite model: {report['problem']}.")
     return VerifiedTFLite(
         content=content,
         source=source,
