@@ -6,19 +6,19 @@ at the software device: a native crash of the GPU accelerator kills this
 process, not the caller. Imports only numpy and `ai_edge_litert`.
 
 The request holds `model`, `inputs` (an .npz with `x0`, `x1`, ...),
-`outputs` (the .npz to write, `cpu0`, `gpu0`, ...) and `runs`. The answer is
-one JSON line on stdout starting with `RESULT_MARK`.
+`outputs` (the .npz to write, `cpu0`, `gpu0`, ...) and `runs`. The reply
+follows `converters._child` (loaded by path): a failing accelerator is the
+error of kind `"cpu"` or `"gpu"`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
 import time
 
-RESULT_MARK = "@@converters-gpu-result@@"
+_child = None  # converters/_child.py, loaded by path in `main`
 
 
 def _compiled(path: str, accel):
@@ -61,12 +61,10 @@ def _run(model, arrays: list, runs: int) -> tuple[list, list]:
     return results, times
 
 
-def main(argv: list[str]) -> int:
+def _handle(req: dict) -> dict:
     import numpy as np
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
-    with open(argv[1]) as f:
-        req = json.load(f)
     with np.load(req["inputs"]) as data:
         arrays = [data[f"x{i}"] for i in range(len(data.files))]
     out: dict = {}
@@ -77,7 +75,7 @@ def main(argv: list[str]) -> int:
         saved.update({f"cpu{i}": a for i, a in enumerate(cpu_out)})
         out["cpu_ms"] = statistics.median(cpu_times)
     except Exception as e:  # noqa: BLE001 - reported to the caller
-        out["error"] = {"stage": "cpu", "message": f"{type(e).__name__}: {e}"}
+        out["error"] = ("cpu", f"{type(e).__name__}: {e}")
     if "error" not in out:
         try:
             # GPU with the CPU allowed: ops the GPU does not take fall back, and
@@ -91,14 +89,30 @@ def main(argv: list[str]) -> int:
             saved.update({f"gpu{i}": a for i, a in enumerate(gpu_out)})
             out["gpu_ms"] = statistics.median(gpu_times)
         except Exception as e:  # noqa: BLE001 - reported to the caller
-            out["error"] = {"stage": "gpu", "message": f"{type(e).__name__}: {e}"}
+            out["error"] = ("gpu", f"{type(e).__name__}: {e}")
     if saved:
         tmp = req["outputs"] + ".part.npz"
         np.savez(tmp, **saved)
         os.replace(tmp, req["outputs"])
-    sys.stdout.write("\n" + RESULT_MARK + json.dumps(out) + "\n")
-    sys.stdout.flush()
-    return 0
+    if "error" in out:
+        raise _child.ChildError(*out["error"])
+    return out
+
+
+def main(argv: list[str]) -> int:
+    global _child
+    _child = _load_child()
+    return _child.serve(_handle, argv, what="the GPU child")
+
+
+def _load_child():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
+    spec = importlib.util.spec_from_file_location("converters_child", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":

@@ -28,8 +28,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from converters import _debian
+from converters import _child, _debian
 from converters.errors import ConversionError, ValidationError
 
 __all__ = [
@@ -469,60 +467,54 @@ def run_on_gpu(
         np.savez(tmpd / "inputs.npz", **{f"x{i}": np.asarray(a) for i, a in enumerate(inputs)})
         req = {"model": str(path), "inputs": str(tmpd / "inputs.npz"),
                "outputs": str(tmpd / "outputs.npz"), "runs": int(runs)}
-        (tmpd / "request.json").write_text(json.dumps(req))
-        child_env = env.env({k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        no_adapter = (
+            "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it: {}. Run "
+            "converters.gpu.setup_gpu(force=True) to rebuild the software Vulkan device"
+        )
+        child_env = env.env(_child.child_env(project_path=False))
         child_env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the adapter line is an INFO log
         try:
-            proc = subprocess.run(
-                [sys.executable, "-s", str(_CHILD), str(tmpd / "request.json")],
-                capture_output=True, text=True, timeout=timeout, env=child_env, check=False,
+            run = _child.run_child(
+                _child.python_command(str(_CHILD)),
+                request=req,
+                env=child_env,
+                timeout=timeout,
+                name="converters-gpu",
             )
-        except subprocess.TimeoutExpired as e:
+        except _child.ChildTimeout as e:
             raise GpuUnavailableError(
                 f"LiteRT's GPU accelerator did not finish within {timeout:.0f} s"
             ) from e
-        from converters._gpu_child import RESULT_MARK
-
-        line = next(
-            (ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None
-        )
-        found = _ADAPTER.search(proc.stderr)
-        adapter = found.group(1).strip() if found else ""
-        if line is None:
-            how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+        except _child.ChildCrashed as e:
             raise GpuUnavailableError(
-                f"LiteRT's GPU accelerator crashed ({how}) on the software Vulkan device: "
-                f"{_stderr_reason(proc.stderr)}"
-            )
-        out = json.loads(line[len(RESULT_MARK):])
-        if "error" not in out and not adapter:
+                f"LiteRT's GPU accelerator {e.how} on the software Vulkan device: "
+                f"{_stderr_reason(e.stderr)}" + (f" (its output is kept in {e.log})" if e.log else "")
+            ) from None
+        except _child.ChildFailed as e:
+            if "No adapters found" in e.stderr or "Couldn't load Vulkan" in e.stderr:
+                raise GpuUnavailableError(no_adapter.format(_stderr_reason(e.stderr))) from None
+            if e.kind == _child.INTERNAL:
+                raise GpuUnavailableError(
+                    f"{e.message} (traceback in {e.traceback})"
+                ) from None
+            reason = _stderr_reason(e.stderr) if e.kind == "gpu" else ""
+            raise GpuUnavailableError(
+                f"LiteRT's {e.kind.upper()} accelerator failed on the model: {e.message}"
+                + (f" ({reason})" if reason else "")
+            ) from None
+        out, stderr = run.reply, run.stderr
+        found = _ADAPTER.search(stderr)
+        adapter = found.group(1).strip() if found else ""
+        if not adapter:
             # With the CPU allowed as fallback, a missing Vulkan device would
             # otherwise pass silently as "not fully accelerated".
-            raise GpuUnavailableError(
-                "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it: "
-                f"{_stderr_reason(proc.stderr)}. Run converters.gpu.setup_gpu(force=True) to "
-                "rebuild the software Vulkan device"
-            )
-        no_device = "No adapters found" in proc.stderr or "Couldn't load Vulkan" in proc.stderr
-        if "error" in out and no_device:
-            raise GpuUnavailableError(
-                "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it: "
-                f"{_stderr_reason(proc.stderr)}. Run converters.gpu.setup_gpu(force=True) to "
-                "rebuild the software Vulkan device"
-            )
-        if "error" in out:
-            where = out["error"]["stage"].upper()
-            reason = _stderr_reason(proc.stderr) if where == "GPU" else ""
-            raise GpuUnavailableError(
-                f"LiteRT's {where} accelerator failed on the model: {out['error']['message']}"
-                + (f" ({reason})" if reason else "")
-            )
+            raise GpuUnavailableError(no_adapter.format(_stderr_reason(stderr)))
         with np.load(tmpd / "outputs.npz") as data:
             n = sum(1 for k in data.files if k.startswith("cpu"))
             cpu = [data[f"cpu{i}"] for i in range(n)]
             gpu = [data[f"gpu{i}"] for i in range(n)]
     max_diff, snr, failures = compare_gpu_outputs(cpu, gpu, min_snr_db=min_snr_db)
-    fallback, partitions = parse_fallback(proc.stderr)
+    fallback, partitions = parse_fallback(stderr)
     return GpuRun(
         fully_accelerated=bool(out["fully_accelerated"]),
         fallback=fallback,
