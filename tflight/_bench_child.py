@@ -22,27 +22,39 @@ to the same XNNPACK kernels (measured: minimum latencies within 3 % on
 MobileNetV2 fp32 and int8, see ``benchmarks/bench_agreement.py``).
 
 The request is a JSON object (see `tflight.benchmark` for the fields); the
-answer is one JSON line on stdout that starts with `RESULT_MARK`. Errors that
-the caller should report as the user's mistake are returned as
-``{"error": {"kind": ..., "message": ...}}`` rather than raised.
+request file, the reply line and the errors follow `converters/_child.py`
+(loaded by path, like `converters/_random_inputs.py`). Errors that the caller
+should report as the user's mistake are replies of kind `InputDataError` or
+`AcceleratorUnavailable`; a bug of ours is an `InternalError` whose traceback
+is written to a file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
-RESULT_MARK = "@@tflight-result@@"
+__all__ = ["main"]
 
-__all__ = ["RESULT_MARK", "main"]
+_CONVERTERS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "converters")
 
 
-class _UserError(Exception):
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
+def _load_child():
+    """`converters/_child.py` (standard library only), loaded by path."""
+    import importlib.util
+
+    name = "converters_child"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(_CONVERTERS, "_child.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_child = _load_child()
+_UserError = _child.ChildError
 
 
 def _memory_kib() -> dict:
@@ -240,16 +252,8 @@ def _shared_random(req: dict):
     runs where `converters` cannot be imported (no TensorFlow, or under the
     emulated AArch64 Python), so the numpy-only file is loaded directly.
     """
-    import importlib.util
-    from pathlib import Path
-
-    path = req.get("random_inputs_module") or str(
-        Path(__file__).resolve().parent.parent / "converters" / "_random_inputs.py"
-    )
-    spec = importlib.util.spec_from_file_location("_tflight_random_inputs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.random_array
+    path = req.get("random_inputs_module") or os.path.join(_CONVERTERS, "_random_inputs.py")
+    return _child.load_by_path(path, "_tflight_random_inputs").random_array
 
 
 def _random_inputs(details: list, req: dict) -> list:
@@ -526,44 +530,14 @@ def _profile_prefixes(req: dict) -> dict:
     return {"prefix_medians_ms": medians}
 
 
-def _internal_error(e: BaseException, req: dict) -> dict:
-    """Writes the traceback to a file the user can send; describes it for the caller."""
-    import tempfile
-    import traceback
-
-    path = None
-    try:
-        fd, path = tempfile.mkstemp(
-            prefix="tflight-internal-", suffix=".txt", dir=req.get("traceback_dir")
-        )
-        with os.fdopen(fd, "w") as f:
-            f.write(f"request: {json.dumps(req)}\n\n")
-            f.write("".join(traceback.format_exception(type(e), e, e.__traceback__)))
-    except OSError:
-        path = None
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return {
-        "kind": "InternalError",
-        "message": f"the benchmark child failed: {type(e).__name__}: {first}",
-        "traceback": path,
-    }
+def _handle(req: dict) -> dict:
+    return _profile_prefixes(req) if req.get("prefix_models") else _run(req)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: _bench_child.py REQUEST.json", file=sys.stderr)
-        return 64
-    with open(argv[1]) as f:
-        req = json.load(f)
-    try:
-        out = _profile_prefixes(req) if req.get("prefix_models") else _run(req)
-    except _UserError as e:
-        out = {"error": {"kind": e.kind, "message": str(e)}}
-    except Exception as e:  # noqa: BLE001 - a bug of ours: keep the traceback
-        out = {"error": _internal_error(e, req)}
-    sys.stdout.write("\n" + RESULT_MARK + json.dumps(out) + "\n")
-    sys.stdout.flush()
-    return 0
+    return _child.serve(
+        _handle, argv, what="the benchmark child", traceback_prefix="tflight-internal-"
+    )
 
 
 if __name__ == "__main__":

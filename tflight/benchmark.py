@@ -38,13 +38,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import platform
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -117,55 +114,50 @@ def _run_child(
 ) -> dict:
     """Runs `_bench_child.py` on `request`; maps its answer to a result or an error.
 
+    The child is started, framed and mapped by `converters._child`.
+
     Args:
       env: the child's environment (default: this process's, without PYTHONPATH).
       log: if given, the child's stderr is appended to it.
     """
-    from converters import _random_inputs
-    from tflight._bench_child import RESULT_MARK
+    from converters import _child, _random_inputs
 
-    with tempfile.TemporaryDirectory(prefix="tflight-bench-") as tmp:
-        req_path = Path(tmp) / "request.json"
-        request = dict(request, random_inputs_module=_random_inputs.__file__)
-        request.setdefault("traceback_dir", tempfile.gettempdir())
-        req_path.write_text(json.dumps(request))
-        base = os.environ if env is None else env
-        child_env = {k: v for k, v in base.items() if k != "PYTHONPATH"}
-        child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-s", str(_CHILD), str(req_path)],
-                capture_output=True, text=True, timeout=timeout, env=child_env, check=False,
-            )
-        except subprocess.TimeoutExpired as e:
-            raise BenchmarkError(
-                f"benchmarking {label} did not finish within {timeout:.0f} s; lower `runs`/"
-                "`min_time` or raise `timeout`"
-            ) from e
-    if log is not None:
-        log.append(proc.stderr)
-    line = next(
-        (ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None
-    )
-    if line is None:
-        how = (
-            f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    request = dict(request, random_inputs_module=_random_inputs.__file__)
+    request.setdefault("traceback_dir", tempfile.gettempdir())
+    try:
+        run = _child.run_child(
+            _child.python_command(str(_CHILD)),
+            request=request,
+            env=_child.child_env(env, project_path=False),
+            timeout=timeout,
+            name="tflight-bench",
+            tail_lines=2,
         )
-        tail = " ".join(proc.stderr.strip().splitlines()[-2:])[:400]
+    except _child.ChildTimeout as e:
         raise BenchmarkError(
-            f"LiteRT crashed while running {label} ({how}); the caller is unharmed. {tail}".strip()
-        )
-    out = json.loads(line[len(RESULT_MARK) :])
-    if "error" in out:
-        kind, msg = out["error"]["kind"], out["error"]["message"]
-        if kind == "InputDataError":
-            raise InputDataError(msg)
-        if kind == "AcceleratorUnavailable":
-            raise _AcceleratorUnavailable(msg)
-        if kind == "InternalError":
-            raise BenchmarkInternalError(msg, out["error"].get("traceback"))
-        raise BenchmarkError(msg)
-    return out
+            f"benchmarking {label} did not finish within {timeout:.0f} s; lower `runs`/"
+            "`min_time` or raise `timeout`"
+        ) from e
+    except _child.ChildCrashed as e:
+        if log is not None:
+            log.append(e.stderr)
+        raise BenchmarkError(
+            f"LiteRT {e.how} while running {label}; the caller is unharmed. {e.tail}".strip()
+            + (f" (its output is kept in {e.log})" if e.log else "")
+        ) from None
+    except _child.ChildFailed as e:
+        if log is not None:
+            log.append(e.stderr)
+        if e.kind == "InputDataError":
+            raise InputDataError(e.message) from None
+        if e.kind == "AcceleratorUnavailable":
+            raise _AcceleratorUnavailable(e.message) from None
+        if e.kind == _child.INTERNAL:
+            raise BenchmarkInternalError(e.message, e.traceback) from None
+        raise BenchmarkError(e.message) from None
+    if log is not None:
+        log.append(run.stderr)
+    return run.reply
 
 
 def _gpu_run(

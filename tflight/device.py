@@ -456,33 +456,30 @@ def _child_call(
     timeout: float,
     qemu_args: tuple[str, ...] = (),
 ) -> tuple[dict, float]:
-    from tflight._bench_child import RESULT_MARK
+    from converters import _child
 
-    with tempfile.TemporaryDirectory(prefix="tflight-arm64-") as tmp:
-        req_path = Path(tmp) / "request.json"
-        req_path.write_text(json.dumps(request))
-        t0 = time.monotonic()
-        try:
-            proc = subprocess.run(
-                env.command(str(_CHILD), str(req_path), qemu_args=qemu_args),
-                env=env.env(), capture_output=True, text=True, timeout=timeout, check=False,
-                preexec_fn=_no_aslr,
-            )
-        except subprocess.TimeoutExpired as e:
-            raise DeviceError(
-                f"the emulated ARM64 run did not finish within {timeout:.0f} s; "
-                "use a smaller model, fewer runs, or a longer timeout"
-            ) from e
-        wall = time.monotonic() - t0
-    line = next(
-        (ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None
-    )
-    if line is None:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
-        raise DeviceError(
-            f"LiteRT crashed under the ARM64 emulator (exit {proc.returncode}): {tail}"
+    try:
+        run = _child.run_child(
+            env.command(str(_CHILD), qemu_args=qemu_args),
+            request=request,
+            env=env.env(),
+            timeout=timeout,
+            name="tflight-arm64",
+            preexec_fn=_no_aslr,
         )
-    return json.loads(line[len(RESULT_MARK) :]), wall
+    except _child.ChildTimeout as e:
+        raise DeviceError(
+            f"the emulated ARM64 run did not finish within {timeout:.0f} s; "
+            "use a smaller model, fewer runs, or a longer timeout"
+        ) from e
+    except _child.ChildCrashed as e:
+        raise DeviceError(
+            f"LiteRT {e.how} under the ARM64 emulator: {e.tail}"
+            + (f" (its output is kept in {e.log})" if e.log else "")
+        ) from None
+    except _child.ChildFailed as e:
+        return {"error": {"kind": e.kind, "message": e.message, "traceback": e.traceback}}, 0.0
+    return run.reply, run.seconds
 
 
 def _count_trace(fifo: Path, out: dict) -> None:
