@@ -14,9 +14,7 @@ import contextlib
 import json
 import os
 import select
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from converters import _child
 from converters._worker import CRASH_HOOK, STATUS_FD
 
 __all__ = ["RequestOutcome", "run_request"]
@@ -31,18 +30,6 @@ __all__ = ["RequestOutcome", "run_request"]
 # Variables the child reads at start-up: a change restarts it.
 _CHILD_ENV = (CRASH_HOOK,)
 _START_TIMEOUT = 600.0
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "stopped responding"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"crashed ({name})"
-    return f"exited with code {code}"
 
 
 class RequestOutcome:
@@ -69,16 +56,11 @@ class _Worker:
         fd, self.log_path = tempfile.mkstemp(prefix="converters-worker-", suffix=".log")
         self._log = os.fdopen(fd, "wb")
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(
-            [root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-        )
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env = _child.child_env(project_path=True)
         env[STATUS_FD] = str(write_fd)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "converters._worker"],
+                _child.python_command("-m", "converters._worker"),
                 stdin=subprocess.PIPE,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
@@ -108,7 +90,7 @@ class _Worker:
                 return None
             self._buffer += chunk
         line, self._buffer = self._buffer.split("\n", 1)
-        return json.loads(line)
+        return _child.decode(line)
 
     def log_size(self) -> int:
         self._log.flush()
@@ -156,7 +138,7 @@ def _get_worker() -> _Worker:
             _worker = None
             tail = " | ".join(log.strip().splitlines()[-3:])
             raise RuntimeError(
-                f"The conversion process could not start ({_describe_exit(code)}): {tail}"
+                f"The conversion process could not start ({_child.describe_exit(code)}): {tail}"
             )
     return _worker
 
@@ -234,7 +216,7 @@ def _serve(
         if event is None:
             code = worker.proc.wait()
             if current is not None:
-                result.crashed[current] = _describe_exit(code)
+                result.crashed[current] = _child.describe_exit(code)
             break
         kind = event.get("event")
         if kind == "start":

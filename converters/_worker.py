@@ -7,7 +7,8 @@ turns a crash into a `ConversionError` in the caller and keeps their output in
 a log instead of the user's terminal.
 
 Protocol: the parent writes one request directory per line on stdin and reads
-JSON events from the file descriptor named by `CONVERTERS_STATUS_FD`:
+events from the file descriptor named by `CONVERTERS_STATUS_FD`, one
+`converters._child` reply line each (`_child.encode` / `_child.decode`):
 `{"event": "start", "mode": m}`, `{"event": "end", "mode": m}` and
 `{"event": "done"}` once every mode of the request has its
 `<mode>.tflite` / `<mode>.json` files. The request directory holds
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from converters import _child
 
 CRASH_HOOK = "CONVERTERS_TEST_CRASH_MODE"
 STATUS_FD = "CONVERTERS_STATUS_FD"
@@ -183,7 +186,7 @@ def main() -> None:
     status = os.fdopen(int(os.environ[STATUS_FD]), "w", buffering=1)
 
     def emit(event: dict[str, Any]) -> None:
-        status.write(json.dumps(event) + "\n")
+        status.write(_child.encode(event))
         status.flush()
 
     emit({"event": "ready"})
