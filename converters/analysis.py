@@ -10,6 +10,8 @@ import dataclasses
 from collections import Counter, defaultdict
 from typing import Any
 
+from converters import flatbuffer
+
 __all__ = ["TensorInfo", "ModelStats", "analyze_flatbuffer", "op_sequence", "prefix_models"]
 
 
@@ -87,23 +89,15 @@ class ModelStats:
         }
 
 
-def _enum_names(cls: type) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
-def _decode(name: Any) -> str:
-    if isinstance(name, bytes):
-        return name.decode(errors="replace")
-    return "" if name is None else str(name)
+_decode = flatbuffer.text
 
 
 def analyze_flatbuffer(content: bytes) -> ModelStats:
     """Counts ops, finds quantized tensors and splits the size of a flatbuffer."""
-    from ai_edge_litert import schema_py_generated as s
-
-    op_names = _enum_names(s.BuiltinOperator)
-    type_names = {k: v.lower() for k, v in _enum_names(s.TensorType).items()}
-    model = s.ModelT.InitFromPackedBuf(content, 0)
+    s = flatbuffer.schema()
+    op_names = flatbuffer.enum_names(s.BuiltinOperator)
+    type_names = {k: v.lower() for k, v in flatbuffer.enum_names(s.TensorType).items()}
+    model = flatbuffer.parse(content)
     buffers = model.buffers or []
 
     def buffer_bytes(i: int) -> int:
@@ -127,11 +121,7 @@ def analyze_flatbuffer(content: bytes) -> ModelStats:
             if q is not None and q.scale is not None and len(q.scale):
                 quantized.append(_decode(t.name))
         for op in sg.operators or []:
-            code = codes[op.opcodeIndex]
-            builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
-            name = op_names.get(builtin, f"BUILTIN_{builtin}")
-            if name == "CUSTOM":
-                name = f"CUSTOM:{_decode(code.customCode)}"
+            name = flatbuffer.op_name(codes[op.opcodeIndex], op_names)
             ops[name] += 1
             outs = [i for i in (op.outputs if op.outputs is not None else []) if i >= 0]
             dtype = type_names.get(tensors[outs[0]].type, "?") if outs else "none"
@@ -198,23 +188,15 @@ def analyze_flatbuffer(content: bytes) -> ModelStats:
     )
 
 
-def _op_name(s: Any, op_names: dict[int, str], code: Any) -> str:
-    builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
-    name = op_names.get(builtin, f"BUILTIN_{builtin}")
-    return f"CUSTOM:{_decode(code.customCode)}" if name == "CUSTOM" else name
-
-
 def op_sequence(content: bytes) -> list[str]:
     """The op names of the main subgraph, in execution order."""
-    from ai_edge_litert import schema_py_generated as s
-
-    op_names = _enum_names(s.BuiltinOperator)
-    model = s.ModelT.InitFromPackedBuf(content, 0)
+    op_names = flatbuffer.enum_names(flatbuffer.schema().BuiltinOperator)
+    model = flatbuffer.parse(content)
     codes = model.operatorCodes or []
     main = (model.subgraphs or [None])[0]
     if main is None:
         return []
-    return [_op_name(s, op_names, codes[op.opcodeIndex]) for op in main.operators or []]
+    return [flatbuffer.op_name(codes[op.opcodeIndex], op_names) for op in main.operators or []]
 
 
 def prefix_models(content: bytes) -> list[bytes]:
@@ -225,10 +207,8 @@ def prefix_models(content: bytes) -> list[bytes]:
     own. Timing each and differencing consecutive medians estimates what each
     op adds (see `tflight.benchmark`).
     """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as s
-
-    m = s.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    s = flatbuffer.schema()
+    m = flatbuffer.parse(bytearray(content))
     sg = m.subgraphs[0]
     ops = list(sg.operators or [])
     buffers = list(m.buffers or [])
@@ -241,7 +221,5 @@ def prefix_models(content: bytes) -> list[bytes]:
         used |= {int(t) for t in sg.inputs}
         keep = {sg.tensors[t].buffer for t in used}
         m.buffers = [b if i in keep or i == 0 else s.BufferT() for i, b in enumerate(buffers)]
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-        out.append(bytes(builder.Output()))
+        out.append(flatbuffer.build(m))
     return out

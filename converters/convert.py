@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from converters import flatbuffer as fb
 from converters._isolate import run_request
 from converters.analysis import ModelStats, analyze_flatbuffer
 from converters.data import as_arrays, random_inputs
@@ -315,10 +316,8 @@ def _add_signature(flatbuffer: bytes, input_names: list[str], output_names: list
     (`get_signature_runner`), so every file we write has one, named after the
     source model's inputs and outputs.
     """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as s
-
-    model = s.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    s = fb.schema()
+    model = fb.parse(flatbuffer)
     if model.signatureDefs:
         return flatbuffer
     sg = model.subgraphs[0]
@@ -340,9 +339,7 @@ def _add_signature(flatbuffer: bytes, input_names: list[str], output_names: list
     sd.inputs = [tensor_map(n, i) for n, i in zip(input_names, sg.inputs, strict=True)]
     sd.outputs = [tensor_map(n, i) for n, i in zip(output_names, sg.outputs, strict=True)]
     model.signatureDefs = [sd]
-    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return fb.build(model, size_hint=len(flatbuffer) + 4096)
 
 
 class _SharedExport:
@@ -785,10 +782,7 @@ def _reorder_io(flatbuffer: bytes, input_names: list[str], output_names: list[st
     source model, so that positional `predict([a, b])` means what the user
     expects.
     """
-    from ai_edge_litert import schema_py_generated as s
-
-    buf = bytearray(flatbuffer)
-    model = s.Model.GetRootAs(buf, 0)
+    buf, model = fb.table_view(flatbuffer)
     if model.SignatureDefsLength() != 1 or model.SubgraphsLength() < 1:
         return flatbuffer
     sd = model.SignatureDefs(0)

@@ -236,9 +236,9 @@ def _load_marker(marker: Path) -> VulkanEnvironment:
 
 def _tiny_model() -> bytes:
     """A one-op float model (ADD of a (1, 8, 8, 4) input with itself), built from the schema."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as s
+    from converters import flatbuffer
 
+    s = flatbuffer.schema()
     m = s.ModelT()
     m.version = 3
     code = s.OperatorCodeT()
@@ -268,9 +268,7 @@ def _tiny_model() -> bytes:
     sg.name = "main"
     m.subgraphs = [sg]
     m.description = "tflight vulkan check"
-    b = flatbuffers.Builder(256)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
+    return flatbuffer.build(m, size_hint=256)
 
 
 def _smoke(env: VulkanEnvironment) -> None:

@@ -163,10 +163,6 @@ class GraphWork:
         return out
 
 
-def _enum_names(cls: type) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def _scalar_constant(model: Any, sg: Any, idx: int) -> int | None:
     """The value of an integer scalar constant tensor, or None."""
     if idx < 0:
@@ -201,26 +197,21 @@ def op_work(content: bytes) -> GraphWork:
     Raises:
       ValueError: if the flatbuffer cannot be parsed.
     """
-    from ai_edge_litert import schema_py_generated as s
+    from converters import flatbuffer
 
+    s = flatbuffer.schema()
     try:
-        model = s.ModelT.InitFromPackedBuf(bytearray(content), 0)
+        model = flatbuffer.parse(bytearray(content))
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
         raise ValueError(f"cannot parse the .tflite flatbuffer: {type(e).__name__}: {e}") from e
-    op_names = _enum_names(s.BuiltinOperator)
-    type_names = _enum_names(s.TensorType)
+    op_names = flatbuffer.enum_names(s.BuiltinOperator)
+    type_names = flatbuffer.enum_names(s.TensorType)
     subgraphs = model.subgraphs or []
     codes = model.operatorCodes or []
     buffers = model.buffers or []
 
     def name_of(op: Any) -> str:
-        code = codes[op.opcodeIndex]
-        builtin = max(int(code.builtinCode or 0), int(code.deprecatedBuiltinCode or 0))
-        name = op_names.get(builtin, f"BUILTIN_{builtin}")
-        if name == "CUSTOM":
-            cc = code.customCode
-            name = "CUSTOM:" + (cc.decode(errors="replace") if isinstance(cc, bytes) else str(cc))
-        return name
+        return flatbuffer.op_name(codes[op.opcodeIndex], op_names)
 
     def is_const(t: Any) -> bool:
         if not 0 <= t.buffer < len(buffers) or buffers[t.buffer] is None:

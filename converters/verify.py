@@ -25,7 +25,7 @@ import os
 import struct
 from pathlib import Path
 
-from converters import _child
+from converters import _child, flatbuffer
 from converters.errors import InvalidTFLiteError
 
 __all__ = ["VerifiedTFLite", "verify_tflite", "read_tflite_bytes"]
@@ -33,9 +33,10 @@ __all__ = ["VerifiedTFLite", "verify_tflite", "read_tflite_bytes"]
 _IDENTIFIER = b"TFL3"
 _PROBE_TIMEOUT_S = 120.0
 
-# Runs in a child process (`python -c`). Reads the model from stdin and
-# replies with `converters._child.reply`, loaded by path (argv[1]) so that the
-# probe does not import the `converters` package.
+# Runs in a child process (`python -c`). Reads the model from stdin, parses it
+# with `converters/flatbuffer.py` and replies with `converters/_child.py`, both
+# loaded by path (argv[1], argv[2]) so that the probe does not import the
+# `converters` package.
 _PROBE = r"""
 import resource, sys
 buf = sys.stdin.buffer.read()
@@ -46,17 +47,19 @@ except (ValueError, OSError):
     pass
 import numpy as np
 import importlib.util
-spec = importlib.util.spec_from_file_location("converters_child", sys.argv[1])
-child = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(child)
-reply = child.reply
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+reply = load("converters_child", sys.argv[1]).reply
+flatbuffer = load("converters_flatbuffer", sys.argv[2])
 out = {"ok": False, "stage": "parse", "problem": None, "gpu": None, "load_error": None}
 def done():
     reply(out)
     sys.exit(0)
 try:
-    from ai_edge_litert import schema_py_generated as s
-    m = s.ModelT.InitFromPackedBuf(buf, 0)
+    m = flatbuffer.parse(buf)
 except Exception as e:
     out["problem"] = "it is truncated or corrupt (its flatbuffer tables cannot be parsed: %s)" % (type(e).__name__,)
     done()
@@ -220,7 +223,7 @@ def verify_tflite(
     _header_check(content, label)
     try:
         run = _child.run_child(
-            _child.python_command("-c", _PROBE, _child.__file__),
+            _child.python_command("-c", _PROBE, _child.__file__, flatbuffer.__file__),
             stdin=content,
             env=_child.child_env(project_path=False, tf_log_level="3"),
             timeout=timeout,
