@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 
+from tflight._io import class_ids
 from tflight.bench_history import append_history, plot_latency_vs_size, read_history
 from tflight.bench_results import (
     Accelerator,
@@ -253,22 +254,20 @@ class _AcceleratorUnavailable(BenchmarkError):
     pass
 
 
-def _load_labels(path: str | None) -> np.ndarray | None:
+def _load_labels(path: str | None, n: int, *, name: str) -> np.ndarray | None:
+    """The labels `y` of the inputs file as class ids (`tflight._io.class_ids`), or None."""
     if path is None:
         return None
     with np.load(path, allow_pickle=False) as data:
         if "y" not in data:
             return None
         y = np.asarray(data["y"])
-    # Class ids (n,), a column (n, 1), or one-hot (n, classes).
-    if y.ndim == 2 and y.shape[1] > 1:
-        return y.argmax(axis=1)
-    if y.ndim == 2 or y.ndim == 1:
-        return y.reshape(-1)
-    raise InputDataError(
-        f"labels 'y' in {path!r} have shape {y.shape}; give class ids (n,) or one-hot "
-        "(n, classes)"
-    )
+    if y.ndim >= 1 and len(y) != n:
+        raise InputDataError(
+            f"labels 'y' in {name!r} hold {len(y)} entries but the inputs "
+            f"hold {n} samples; give one label per sample"
+        )
+    return class_ids(y, n, what=f"labels 'y' in {name!r}", error=InputDataError)
 
 
 def _check_inputs_path(inputs: str | os.PathLike | None) -> str | None:
@@ -568,15 +567,10 @@ def benchmark(
 
         accuracy = agreement = max_diff = None
         samples = None
-        labels = _load_labels(inputs_path)
+        labels = _load_labels(inputs_path, len(outputs[0]), name=str(inputs))
         if inputs_path is not None:
             samples = int(len(outputs[0]))
         if labels is not None:
-            if len(labels) != len(outputs[0]):
-                raise InputDataError(
-                    f"labels 'y' in {str(inputs)!r} hold {len(labels)} entries but the inputs "
-                    f"hold {len(outputs[0])} samples; give one label per sample"
-                )
             accuracy = float(np.mean(_top1(outputs[0]) == labels))
         if reference is not None:
             if inputs_path is None:

@@ -310,7 +310,9 @@ def check_agreement(
     keras_top = keras_out.reshape(len(x), -1).argmax(axis=1)
     lite_top = lite_out.reshape(len(x), -1).argmax(axis=1)
     if y is not None:
-        y = _class_ids(y, len(x))
+        from tflight._io import class_ids
+
+        y = class_ids(y, len(x), error=CompressionError)
     report = AgreementReport(
         agreement=float(np.mean(keras_top == lite_top)),
         samples=len(x),
@@ -327,18 +329,3 @@ def check_agreement(
             "from the training inputs, and fine-tune QAT for more steps so that its ranges settle."
         )
     return report
-
-
-def _class_ids(y: Any, n: int) -> np.ndarray:
-    """Labels as class ids `(n,)`, from ids, a column `(n, 1)` or one-hot `(n, classes)`."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = y.argmax(axis=1)
-    elif y.ndim in (1, 2):
-        y = y.reshape(-1)
-    if y.ndim != 1 or len(y) != n:
-        raise CompressionError(
-            f"`y` must hold one label per sample of `x` ({n}): class ids (n,) or one-hot "
-            f"(n, classes), got shape {np.shape(y)}."
-        )
-    return y
