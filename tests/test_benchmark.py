@@ -269,6 +269,17 @@ def test_labels_of_wrong_length(models, tmp_path):
         benchmark(models["fp32"], inputs=str(path), config=FAST)
 
 
+def test_labels_go_through_the_one_label_normaliser(models, tmp_path):
+    # Fractional "class ids" used to be compared with argmax silently; the
+    # normaliser every command shares (tflight._io.class_ids) refuses them.
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=np.zeros((4, 8, 8, 1), np.float32), y=np.array([0.5, 1.0, 2.0, 3.0]))
+    with pytest.raises(InputDataError, match="whole-number class ids"):
+        benchmark(models["fp32"], inputs=str(path), config=FAST)
+    np.savez(path, x=np.zeros((4, 8, 8, 1), np.float32), y=np.eye(10)[[0, 1, 2, 3]])
+    assert benchmark(models["fp32"], inputs=str(path), config=FAST).accuracy is not None
+
+
 def test_inputs_must_be_npz_and_reference_needs_inputs(models, tmp_path):
     with pytest.raises(InputDataError, match=r"must be an \.npz"):
         benchmark(models["fp32"], inputs=str(tmp_path / "x.npy"))

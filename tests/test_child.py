@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import textwrap
 from pathlib import Path
@@ -134,3 +135,21 @@ def test_framing_takes_the_last_reply_line_only():
     assert _child.decode("no reply here\n") is None
     line = _child.encode({"event": "ready"})
     assert line.endswith("\n") and json.loads(line[len(_child.REPLY_MARK):]) == {"event": "ready"}
+
+
+def test_every_child_uses_the_shared_protocol():
+    root = Path(_child.__file__).resolve().parents[1]
+    # No private reply markers or stdout parsing outside converters/_child.py ...
+    pattern = re.compile(r"RESULT_MARK|@@[\w-]+-result@@|json\.loads\([^)]*stdout")
+    own = sorted(
+        str(p.relative_to(root))
+        for package in ("converters", "tflight")
+        for p in (root / package).rglob("*.py")
+        if p.name != "_child.py" and pattern.search(p.read_text())
+    )
+    assert own == [], own
+    # ... and each child and each caller goes through it.
+    for name in ("converters/verify.py", "converters/_worker.py", "converters/_isolate.py",
+                 "converters/gpu.py", "converters/_gpu_child.py", "tflight/benchmark.py",
+                 "tflight/_bench_child.py", "tflight/device.py"):
+        assert "_child." in (root / name).read_text(), name

@@ -102,6 +102,9 @@ def test_check_agreement_reads_every_label_form(keras3_cnn, digits):
         assert report.tflite_accuracy == base.tflite_accuracy
     with pytest.raises(CompressionError, match="one label per sample"):
         tflight.check_agreement(keras3_cnn, result, x, y=y[:10])
+    # The same normaliser as every command: negative ids are refused, not scored.
+    with pytest.raises(CompressionError, match="negative class ids"):
+        tflight.check_agreement(keras3_cnn, result, x, y=y - 1)
 
 
 def test_bench_reads_one_hot_labels(tmp_path, keras3_cnn, digits):

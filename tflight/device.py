@@ -100,8 +100,10 @@ _WHEEL_PLATFORMS = (
     "manylinux_2_28_aarch64",
 )
 _CHILD = Path(__file__).with_name("_bench_child.py")
+# Runs under qemu (`python -c`); replies with `converters/_child.py`, loaded by
+# path (argv[1]) after LiteRT's libraries are mapped.
 _SMOKE = r"""
-import json, platform, sys
+import platform, sys
 import numpy
 from ai_edge_litert import interpreter
 ranges = []
@@ -110,7 +112,11 @@ for line in open("/proc/self/maps"):
     if len(parts) >= 6 and "x" in parts[1] and "ai_edge_litert" in parts[5]:
         lo, hi = parts[0].split("-")
         ranges.append([int(lo, 16), int(hi, 16), parts[5]])
-print(json.dumps({"machine": platform.machine(), "numpy": numpy.__version__, "ranges": ranges}))
+import importlib.util
+spec = importlib.util.spec_from_file_location("converters_child", sys.argv[1])
+child = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(child)
+child.reply({"machine": platform.machine(), "numpy": numpy.__version__, "ranges": ranges})
 """
 
 
@@ -366,20 +372,17 @@ def _build(work: Path, progress: Callable[[str], None] | None) -> Arm64Environme
 
 
 def _smoke(env: Arm64Environment) -> dict:
+    from converters import _child
+
     try:
-        proc = subprocess.run(
-            env.command("-c", _SMOKE), env=env.env(), capture_output=True, text=True,
-            timeout=300, check=False,
-        )
-    except subprocess.TimeoutExpired as e:
+        info = _child.run_child(
+            env.command("-c", _SMOKE, _child.__file__), env=env.env(), timeout=300,
+            name="tflight-arm64-smoke", tail_lines=4,
+        ).reply
+    except _child.ChildTimeout as e:
         raise DeviceError("LiteRT did not start under qemu within 300 s") from e
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-4:])
-        raise DeviceError(
-            f"LiteRT's AArch64 build does not run under {env.qemu} (exit {proc.returncode}): "
-            f"{tail}"
-        )
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (_child.ChildCrashed, _child.ChildFailed) as e:
+        raise DeviceError(f"LiteRT's AArch64 build does not run under {env.qemu}: {e}") from None
     if info.get("machine") != "aarch64":
         raise DeviceError(f"the emulated Python reports machine {info.get('machine')!r}")
     return info
