@@ -237,14 +237,19 @@ class ChildRun:
 
 
 class ChildFailed(Exception):
-    """The child replied with an error: `kind`, `message`, `traceback` (a file or None)."""
+    """The child replied with an error: `kind`, `message`, `traceback` (a file or None).
 
-    def __init__(self, kind: str, message: str, traceback: str | None, stderr: str) -> None:
+    `stderr` and `seconds` are the child's log and wall time, as in `ChildRun`.
+    """
+
+    def __init__(self, kind: str, message: str, traceback: str | None, stderr: str,
+                 seconds: float = 0.0) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.traceback = traceback
         self.stderr = stderr
+        self.seconds = seconds
 
 
 class ChildCrashed(Exception):
@@ -363,5 +368,5 @@ def run_child(
     err = out.get("error")
     if err is not None:
         raise ChildFailed(err.get("kind", INTERNAL), err.get("message", ""),
-                          err.get("traceback"), stderr)
+                          err.get("traceback"), stderr, seconds)
     return ChildRun(out, stdout, stderr, proc.returncode, seconds)

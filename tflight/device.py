@@ -481,7 +481,8 @@ def _child_call(
             + (f" (its output is kept in {e.log})" if e.log else "")
         ) from None
     except _child.ChildFailed as e:
-        return {"error": {"kind": e.kind, "message": e.message, "traceback": e.traceback}}, 0.0
+        error = {"kind": e.kind, "message": e.message, "traceback": e.traceback}
+        return {"error": error}, e.seconds
     return run.reply, run.seconds
 
 
