@@ -129,6 +129,10 @@ def test_search_meets_a_loose_budget_verified_on_held_out_samples(fragile, digit
         drop_bound_pt(result.search_losses, result.search_samples, 0.95))
     assert result.search_drop_bound_pt > result.search_drop_pt
     assert "95% confidence" in result.claim and f"of {result.search_samples} search" in result.claim
+    # Both sensitivity views are scored against the error measured on every configuration tried.
+    assert set(result.guide_fit) == {"alone", "kept-float"} and result.guide.value == "kept-float"
+    assert all(np.isnan(v) or -1 <= v <= 1 for v in result.guide_fit.values())
+    assert all(np.isfinite(st.snr_db) for st in result.steps)
     # The int8/int4 versions of `fragile` cost > 10 pt: the search must keep it precise.
     assert result.assignment[fragile_name] in (Precision.FLOAT, Precision.FP16), result.assignment
     v = result.verification

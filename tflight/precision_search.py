@@ -85,12 +85,14 @@ class SearchStep:
     drop_bound_pt: float
     cost: float
     accepted: bool
+    snr_db: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "assignment": {k: v.value for k, v in self.assignment.items()},
             "accuracy_drop_pt": self.accuracy_drop_pt,
             "drop_bound_pt": self.drop_bound_pt,
+            "snr_db": self.snr_db if math.isfinite(self.snr_db) else None,
             "cost": self.cost,
             "accepted": self.accepted,
         }
@@ -129,6 +131,10 @@ class SearchResult:
       calibration: how calibration samples were chosen.
       met_budget: whether `search_drop_bound_pt <= max_drop_pt`.
       output: the model output measured.
+      guide_fit: how well each sensitivity view predicted the output error of
+        the configurations the search evaluated: Spearman rank correlation
+        between the view's additive noise estimate and the measured output
+        noise (higher is better; NaN with fewer than 3 configurations).
     """
 
     model: QuantizedModel
@@ -153,6 +159,7 @@ class SearchResult:
     calibration: str
     met_budget: bool = True
     output: str = ""
+    guide_fit: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def assignment(self) -> Mapping[str, Precision]:
@@ -191,6 +198,7 @@ class SearchResult:
             "search_samples": self.search_samples,
             "samples_needed": self.samples_needed,
             "guide": self.guide.value,
+            "guide_fit": {k: (v if math.isfinite(v) else None) for k, v in self.guide_fit.items()},
             "output": self.output,
             "model": self.model.to_dict(),
             "estimated_latency_ms": {
@@ -215,6 +223,10 @@ class SearchResult:
                  f"{self.max_drop_pt:g} pt {status}; {self.evaluations} models evaluated in "
                  f"{self.seconds:.1f} s")
         print_fn(f"claim: {self.claim}")
+        if self.guide_fit:
+            fit = ", ".join(f"{k} {v:+.2f}" for k, v in self.guide_fit.items())
+            print_fn(f"sensitivity views vs measured error of the {len(self.steps)} configurations "
+                     f"searched (Spearman): {fit}")
         print_fn(f"{'layer':<28} precision")
         for name, p in m.assignment.items():
             print_fn(f"{name[:28]:<28} {p.value}")
@@ -223,6 +235,46 @@ class SearchResult:
         print_fn(f"latency on {self.profile}: {self.estimated_latency_ms:.4f} ms vs float "
                  f"{self.float_estimated_latency_ms:.4f} ms (estimated, not measured)")
         print_fn(f"verified: {self.verification.short()}")
+
+
+def _view_noise(report: SensitivityReport, guide: Guide) -> dict[str, dict[Precision, float]]:
+    """Estimated output noise per layer and precision under one sensitivity view.
+
+    "alone": the relative noise power 10^(-SNR/10) measured with the layer
+    quantized alone. "kept-float": the same curve, scaled per layer so that at
+    the reference precision it equals the noise removed by keeping the layer
+    float in the otherwise quantized model.
+    """
+    base = _noise(report.quantized_snr_db)
+    out: dict[str, dict[Precision, float]] = {}
+    for e in report.entries:
+        if e.supported:
+            out.setdefault(e.layer, {})[e.precision] = _noise(e.snr_db)
+    if guide is Guide.KEPT_FLOAT and math.isfinite(base):
+        for e in report.entries:
+            if not e.supported or math.isnan(e.kept_float_snr_db):
+                continue
+            gained = max(base - _noise(e.kept_float_snr_db), 0.0)
+            alone = _noise(e.snr_db)
+            scale = gained / alone if alone > 0 else 1.0
+            out[e.layer] = {p: v * scale for p, v in out[e.layer].items()}
+    return out
+
+
+def _fit(view: Mapping[str, Mapping[Precision, float]], steps: Sequence[SearchStep]) -> float:
+    """Spearman correlation of a view's additive noise estimate with the measured noise."""
+    from scipy.stats import spearmanr
+
+    pred, meas = [], []
+    for st in steps:
+        if math.isnan(st.snr_db):
+            continue
+        est = sum(view.get(g, {}).get(p, 0.0) for g, p in st.assignment.items())
+        pred.append(est)
+        meas.append(_noise(st.snr_db))
+    if len(pred) < 3 or len(set(pred)) < 2 or len(set(meas)) < 2:
+        return math.nan
+    return float(spearmanr(pred, meas).statistic)
 
 
 def _search_sizes(n: int, *, separate_calibration: bool, separate_test: bool) -> int:
@@ -376,22 +428,14 @@ def search(
         return float(len(content)) if objective is Objective.SIZE else _latency_ms(content, profile)
 
     groups = [layer.name for layer in fm.layers] + ([OTHER_OPS] if fm.n_other_ops else [])
-    base_noise = _noise(report.quantized_snr_db)
+    views = {g: _view_noise(report, g) for g in (Guide.ALONE, Guide.KEPT_FLOAT)}
     options: dict[str, dict[Precision, tuple[float, float]]] = {}
     for g in groups:
-        entries = {e.precision: e for e in report.entries if e.layer == g and e.supported}
-        scale = 1.0
-        ref = next((e for e in entries.values() if not math.isnan(e.kept_float_snr_db)), None)
-        if (guide is Guide.KEPT_FLOAT and ref is not None and math.isfinite(base_noise)
-                and not math.isnan(ref.kept_float_snr_db)):
-            gained = max(base_noise - _noise(ref.kept_float_snr_db), 0.0)
-            alone = _noise(ref.snr_db)
-            scale = gained / alone if alone > 0 else 1.0
         opts = {}
-        for p, e in entries.items():
+        for p, noise in views[guide].get(g, {}).items():
             content = (builder.build({}, p) if g == OTHER_OPS
                        else builder.build({g: p}, Precision.FLOAT))
-            opts[p] = (_noise(e.snr_db) * scale, cost(content))
+            opts[p] = (noise, cost(content))
         if not opts:
             opts[Precision.FLOAT] = (0.0, cost(fm.content))
         options[g] = opts
@@ -407,7 +451,8 @@ def search(
         s = ev(content) if content else None
         bound, drop = ev.bound_pt(s), ev.drop_pt(s)
         c = cost(content) if content else math.inf
-        steps.append(SearchStep(dict(assign), drop, bound, c, bound <= max_drop + 1e-9))
+        steps.append(SearchStep(dict(assign), drop, bound, c, bound <= max_drop + 1e-9,
+                                math.nan if s is None else s.snr_db))
         return bound, drop, c, content, s
 
     assign = {g: min(o, key=lambda p, o=o: (o[p][1], o[p][0])) for g, o in options.items()}
@@ -471,6 +516,7 @@ def search(
         calibration=how,
         met_budget=met,
         output=fm.output_names[out],
+        guide_fit={v.value: _fit(views[v], steps) for v in views},
     )
     if not met:
         layers = {k: v for k, v in assign.items() if k != OTHER_OPS}
