@@ -254,7 +254,7 @@ def main(argv=None) -> int:
                 "test_drop_pt": row.accuracy_drop_pt,
                 "spearman_fit_on_evaluated_configurations": dict(r.guide_fit),
             }
-            fit = ", ".join(f"{k} {v:+.2f}" for k, v in r.guide_fit.items())
+            fit = ", ".join(f"{k} {v:+.2f}" for k, v in r.guide_fit.items())  # nan: too few
             print(f"  {mname:<12} {guide:<11} {row.size:>9,} B  {r.evaluations:>3} models  "
                   f"bound {r.search_drop_bound_pt:.2f} pt  test drop {row.accuracy_drop_pt:+.2f} pt"
                   f"  fit of each view to the {len(r.steps)} configurations: {fit}")

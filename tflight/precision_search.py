@@ -224,7 +224,8 @@ class SearchResult:
                  f"{self.seconds:.1f} s")
         print_fn(f"claim: {self.claim}")
         if self.guide_fit:
-            fit = ", ".join(f"{k} {v:+.2f}" for k, v in self.guide_fit.items())
+            fit = ", ".join(f"{k} {v:+.2f}" if math.isfinite(v) else f"{k} n/a (too few)"
+                            for k, v in self.guide_fit.items())
             print_fn(f"sensitivity views vs measured error of the {len(self.steps)} configurations "
                      f"searched (Spearman): {fit}")
         print_fn(f"{'layer':<28} precision")
