@@ -4,15 +4,22 @@ A float `.tflite` model is quantized layer by layer with LiteRT's own quantizer
 (`litert-quantizer`: its per-op recipes do the work; this module decides which
 recipe each layer gets). Three things are built on it:
 
-- `sensitivity`: quantize **one layer at a time** (every other layer stays
-  float), run the result in LiteRT on the user's data and measure how far its
-  output moves from the float model's (SNR, cosine similarity, KL divergence)
-  and, with labels, the accuracy drop. Layers are ranked by that error.
+- `sensitivity`: two views of every layer, each run in LiteRT on the user's
+  data and compared with the float model's output (SNR, cosine similarity, KL
+  divergence and, with labels, the accuracy drop): the layer quantized alone
+  (every other layer float: what quantizing it costs), and the layer kept
+  float in an otherwise quantized model (what keeping it float gains).
 - `tflight.precision_search.search`: the smallest (or, by a device profile's
-  estimate, fastest) model whose accuracy drop on the user's validation data stays within a budget,
-  choosing per layer among float, fp16, int16x8, int8 and int4 weights (per
-  channel or blockwise). The result is verified in LiteRT against the float
-  model on held-out samples the search never saw.
+  estimate, fastest) model whose accuracy drop on new data stays within a
+  budget at a stated confidence (an exact one-sided binomial bound on the
+  paired losses, `drop_bound_pt`), choosing per layer among float, fp16,
+  int16x8, int8 and int4 weights (per channel or blockwise). A budget the
+  samples cannot resolve is refused with the number of samples needed. The
+  result is re-checked in LiteRT on held-out samples the search never saw.
+
+Models may have several inputs (data as a list of arrays in input order or a
+dict by input name) and several outputs (every metric is measured on one
+named output, the first by default).
 - `quantize_layers` / `quantize_int4`: one given assignment, e.g. int4 weights
   wherever LiteRT has int4 kernels (FULLY_CONNECTED and CONV_2D in
   ai-edge-litert 2.3.0), so that the raw `.tflite` shrinks, not only its gzip.

@@ -136,8 +136,10 @@ def quantize(
 
     MODEL is a float .tflite (or a .keras/.h5 model, converted first). The
     search finds the smallest (or fastest, estimated) model whose accuracy drop
-    on --data stays within --max-drop, and verifies it in LiteRT on held-out
-    samples of --data.
+    on new data stays within --max-drop at --confidence (a one-sided exact
+    binomial bound from the samples of --data it searches on), and re-checks
+    it in LiteRT on held-out samples of --data. With too few samples for the
+    budget it stops and says how many are needed.
     """
     if plot is not None:
         try:
