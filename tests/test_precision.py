@@ -130,7 +130,7 @@ def test_search_meets_a_loose_budget_verified_on_held_out_samples(fragile, digit
     assert result.search_drop_bound_pt > result.search_drop_pt
     assert "95% confidence" in result.claim and f"of {result.search_samples} search" in result.claim
     # Both sensitivity views are scored against the error measured on every configuration tried.
-    assert set(result.guide_fit) == {"alone", "kept-float"} and result.guide.value == "kept-float"
+    assert set(result.guide_fit) == {"alone", "kept-float"} and result.guide.value == "alone"
     assert all(np.isnan(v) or -1 <= v <= 1 for v in result.guide_fit.values())
     assert all(np.isfinite(st.snr_db) for st in result.steps)
     # The int8/int4 versions of `fragile` cost > 10 pt: the search must keep it precise.
@@ -282,11 +282,12 @@ def test_cli_search_json_and_output(fragile_file, digits, tmp_path):
     np.savez(cal, x=digits.x_train[:200])
     out = tmp_path / "mixed.tflite"
     r = _run("quantize", fragile_file, "--data", data, "--calibration", cal,
-             "--max-drop", "2", "-o", out, "--json")
+             "--max-drop", "2", "--guide", "kept-float", "-o", out, "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["met_budget"] and d["model"]["verification"]["accuracy_drop_pt"] <= 2.0
     assert d["search_drop_bound_pt"] <= 2.0 and d["confidence"] == 0.95
+    assert d["guide"] == "kept-float" and set(d["guide_fit"]) == {"alone", "kept-float"}
     assert out.stat().st_size == d["model"]["size"]
     assert d["estimated_latency_ms"]["estimated"] is True
 

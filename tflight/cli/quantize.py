@@ -97,7 +97,7 @@ def _plot_sensitivity(report, path: str) -> None:
 @click.option("--confidence", default=0.95, show_default=True,
               type=click.FloatRange(min=0.5, max=0.999),
               help="Confidence of the one-sided bound on the drop the budget is checked on.")
-@click.option("--guide", type=click.Choice(["kept-float", "alone"]), default="kept-float",
+@click.option("--guide", type=click.Choice(["alone", "kept-float"]), default="alone",
               show_default=True,
               help="Sensitivity view ordering the search: a layer kept float in a quantized "
                    "model, or quantized alone in a float model.")
