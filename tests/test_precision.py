@@ -13,12 +13,16 @@ from tflight.errors import PrecisionBudgetError, PrecisionError
 from tflight.precision import (
     OTHER_OPS,
     Precision,
+    drop_bound_pt,
     list_layers,
     quantize_int4,
     quantize_layers,
+    samples_needed,
     sensitivity,
 )
 from tflight.precision_search import search
+
+_N_FIT = 600
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +64,9 @@ def models(digits):
     model.compile(
         "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
     )
-    model.fit(digits.x_train, digits.y_train, epochs=15, batch_size=32, verbose=0)
+    # Trained on the first _N_FIT training digits only: the rest are validation data it never saw.
+    model.fit(digits.x_train[:_N_FIT], digits.y_train[:_N_FIT], epochs=20, batch_size=32,
+              verbose=0)
     plain = converters.convert(model, "fp32").flatbuffer
     layer = model.get_layer("fragile")
     kernel, bias = layer.get_weights()
@@ -95,6 +101,12 @@ def test_sensitivity_ranks_the_fragile_layer_first(fragile, digits):
     )
     fragile_name = _name(list_layers(fragile), "fragile")
     assert report.ranking[0] == fragile_name, report.table()
+    # The other view: keeping `fragile` float in an all-int8 model gains the most.
+    assert report.ranking_kept_float[0] == fragile_name, report.table()
+    kept = report.get(fragile_name, "int8")
+    assert kept.kept_float_snr_db > report.quantized_snr_db + 10
+    assert kept.kept_float_drop_pt < report.quantized_drop_pt - 10
+    assert np.isnan(report.get(fragile_name, "fp16").kept_float_snr_db)
     worst = report.get(fragile_name, "int8")
     assert worst.snr_db < 10 and worst.accuracy_drop_pt > 10, worst
     # fp16 keeps it (float compute, 1e4 is representable): not a precision-blind ranking.
@@ -102,21 +114,29 @@ def test_sensitivity_ranks_the_fragile_layer_first(fragile, digits):
     assert report.samples == len(digits.x_test)
     lines = []
     report.summary(print_fn=lines.append)
-    assert "one layer quantized at a time" in lines[0] and fragile_name in lines[4]
+    assert "one layer quantized at a time" in lines[1] and "one layer kept float" in lines[1]
+    assert fragile_name in lines[5] and "kept float" in lines[3]
     assert json.loads(json.dumps(report.to_dict()))["ranking"][0] == fragile_name
 
 
 def test_search_meets_a_loose_budget_verified_on_held_out_samples(fragile, digits):
-    result = search(
-        fragile, digits.x_test, digits.y_test,
-        calibration_data=digits.x_train[:200], max_drop=2.0,
-    )
+    x, y = digits.x_train[_N_FIT:], digits.y_train[_N_FIT:]
+    result = search(fragile, x, y, calibration_data=digits.x_train[:200], max_drop=2.0)
     fragile_name = _name(list_layers(fragile), "fragile")
-    assert result.met_budget and result.search_drop_pt <= 2.0
+    # The claim is the bound on new data, not the drop on the samples searched.
+    assert result.met_budget and result.search_drop_bound_pt <= 2.0
+    assert result.search_drop_bound_pt == pytest.approx(
+        drop_bound_pt(result.search_losses, result.search_samples, 0.95))
+    assert result.search_drop_bound_pt > result.search_drop_pt
+    assert "95% confidence" in result.claim and f"of {result.search_samples} search" in result.claim
+    # Both sensitivity views are scored against the error measured on every configuration tried.
+    assert set(result.guide_fit) == {"alone", "kept-float"} and result.guide.value == "alone"
+    assert all(np.isnan(v) or -1 <= v <= 1 for v in result.guide_fit.values())
+    assert all(np.isfinite(st.snr_db) for st in result.steps)
     # The int8/int4 versions of `fragile` cost > 10 pt: the search must keep it precise.
     assert result.assignment[fragile_name] in (Precision.FLOAT, Precision.FP16), result.assignment
     v = result.verification
-    assert v.samples == len(digits.x_test) // 2 and "held-out" in v.data
+    assert v.samples + result.search_samples == len(x) and "held-out" in v.data
     assert v.accuracy_drop_pt <= 2.0, v
     assert result.model.size < result.model.float_size / 2
     # The file it returns runs in LiteRT on its own.
@@ -128,12 +148,36 @@ def test_search_meets_a_loose_budget_verified_on_held_out_samples(fragile, digit
     result.summary(print_fn=lines.append)
     assert any("estimated, not measured" in line for line in lines)
     assert any(line.startswith("verified:") for line in lines)
+    assert any(line.startswith("claim:") for line in lines)
+
+
+def test_drop_bound_is_the_exact_binomial_bound():
+    # No loss in n samples: 1 - (1 - c)^(1/n) (about 3/n at 95%, the "rule of three").
+    assert drop_bound_pt(0, 300, 0.95) == pytest.approx(100 * (1 - 0.05 ** (1 / 300)))
+    assert drop_bound_pt(0, 300, 0.95) > 0.99
+    assert drop_bound_pt(3, 300, 0.95) > drop_bound_pt(2, 300, 0.95) > 100 * 2 / 300
+    assert drop_bound_pt(0, 300, 0.99) > drop_bound_pt(0, 300, 0.9)
+    n = samples_needed(0.5, 0.95)
+    assert n == 598
+    assert drop_bound_pt(0, n, 0.95) <= 0.5 < drop_bound_pt(0, n - 1, 0.95)
+    assert samples_needed(0.0, 0.95) is None
+
+
+def test_budget_the_samples_cannot_resolve_is_refused(fragile, digits):
+    # 450 samples, a quarter held out for calibration, half of the rest for the re-check:
+    # 169 searched, but a 0.5 pt bound at 95% needs 598.
+    with pytest.raises(PrecisionError, match=r"more validation samples needed.*598 search "
+                       r"samples.*about 1\d{3} validation samples") as info:
+        search(fragile, digits.x_test, digits.y_test, max_drop=0.5)
+    assert "169 samples" in str(info.value)
+    with pytest.raises(PrecisionError, match="confidence"):
+        search(fragile, digits.x_test, digits.y_test, max_drop=0.5, confidence=1.0)
 
 
 def test_impossible_budget_says_so_with_the_best_configuration(fragile, digits):
     with pytest.raises(PrecisionBudgetError, match="the best found loses") as info:
-        search(fragile, digits.x_test, digits.y_test, calibration_data=digits.x_train[:200],
-               max_drop=1.0, choices=["int8"])
+        search(fragile, digits.x_train[_N_FIT:], digits.y_train[_N_FIT:],
+               calibration_data=digits.x_train[:200], max_drop=1.0, choices=["int8"])
     best = info.value.best
     assert best is not None and not best.met_budget
     # int8 on `fragile` alone loses > 10 pt (see the sensitivity test).
@@ -233,15 +277,17 @@ def _run(*args):
 
 def test_cli_search_json_and_output(fragile_file, digits, tmp_path):
     data = tmp_path / "val.npz"
-    np.savez(data, x=digits.x_test, y=digits.y_test)
+    np.savez(data, x=digits.x_train[_N_FIT:], y=digits.y_train[_N_FIT:])
     cal = tmp_path / "cal.npz"
     np.savez(cal, x=digits.x_train[:200])
     out = tmp_path / "mixed.tflite"
     r = _run("quantize", fragile_file, "--data", data, "--calibration", cal,
-             "--max-drop", "2", "-o", out, "--json")
+             "--max-drop", "2", "--guide", "kept-float", "-o", out, "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["met_budget"] and d["model"]["verification"]["accuracy_drop_pt"] <= 2.0
+    assert d["search_drop_bound_pt"] <= 2.0 and d["confidence"] == 0.95
+    assert d["guide"] == "kept-float" and set(d["guide_fit"]) == {"alone", "kept-float"}
     assert out.stat().st_size == d["model"]["size"]
     assert d["estimated_latency_ms"]["estimated"] is True
 
@@ -249,7 +295,8 @@ def test_cli_search_json_and_output(fragile_file, digits, tmp_path):
     r = _run("quantize", fragile_file, "--data", data, "--calibration", cal, "--sensitivity-only",
              "--plot", png)
     assert r.exit_code == 0, r.output
-    assert "rank" in r.output and "fragile" in r.output.splitlines()[4]
+    assert "rank" in r.output and "fragile" in r.output.splitlines()[5]
+    assert "kept float" in r.output.splitlines()[3]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -262,7 +309,13 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
     data = tmp_path / "val.npz"
     np.savez(data, x=digits.x_test, y=digits.y_test)
     r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
-                                 "--max-drop", "1", "--choices", "int8"])
+                                 "--max-drop", "0.5"])
+    assert r.exit_code == 2 and "more validation samples needed" in r.output, r.output
+    assert "Traceback" not in r.output
+    big = tmp_path / "big.npz"
+    np.savez(big, x=digits.x_train[_N_FIT:], y=digits.y_train[_N_FIT:])
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(big),
+                                 "--max-drop", "1.5", "--choices", "int8"])
     assert r.exit_code == 2, r.output
     assert "Error: No configuration" in r.output and "best found loses" in r.output
 
@@ -331,3 +384,160 @@ def test_layers_not_stored_as_assigned_are_reported(digits):
     alone = quantize_layers(fp32, {conv: "int4-block"}, calibration_data=digits.x_train[:64])
     assert dict(alone.not_as_assigned) == {conv: "float32"}
     assert json.loads(json.dumps(q.to_dict()))["not_stored_as_assigned"][dw] == "int8"
+
+
+@pytest.fixture(scope="module")
+def two_in_two_out(digits):
+    """A Functional model with two inputs (image, row sums) and two outputs (digit, parity)."""
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    img = keras.Input((8, 8, 1), name="image")
+    rows = keras.Input((8,), name="rows")
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(img)
+    a = keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(a))
+    b = keras.layers.Dense(8, activation="relu", name="rows_fc")(rows)
+    h = keras.layers.Dense(32, activation="relu", name="hidden")(
+        keras.layers.Concatenate()([a, b]))
+    digit = keras.layers.Dense(10, name="digit")(h)
+    parity = keras.layers.Dense(2, name="parity")(h)
+    model = keras.Model([img, rows], [digit, parity], name="two_in_two_out")
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", [loss, loss])
+    x = digits.x_train[:_N_FIT]
+    model.fit([x, x.sum(axis=(2, 3))], [digits.y_train[:_N_FIT], digits.y_train[:_N_FIT] % 2],
+              epochs=15, batch_size=32, verbose=0)
+    return converters.convert(model, "fp32").flatbuffer
+
+
+def test_multi_input_multi_output_model(two_in_two_out, digits):
+    import converters
+
+    m = converters.TFLiteModel(two_in_two_out)
+    names, outputs = m.input_names, m.output_names
+    assert len(names) == 2 and len(outputs) == 2
+    x = digits.x_train[_N_FIT:]
+    by_name = {"image": x, "rows": x.sum(axis=(2, 3))}
+    inputs = {n: by_name["image" if len(m.input_details[i]["shape_signature"]) == 4 else "rows"]
+              for i, n in enumerate(names)}
+    as_list = [inputs[n] for n in names]
+    cal = digits.x_train[:200]
+    cal_inputs = {n: (cal if a.ndim == 4 else cal.sum(axis=(2, 3))) for n, a in inputs.items()}
+    # Which output is the digit: the one with 10 values.
+    digit_out = next(o for o, d in zip(outputs, m.output_details, strict=True)
+                     if d["shape"][-1] == 10)
+    parity_out = next(o for o in outputs if o != digit_out)
+    y = digits.y_train[_N_FIT:]
+
+    r_digit = sensitivity(two_in_two_out, inputs, y, calibration_data=cal_inputs,
+                          precisions=["int8"], output=digit_out)
+    r_parity = sensitivity(two_in_two_out, as_list, y % 2, calibration_data=cal_inputs,
+                           precisions=["int8"], output=parity_out)
+    assert r_digit.output == digit_out and r_parity.output == parity_out
+    # Each output's own accuracy against its own labels.
+    assert r_digit.float_accuracy > 0.8 and r_parity.float_accuracy > 0.8
+    assert r_digit.float_accuracy != r_parity.float_accuracy
+    assert {e.layer for e in r_digit.entries} == {e.layer for e in r_parity.entries}
+    # Each output's own error: the SNRs differ.
+    assert [e.snr_db for e in r_digit.entries] != [e.snr_db for e in r_parity.entries]
+    lines = []
+    r_digit.summary(print_fn=lines.append)
+    assert f"output {digit_out!r}" in lines[0]
+
+    result = search(two_in_two_out, as_list, y, calibration_data=cal_inputs, max_drop=3.0,
+                    output=digit_out)
+    assert result.met_budget and result.output == digit_out
+    assert result.verification.output == digit_out
+    both = converters.TFLiteModel(result.model.flatbuffer).predict(as_list)
+    assert isinstance(both, list) and len(both) == 2
+
+    with pytest.raises(PrecisionError, match=r"has the inputs"):
+        sensitivity(two_in_two_out, {"image": x}, y, calibration_data=cal_inputs)
+    with pytest.raises(PrecisionError, match=r"1 array\(s\).*2 inputs"):
+        sensitivity(two_in_two_out, x, y, calibration_data=cal_inputs)
+    with pytest.raises(PrecisionError, match=r"not an output.*its outputs are"):
+        sensitivity(two_in_two_out, inputs, y, calibration_data=cal_inputs, output="nope")
+
+
+def test_cli_reads_several_inputs_from_x0_x1(two_in_two_out, digits, tmp_path):
+    import converters
+
+    model = tmp_path / "two.tflite"
+    model.write_bytes(two_in_two_out)
+    m = converters.TFLiteModel(two_in_two_out)
+    x = digits.x_train[_N_FIT:]
+    arrays = {f"x{i}": (x if len(d["shape_signature"]) == 4 else x.sum(axis=(2, 3)))
+              for i, d in enumerate(m.input_details)}
+    digit = next(i for i, d in enumerate(m.output_details) if d["shape"][-1] == 10)
+    data = tmp_path / "val.npz"
+    np.savez(data, y=digits.y_train[_N_FIT:], **arrays)
+    r = _run("quantize", model, "--data", data, "--sensitivity-only", "--choices", "int8",
+             "--metric-output", digit, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["output"] == m.output_names[digit] and d["float_accuracy"] > 0.8
+
+
+def test_nested_backbone_with_a_new_head(digits):
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="b_conv1"),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="b_conv2"),
+    ], name="backbone")
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.GlobalAveragePooling2D()(backbone(inp))
+    model = keras.Model(inp, keras.layers.Dense(10, name="head")(h), name="with_head")
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits.x_train[:_N_FIT], digits.y_train[:_N_FIT], epochs=10, batch_size=32,
+              verbose=0)
+    # The Keras model itself (converted to float inside).
+    layers = list_layers(model)
+    assert sorted(layer.op for layer in layers) == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED"]
+    report = sensitivity(model, digits.x_test, digits.y_test,
+                         calibration_data=digits.x_train[:200], precisions=["int8"])
+    assert len(report.ranking) == 4 and len(report.ranking_kept_float) == 4
+    q = quantize_layers(model, "int8", calibration_data=digits.x_train[:200],
+                        test_data=(digits.x_test, digits.y_test))
+    assert q.verification.accuracy_drop_pt < 5 and q.size < q.float_size
+    assert converters.TFLiteModel(q.flatbuffer).predict(digits.x_test[:4]).shape == (4, 10)
+
+
+def test_keras_hub_backbone_with_a_head(digits):
+    keras_hub = pytest.importorskip("keras_hub")
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        image_shape=(8, 8, 1),
+    )
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.GlobalAveragePooling2D()(backbone(inp))
+    model = keras.Model(inp, keras.layers.Dense(10, name="head")(h))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits.x_train[:_N_FIT], digits.y_train[:_N_FIT], epochs=5, batch_size=32,
+              verbose=0)
+    fp32 = converters.convert(model, "fp32").flatbuffer
+    layers = list_layers(fp32)
+    assert sum(layer.op == "CONV_2D" for layer in layers) >= 4, layers
+    report = sensitivity(fp32, digits.x_test, digits.y_test,
+                         calibration_data=digits.x_train[:200], precisions=["int8"])
+    assert report.float_accuracy > 0.5
+    assert all(e.supported for e in report.entries), report.table()
+    q = quantize_int4(fp32, calibration_data=digits.x_train[:200],
+                      test_data=(digits.x_test, digits.y_test))
+    assert q.size < len(fp32) / 4 and q.verification.samples == len(digits.x_test)

@@ -4,15 +4,22 @@ A float `.tflite` model is quantized layer by layer with LiteRT's own quantizer
 (`litert-quantizer`: its per-op recipes do the work; this module decides which
 recipe each layer gets). Three things are built on it:
 
-- `sensitivity`: quantize **one layer at a time** (every other layer stays
-  float), run the result in LiteRT on the user's data and measure how far its
-  output moves from the float model's (SNR, cosine similarity, KL divergence)
-  and, with labels, the accuracy drop. Layers are ranked by that error.
+- `sensitivity`: two views of every layer, each run in LiteRT on the user's
+  data and compared with the float model's output (SNR, cosine similarity, KL
+  divergence and, with labels, the accuracy drop): the layer quantized alone
+  (every other layer float: what quantizing it costs), and the layer kept
+  float in an otherwise quantized model (what keeping it float gains).
 - `tflight.precision_search.search`: the smallest (or, by a device profile's
-  estimate, fastest) model whose accuracy drop on the user's validation data stays within a budget,
-  choosing per layer among float, fp16, int16x8, int8 and int4 weights (per
-  channel or blockwise). The result is verified in LiteRT against the float
-  model on held-out samples the search never saw.
+  estimate, fastest) model whose accuracy drop on new data stays within a
+  budget at a stated confidence (an exact one-sided binomial bound on the
+  paired losses, `drop_bound_pt`), choosing per layer among float, fp16,
+  int16x8, int8 and int4 weights (per channel or blockwise). A budget the
+  samples cannot resolve is refused with the number of samples needed. The
+  result is re-checked in LiteRT on held-out samples the search never saw.
+
+Models may have several inputs (data as a list of arrays in input order or a
+dict by input name) and several outputs (every metric is measured on one
+named output, the first by default).
 - `quantize_layers` / `quantize_int4`: one given assignment, e.g. int4 weights
   wherever LiteRT has int4 kernels (FULLY_CONNECTED and CONV_2D in
   ai-edge-litert 2.3.0), so that the raw `.tflite` shrinks, not only its gzip.
@@ -70,6 +77,9 @@ __all__ = [
     "sensitivity",
     "quantize_layers",
     "quantize_int4",
+    "drop_bound_pt",
+    "samples_needed",
+    "DEFAULT_CONFIDENCE",
 ]
 
 OTHER_OPS = "other ops"
@@ -268,11 +278,6 @@ class _FloatModel:
                 f"{self.source} is already quantized; litert-quantizer needs the float model. "
                 "Pass the fp32 .tflite (converters.convert(model, 'fp32')) or the Keras model."
             )
-        if len(self.runtime.input_details) != 1:
-            raise PrecisionError(
-                f"{self.source} has {len(self.runtime.input_details)} inputs; mixed-precision "
-                "analysis supports single-input models."
-            )
         sigs = list(model.signatureDefs or [])
         if not sigs:
             raise PrecisionError(
@@ -280,7 +285,8 @@ class _FloatModel:
             )
         sig = sigs[0]
         self.signature = _decode(sig.signatureKey)
-        self.input_name = _decode(sig.inputs[0].name)
+        self.input_names = list(self.runtime.input_names)
+        self.output_names = list(self.runtime.output_names)
         layers, other = [], 0
         for name, scope, params, _, _ in _ops(model, sig.subgraphIndex):
             if name in _WEIGHT_OPS and params > 0:
@@ -294,31 +300,95 @@ class _FloatModel:
             for i, layer in enumerate(layers)
         ]
         self.n_other_ops = other
-        shape = self.runtime.input_details[0]["shape_signature"]
-        self.input_shape = tuple(int(s) for s in shape[1:])
+        self.input_shapes = [tuple(int(s) for s in d["shape_signature"][1:])
+                             for d in self.runtime.input_details]
 
-    def check(self, x: Any, what: str) -> np.ndarray:
-        """Returns `x` as float32 or raises one clear error about its shape or dtype."""
-        try:
-            a = np.asarray(x)
-        except Exception as e:  # noqa: BLE001
-            raise PrecisionError(f"{what} is not an array: {e}") from e
-        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+    def output_index(self, output: int | str | None) -> int:
+        """The index of the output the metrics use (None: the first)."""
+        if output is None:
+            return 0
+        names = self.output_names
+        if isinstance(output, str):
+            if output in names:
+                return names.index(output)
+        elif isinstance(output, int) and not isinstance(output, bool) and 0 <= output < len(names):
+            return output
+        raise PrecisionError(
+            f"`output` {output!r} is not an output of {self.source}; its outputs are "
+            f"{names} (pass a name or an index 0..{len(names) - 1})."
+        )
+
+    def check(self, x: Any, what: str) -> list[np.ndarray]:
+        """Returns `x` as one float32 array per input, or raises one clear error.
+
+        Args:
+          x: one array (single-input models), a list of arrays in the model's
+            input order, or a dict keyed by input name.
+          what: how to name `x` in errors.
+        """
+        names = self.input_names
+        if isinstance(x, Mapping):
+            missing = [n for n in names if n not in x]
+            extra = [k for k in x if k not in names]
+            if missing or extra:
+                raise PrecisionError(
+                    f"{what} is a dict with keys {sorted(map(str, x))}, but {self.source} has "
+                    f"the inputs {names}; pass one array per input name."
+                )
+            parts = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(names) > 1:
+            parts = list(x)
+        else:
+            parts = [x]
+        if len(parts) != len(names):
             raise PrecisionError(
-                f"{what} must be a numeric array of shape (n, *{self.input_shape}), got dtype "
-                f"{a.dtype}; pass float inputs like the float model's."
+                f"{what} holds {len(parts)} array(s), but {self.source} has {len(names)} inputs "
+                f"({', '.join(names)}); pass a list of arrays in that order or a dict by name."
             )
-        got = tuple(a.shape[1:])
-        if a.ndim < 1 or len(got) != len(self.input_shape) or any(
-            e != -1 and e != g for e, g in zip(self.input_shape, got, strict=True)
-        ):
+        out = []
+        for a, name, shape in zip(parts, names, self.input_shapes, strict=True):
+            label = what if len(names) == 1 else f"{what} (input {name!r})"
+            out.append(_check_array(a, label, shape, self.source))
+        if len({len(a) for a in out}) != 1:
             raise PrecisionError(
-                f"{what} has samples of shape {got}, but {self.source} takes "
-                f"{self.input_shape} (-1 = any); pass an array of shape (n, *{self.input_shape})."
+                f"{what}: the input arrays hold different numbers of samples "
+                f"({[len(a) for a in out]}); pass the same samples for every input."
             )
-        if len(a) == 0:
-            raise PrecisionError(f"{what} is empty; pass at least one sample.")
-        return a.astype(np.float32)
+        return out
+
+
+def _check_array(x: Any, what: str, shape: tuple[int, ...], source: str) -> np.ndarray:
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # noqa: BLE001
+        raise PrecisionError(f"{what} is not an array: {e}") from e
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise PrecisionError(
+            f"{what} must be a numeric array of shape (n, *{shape}), got dtype "
+            f"{a.dtype}; pass float inputs like the float model's."
+        )
+    got = tuple(a.shape[1:])
+    if a.ndim < 1 or len(got) != len(shape) or any(
+        e != -1 and e != g for e, g in zip(shape, got, strict=True)
+    ):
+        raise PrecisionError(
+            f"{what} has samples of shape {got}, but {source} takes "
+            f"{shape} (-1 = any); pass an array of shape (n, *{shape})."
+        )
+    if len(a) == 0:
+        raise PrecisionError(f"{what} is empty; pass at least one sample.")
+    return a.astype(np.float32)
+
+
+Data = list  # one float32 array per model input, samples along the first axis
+
+
+def _n(xs: Data) -> int:
+    return len(xs[0])
+
+
+def _take(xs: Data, idx: Any) -> Data:
+    return [a[idx] for a in xs]
 
 
 # TFLite TensorType codes of stored weights, and what each precision stores.
@@ -412,11 +482,17 @@ def _labels(y: Any, n: int, what: str) -> np.ndarray | None:
     return a.astype(np.int64)
 
 
-def _row_hashes(x: np.ndarray) -> set[bytes]:
-    return {hashlib.blake2b(r.tobytes(), digest_size=12).digest() for r in x}
+def _row_hashes(xs: Data) -> set[bytes]:
+    out = set()
+    for i in range(_n(xs)):
+        h = hashlib.blake2b(digest_size=12)
+        for a in xs:
+            h.update(a[i].tobytes())
+        out.add(h.digest())
+    return out
 
 
-def _check_disjoint(calibration: np.ndarray, x: np.ndarray, what: str) -> None:
+def _check_disjoint(calibration: Data, x: Data, what: str) -> None:
     shared = len(_row_hashes(calibration) & _row_hashes(x))
     if shared:
         raise PrecisionError(
@@ -453,14 +529,16 @@ def _add(q: Any, regex: str, p: Precision) -> None:
 class _Builder:
     """Builds quantized variants of one float model; calibrates once."""
 
-    def __init__(self, fm: _FloatModel, calibration: np.ndarray) -> None:
+    def __init__(self, fm: _FloatModel, calibration: Data) -> None:
         from litert_quantizer import Quantizer
 
         self.fm = fm
         self.calibration = calibration
         self.cache: dict[tuple, bytes] = {}
-        data = {fm.signature: [{fm.input_name: calibration[i : i + 1]}
-                               for i in range(len(calibration))]}
+        data = {fm.signature: [
+            {name: a[i : i + 1] for name, a in zip(fm.input_names, calibration, strict=True)}
+            for i in range(_n(calibration))
+        ]}
         try:
             with _quiet():
                 q = Quantizer(bytearray(fm.content))
@@ -469,7 +547,7 @@ class _Builder:
         except Exception as e:  # noqa: BLE001 - report the quantizer's reason
             raise PrecisionError(
                 f"litert-quantizer could not calibrate {fm.source} on "
-                f"{len(calibration)} samples: {e}"
+                f"{_n(calibration)} samples: {e}"
             ) from e
 
     def build(self, layers: Mapping[str, Precision], other: Precision) -> bytes:
@@ -538,20 +616,66 @@ class _Score:
     kl: float
     agreement: float
     accuracy: float | None
+    losses: int  # samples the float model gets right and this one wrong (no labels: top-1 changed)
+    gains: int  # samples the float model gets wrong and this one right (no labels: 0)
+
+
+DEFAULT_CONFIDENCE = 0.95
+
+
+def drop_bound_pt(losses: int, n: int, confidence: float) -> float:
+    """One-sided upper confidence bound on an accuracy drop, in points.
+
+    The drop of a quantized model against its float model on the same samples
+    is (losses - gains) / n, where losses are the samples the float model gets
+    right and the quantized one wrong (paired, as in McNemar's test). It is at
+    most the loss rate, and the loss count is binomial; so the exact one-sided
+    Clopper-Pearson bound on the loss rate bounds the drop on new data from
+    the same distribution with probability >= `confidence`. Gains are not
+    credited, which keeps the bound conservative.
+    """
+    from scipy.stats import beta
+
+    if losses >= n:
+        return 100.0
+    return 100.0 * float(beta.ppf(confidence, losses + 1, n - losses))
+
+
+def samples_needed(max_drop_pt: float, confidence: float) -> int | None:
+    """Fewest samples on which `drop_bound_pt` can reach `max_drop_pt` (with no loss at all).
+
+    None if no number of samples can (a budget of 0 points).
+    """
+    if max_drop_pt <= 0:
+        return None
+    if max_drop_pt >= 100:
+        return 1
+    # With 0 losses the bound is 1 - (1 - confidence)^(1/n).
+    return max(1, math.ceil(math.log(1 - confidence) / math.log(1 - max_drop_pt / 100)))
 
 
 class _Evaluator:
-    def __init__(self, fm: _FloatModel, x: np.ndarray, y: np.ndarray | None) -> None:
+    def __init__(self, fm: _FloatModel, x: Data, y: np.ndarray | None, *, output: int = 0,
+                 confidence: float = DEFAULT_CONFIDENCE) -> None:
         self.x, self.y = x, y
+        self.output = output
+        self.confidence = confidence
         self.ref = self._run_trusted(fm.content)
+        self.ref_top = self.ref.reshape(len(self.ref), -1).argmax(-1)
+        self.float_right = None if y is None else self.ref_top == y
         self.float_score = self._score(self.ref)
+
+    @property
+    def n(self) -> int:
+        return _n(self.x)
 
     def _run_trusted(self, content: bytes) -> np.ndarray:
         from converters.runtime import TFLiteModel
 
         # Bytes from the float model we verified, or made from it by litert-quantizer.
-        out = TFLiteModel(content, _trusted=True).predict(self.x, batch_size=64)
-        return np.asarray(out[0] if isinstance(out, list) else out, np.float32)
+        x = self.x if len(self.x) > 1 else self.x[0]
+        out = TFLiteModel(content, _trusted=True).predict(x, batch_size=64)
+        return np.asarray(out[self.output] if isinstance(out, list) else out, np.float32)
 
     def _score(self, got: np.ndarray) -> _Score:
         ref = self.ref.reshape(len(self.ref), -1).astype(np.float64)
@@ -565,9 +689,16 @@ class _Evaluator:
         p, q = _probs(ref), _probs(g)
         kl = float(np.mean(np.sum(p * (np.log(p) - np.log(q)), -1)))
         top = g.argmax(-1)
-        agreement = float(np.mean(top == ref.argmax(-1)))
-        acc = None if self.y is None else float(np.mean(top == self.y))
-        return _Score(snr, cos, max(kl, 0.0), agreement, acc)
+        same = top == self.ref_top
+        agreement = float(np.mean(same))
+        if self.y is None:
+            acc, losses, gains = None, int(np.sum(~same)), 0
+        else:
+            right = top == self.y
+            acc = float(np.mean(right))
+            losses = int(np.sum(self.float_right & ~right))
+            gains = int(np.sum(~self.float_right & right))
+        return _Score(snr, cos, max(kl, 0.0), agreement, acc, losses, gains)
 
     def __call__(self, content: bytes) -> _Score | None:
         """Scores a variant; None if LiteRT's default CPU path cannot run it."""
@@ -584,6 +715,12 @@ class _Evaluator:
         if s.accuracy is not None and self.float_score.accuracy is not None:
             return 100.0 * (self.float_score.accuracy - s.accuracy)
         return 100.0 * (1.0 - s.agreement)
+
+    def bound_pt(self, s: _Score | None) -> float:
+        """`drop_bound_pt` of a variant on these samples at this confidence."""
+        if s is None:
+            return math.inf
+        return drop_bound_pt(s.losses, self.n, self.confidence)
 
 
 def _gzip_size(content: bytes) -> int:
@@ -616,6 +753,11 @@ class LayerSensitivity:
         disagreement with the float model in points.
       size: bytes of the model with only this layer quantized.
       supported: False if litert-quantizer left the layer unchanged at this precision.
+      kept_float_snr_db: the other view, on the entry at the report's
+        reference precision only (for `OTHER_OPS`: at the precision of the
+        other ops that goes with it; NaN elsewhere): output SNR of the model
+        with every layer at the reference precision except this one, kept float.
+      kept_float_drop_pt: the accuracy drop (or disagreement) of that model.
     """
 
     layer: str
@@ -628,11 +770,14 @@ class LayerSensitivity:
     accuracy_drop_pt: float
     size: int
     supported: bool
+    kept_float_snr_db: float = math.nan
+    kept_float_drop_pt: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["precision"] = self.precision.value
-        for k in ("snr_db", "cosine", "kl", "accuracy_drop_pt"):
+        for k in ("snr_db", "cosine", "kl", "accuracy_drop_pt", "kept_float_snr_db",
+                  "kept_float_drop_pt"):
             if not math.isfinite(d[k]):
                 d[k] = None
         return d
@@ -642,9 +787,18 @@ class LayerSensitivity:
 class SensitivityReport:
     """Per-layer sensitivity of a float model, most sensitive layer first.
 
-    Measured: each layer quantized alone (all others float), run in LiteRT on
-    `samples` samples of `data`; ranked by the output SNR at `reference`
-    precision (lowest first), ties broken by the accuracy drop.
+    Two views, both measured in LiteRT on `samples` samples of `data`:
+
+    - "alone" (`snr_db`, `accuracy_drop_pt` of every entry): this layer
+      quantized, every other layer float -- what quantizing it costs;
+    - "kept float" (`kept_float_snr_db`, `kept_float_drop_pt` of the
+      `reference` entries): every layer at `reference` precision except this
+      one, kept float -- what keeping it float gains over `quantized_snr_db`,
+      the model with every layer at `reference`.
+
+    `ranking` orders by the "alone" SNR at `reference` (lowest first, ties by
+    the drop); `ranking_kept_float` by the SNR gained by keeping the layer
+    float (largest first).
 
     Attributes:
       entries: every (layer, precision) measured.
@@ -654,6 +808,11 @@ class SensitivityReport:
       samples: number of samples measured on.
       data: a description of those samples.
       seconds: wall time.
+      ranking_kept_float: layer names by SNR gained when kept float, largest first.
+      quantized_snr_db: output SNR with every layer at `reference` (the base
+        of the "kept float" view).
+      quantized_drop_pt: the accuracy drop (or disagreement) of that model.
+      output: the model output the metrics use.
     """
 
     entries: tuple[LayerSensitivity, ...]
@@ -664,6 +823,12 @@ class SensitivityReport:
     data: str
     seconds: float
     method: str = "one layer quantized at a time, all others float (measured in LiteRT)"
+    ranking_kept_float: tuple[str, ...] = ()
+    quantized_snr_db: float = math.nan
+    quantized_drop_pt: float = math.nan
+    output: str = ""
+    kept_float_method: str = (
+        "one layer kept float, all others at the reference precision (measured in LiteRT)")
 
     def get(self, layer: str, precision: Precision | str) -> LayerSensitivity:
         p = Precision(precision)
@@ -675,8 +840,13 @@ class SensitivityReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
+            "kept_float_method": self.kept_float_method,
             "reference": self.reference.value,
+            "output": self.output,
             "ranking": list(self.ranking),
+            "ranking_kept_float": list(self.ranking_kept_float),
+            "quantized_snr_db": _finite(self.quantized_snr_db),
+            "quantized_drop_pt": _finite(self.quantized_drop_pt),
             "float_accuracy": self.float_accuracy,
             "samples": self.samples,
             "data": self.data,
@@ -688,7 +858,8 @@ class SensitivityReport:
         precisions = list(dict.fromkeys(e.precision for e in self.entries))
         head = f"{'rank':>4}  {'layer':<28} {'op':<18} {'params':>8}"
         for p in precisions:
-            head += f"  {p.value + ' SNR/drop':>20}"
+            head += f"  {p.value + ' alone':>20}"
+        head += f"  {'kept float':>20}"
         lines = [head, "-" * len(head)]
         for i, name in enumerate(self.ranking, 1):
             first = next(e for e in self.entries if e.layer == name)
@@ -702,18 +873,46 @@ class SensitivityReport:
                 if not e.supported:
                     row += f"  {'n/a':>20}"
                 else:
-                    snr = "inf" if math.isinf(e.snr_db) else f"{e.snr_db:.1f}"
-                    row += f"  {snr + ' dB/' + format(e.accuracy_drop_pt, '+.2f') + 'pt':>20}"
+                    row += f"  {_cell(e.snr_db, e.accuracy_drop_pt):>20}"
+            kept = "-"
+            for e in self.entries:
+                if e.layer == name and not math.isnan(e.kept_float_snr_db):
+                    kept = _cell(e.kept_float_snr_db, e.kept_float_drop_pt)
+            row += f"  {kept:>20}"
             lines.append(row)
         return lines
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         acc = "" if self.float_accuracy is None else f", float accuracy {self.float_accuracy:.2%}"
-        print_fn(f"Sensitivity ({self.method}); {self.samples} samples of {self.data}{acc}")
-        print_fn("drop: accuracy points lost" if self.float_accuracy is not None
-                 else "drop: top-1 disagreement with the float model, in points")
+        out = f", output {self.output!r}" if self.output else ""
+        print_fn(f"Sensitivity, {self.samples} samples of {self.data}{acc}{out}")
+        print_fn(f"'<precision> alone': {self.method}; 'kept float': {self.kept_float_method} "
+                 f"({self.reference.value}; all at {self.reference.value}: "
+                 f"{_cell(self.quantized_snr_db, self.quantized_drop_pt)})")
+        print_fn("cells: output SNR vs float / " + (
+            "accuracy points lost" if self.float_accuracy is not None
+            else "top-1 disagreement with the float model, in points"))
         for line in self.table():
             print_fn(line)
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _cell(snr_db: float, drop_pt: float) -> str:
+    if math.isnan(snr_db):
+        return "n/a"
+    snr = "inf" if math.isinf(snr_db) else f"{snr_db:.1f}"
+    drop = "n/a" if not math.isfinite(drop_pt) else format(drop_pt, "+.2f")
+    return f"{snr} dB/{drop}pt"
+
+
+def _other_for(p: Precision) -> Precision:
+    """The precision of the ops without weights that goes with layers at `p`."""
+    if p in (Precision.INT8, Precision.INT4):
+        return Precision.INT8
+    return Precision.INT16X8 if p is Precision.INT16X8 else Precision.FLOAT
 
 
 def _sensitivity(
@@ -766,6 +965,39 @@ def _sensitivity(
                 )
             )
 
+    # The other view: every layer at `reference` (where it applies), one kept float.
+    nan = math.nan
+    base_snr = base_drop = nan
+    gained: dict[str, float] = {}
+    if reference is not Precision.FLOAT:
+        quantized = {e.layer: reference for e in entries
+                     if e.precision is reference and e.supported and e.layer != OTHER_OPS}
+        other = _other_for(reference)
+
+        def score(layers: Mapping[str, Precision], o: Precision) -> _Score | None:
+            try:
+                return ev(builder.build(layers, o))
+            except PrecisionError:
+                return None
+
+        base = score(quantized, other)
+        if base is not None:
+            base_snr, base_drop = base.snr_db, ev.drop_pt(base)
+        for i, e in enumerate(entries):
+            # The ops without weights are measured at the precision that goes with `reference`.
+            at = other if e.layer == OTHER_OPS else reference
+            if e.precision is not at or not e.supported:
+                continue
+            if e.layer == OTHER_OPS:
+                s = score(quantized, Precision.FLOAT)
+            else:
+                s = score({k: v for k, v in quantized.items() if k != e.layer}, other)
+            if s is None:
+                continue
+            entries[i] = dataclasses.replace(
+                e, kept_float_snr_db=s.snr_db, kept_float_drop_pt=ev.drop_pt(s))
+            gained[e.layer] = _noise(base_snr) - _noise(s.snr_db)
+
     def key(name: str) -> tuple[float, float]:
         ref = [e for e in entries if e.layer == name and e.precision is reference and e.supported]
         if not ref:  # fall back to the worst measured precision of this layer
@@ -776,15 +1008,32 @@ def _sensitivity(
         return (worst.snr_db, -worst.accuracy_drop_pt)
 
     ranking = tuple(sorted(dict.fromkeys(e.layer for e in entries), key=key))
+    kept = tuple(sorted(gained, key=lambda n: -gained[n]))
     return SensitivityReport(
         entries=tuple(entries),
         ranking=ranking,
         reference=reference,
         float_accuracy=ev.float_score.accuracy,
-        samples=len(ev.x),
+        samples=ev.n,
         data=data,
         seconds=time.perf_counter() - start,
+        ranking_kept_float=kept + tuple(n for n in ranking if n not in gained),
+        quantized_snr_db=base_snr,
+        quantized_drop_pt=base_drop,
+        output=fm.output_names[ev.output],
     )
+
+
+def _noise(snr_db: float) -> float:
+    """Relative output noise power of an SNR in dB (0 for identical outputs)."""
+    if math.isnan(snr_db):
+        return math.nan
+    return 0.0 if math.isinf(snr_db) else 10 ** (-snr_db / 10)
+
+
+def _n_calibration(n: int) -> int:
+    """Validation samples held out for calibration when no calibration data is given."""
+    return min(_MAX_CALIBRATION, max(1, n // 4))
 
 
 def _split(
@@ -795,32 +1044,34 @@ def _split(
     *,
     parts: int,
     seed: int,
-) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray | None]], str]:
+) -> tuple[Data, list[tuple[Data, np.ndarray | None]], str]:
     """Checks the data and splits it into calibration and `parts` evaluation parts."""
     x = fm.check(x, "the validation data `x`")
-    y = _labels(y, len(x), "the validation labels `y`")
-    order = np.random.default_rng(seed).permutation(len(x))
-    x = x[order]
+    n = _n(x)
+    y = _labels(y, n, "the validation labels `y`")
+    order = np.random.default_rng(seed).permutation(n)
+    x = _take(x, order)
     y = None if y is None else y[order]
     if calibration_data is None:
-        n_cal = min(_MAX_CALIBRATION, max(1, len(x) // 4))
-        if len(x) - n_cal < 2 * parts:
+        n_cal = _n_calibration(n)
+        if n - n_cal < 2 * parts:
             raise PrecisionError(
-                f"{len(x)} validation samples are too few to hold {n_cal} out for calibration "
+                f"{n} validation samples are too few to hold {n_cal} out for calibration "
                 "and still evaluate; pass more samples or separate calibration_data."
             )
-        calibration = x[:n_cal]
-        x = x[n_cal:]
+        calibration = _take(x, slice(0, n_cal))
+        x = _take(x, slice(n_cal, None))
         y = None if y is None else y[n_cal:]
         how = f"held out {n_cal} of the validation samples for calibration"
     else:
-        calibration = fm.check(calibration_data, "`calibration_data`")[:_MAX_CALIBRATION]
+        calibration = _take(fm.check(calibration_data, "`calibration_data`"),
+                            slice(0, _MAX_CALIBRATION))
         _check_disjoint(calibration, x, "the validation data")
-        how = f"{len(calibration)} separate calibration samples"
-    bounds = np.linspace(0, len(x), parts + 1).astype(int)
+        how = f"{_n(calibration)} separate calibration samples"
+    bounds = np.linspace(0, _n(x), parts + 1).astype(int)
     if np.any(np.diff(bounds) == 0):
-        raise PrecisionError(f"{len(x)} validation samples are too few to split in {parts}.")
-    pieces = [(x[a:b], None if y is None else y[a:b]) for a, b in
+        raise PrecisionError(f"{_n(x)} validation samples are too few to split in {parts}.")
+    pieces = [(_take(x, slice(a, b)), None if y is None else y[a:b]) for a, b in
               zip(bounds[:-1], bounds[1:], strict=True)]
     return calibration, pieces, how
 
@@ -833,26 +1084,35 @@ def sensitivity(
     calibration_data: Any = None,
     precisions: Sequence[Precision | str] = ("int8", "int4"),
     reference: Precision | str | None = None,
+    output: int | str | None = None,
     seed: int = 0,
 ) -> SensitivityReport:
     """Measures each layer's sensitivity to quantization, most sensitive first.
 
-    Every layer (op with weights, plus the group of other ops) is quantized
-    alone, the rest of the model stays float, and the result is run in LiteRT
-    on `x`; the output is compared with the float model's (SNR, cosine, KL) and,
-    with labels, the accuracy drop is measured.
+    Two views of every layer (op with weights, plus the group of other ops),
+    each run in LiteRT on `x` and compared with the float model's output (SNR,
+    cosine, KL and, with labels, the accuracy drop): the layer quantized alone
+    with the rest of the model float, at each of `precisions`; and the layer
+    kept float with every other layer at `reference` precision.
+
+    Multi-input models take `x` as a list of arrays in input order or a dict
+    by input name (as `converters.TFLiteModel.predict`). For multi-output
+    models every metric is measured on one output, `output` (the first by
+    default), and `y` labels that output; the report names it.
 
     Args:
       model: a float `.tflite` path or bytes, a `.keras`/`.h5` path, or a Keras
         model (a QAT model contributes its trained float weights).
-      x: validation inputs, shape `(n, ...)` like the model's input.
+      x: validation inputs, shape `(n, ...)` like the model's input (a list or
+        dict of arrays for multi-input models).
       y: optional integer or one-hot labels for `x`.
-      calibration_data: inputs for the activation ranges of static precisions;
-        must not share samples with `x`. None: a quarter of `x` (≤ 500) is held
-        out for it.
+      calibration_data: inputs for the activation ranges of static precisions,
+        like `x`; must not share samples with `x`. None: a quarter of `x`
+        (≤ 500) is held out for it.
       precisions: the precisions to measure per layer.
-      reference: the precision the ranking uses (default: the lowest-bit one
-        of `precisions`).
+      reference: the precision the ranking and the "kept float" view use
+        (default: the lowest-bit one of `precisions`).
+      output: the output (name or index) the metrics use; None: the first.
       seed: shuffles `x` before the hold-out.
 
     Returns:
@@ -869,9 +1129,10 @@ def sensitivity(
     ps = _precisions(precisions, "precisions")
     ref = Precision(reference) if reference is not None else ps[-1]
     fm = _FloatModel(model, sample=None)
+    out = fm.output_index(output)
     calibration, [(xv, yv)], how = _split(fm, x, y, calibration_data, parts=1, seed=seed)
     builder = _Builder(fm, calibration)
-    ev = _Evaluator(fm, xv, yv)
+    ev = _Evaluator(fm, xv, yv, output=out)
     return _sensitivity(fm, builder, ev, ps, ref, f"the validation data ({how})")
 
 
@@ -907,6 +1168,13 @@ class Verification:
         labels: top-1 disagreement in points).
       agreement: top-1 agreement with the float model.
       snr_db: output SNR against the float model.
+      losses: samples the float model gets right and the quantized one wrong
+        (without labels: samples whose top-1 changed).
+      gains: samples the float model gets wrong and the quantized one right.
+      drop_bound_pt: one-sided upper bound on the drop on new data at
+        `confidence` (see `drop_bound_pt`), from these samples.
+      confidence: the bound's confidence level.
+      output: the model output measured.
     """
 
     data: str
@@ -916,6 +1184,11 @@ class Verification:
     accuracy_drop_pt: float
     agreement: float
     snr_db: float
+    losses: int = 0
+    gains: int = 0
+    drop_bound_pt: float = math.nan
+    confidence: float = DEFAULT_CONFIDENCE
+    output: str = ""
 
     def short(self) -> str:
         acc = "" if self.accuracy is None else (
@@ -923,8 +1196,11 @@ class Verification:
             f"(drop {self.accuracy_drop_pt:+.2f} pt), "
         )
         snr = "inf" if math.isinf(self.snr_db) else f"{self.snr_db:.1f}"
+        out = f" (output {self.output!r})" if self.output else ""
         return (f"{acc}top-1 agreement {self.agreement:.1%}, SNR {snr} dB; "
-                f"measured in LiteRT on {self.samples} samples of {self.data}")
+                f"{self.losses} lost / {self.gains} gained samples, drop <= "
+                f"{self.drop_bound_pt:.2f} pt at {self.confidence:.0%} confidence; "
+                f"measured in LiteRT on {self.samples} samples of {self.data}{out}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -933,8 +1209,9 @@ class Verification:
         return d
 
 
-def _verify(fm: _FloatModel, content: bytes, x: np.ndarray, y: np.ndarray | None,
-            data: str) -> Verification:
+def _verify(fm: _FloatModel, content: bytes, x: Data, y: np.ndarray | None,
+            data: str, *, output: int = 0,
+            confidence: float = DEFAULT_CONFIDENCE) -> Verification:
     import converters
     from converters.errors import ConversionError
 
@@ -942,18 +1219,23 @@ def _verify(fm: _FloatModel, content: bytes, x: np.ndarray, y: np.ndarray | None
         converters.TFLiteModel(content)
     except ConversionError as e:
         raise PrecisionError(f"the quantized model does not run in LiteRT: {e}") from e
-    ev = _Evaluator(fm, x, y)
+    ev = _Evaluator(fm, x, y, output=output, confidence=confidence)
     s = ev(content)
     if s is None:
         raise PrecisionError("the quantized model does not run on LiteRT's default CPU path.")
     return Verification(
         data=data,
-        samples=len(x),
+        samples=ev.n,
         float_accuracy=ev.float_score.accuracy,
         accuracy=s.accuracy,
         accuracy_drop_pt=ev.drop_pt(s),
         agreement=s.agreement,
         snr_db=s.snr_db,
+        losses=s.losses,
+        gains=s.gains,
+        drop_bound_pt=ev.bound_pt(s),
+        confidence=confidence,
+        output=fm.output_names[output],
     )
 
 
@@ -1021,6 +1303,7 @@ def quantize_layers(
     calibration_data: Any,
     other: Precision | str | None = None,
     test_data: tuple[Any, Any] | Any = None,
+    output: int | str | None = None,
 ) -> QuantizedModel:
     """Quantizes a float model with a given precision per layer.
 
@@ -1034,6 +1317,7 @@ def quantize_layers(
         is int8/int4, int16x8 if any is int16x8, else float).
       test_data: optional `(x, y)` (or `x`) to verify the result on; must not
         share samples with the calibration data.
+      output: the output (name or index) the verification measures.
 
     Returns:
       A `QuantizedModel`.
@@ -1043,7 +1327,9 @@ def quantize_layers(
         litert-quantizer cannot read.
     """
     fm = _FloatModel(model, sample=None)
-    calibration = fm.check(calibration_data, "`calibration_data`")[:_MAX_CALIBRATION]
+    out = fm.output_index(output)
+    calibration = _take(fm.check(calibration_data, "`calibration_data`"),
+                        slice(0, _MAX_CALIBRATION))
     names = {layer.name: layer for layer in fm.layers}
     if isinstance(assignment, (str, Precision)):
         p = _precisions(assignment, "assignment")[0]
@@ -1069,15 +1355,22 @@ def quantize_layers(
     content = builder.build(layers, other)
     verification = None
     if test_data is not None:
-        tx, ty = test_data if isinstance(test_data, tuple) else (test_data, None)
+        tx, ty = _pair(test_data)
         tx = fm.check(tx, "`test_data`")
         _check_disjoint(calibration, tx, "`test_data`")
-        verification = _verify(fm, content, tx, _labels(ty, len(tx), "`test_data` labels"),
-                               "the test data")
+        verification = _verify(fm, content, tx, _labels(ty, _n(tx), "`test_data` labels"),
+                               "the test data", output=out)
     full = {n: layers.get(n, Precision.FLOAT) for n in names}
     not_as_assigned = _not_as_requested(content, fm.layers, full)
     full[OTHER_OPS] = other
     return QuantizedModel(content, full, len(fm.content), verification, not_as_assigned)
+
+
+def _pair(test_data: Any) -> tuple[Any, Any]:
+    """`(x, y)` from `test_data`: a 2-tuple is (inputs, labels); anything else is inputs."""
+    if isinstance(test_data, tuple) and len(test_data) == 2:
+        return test_data
+    return test_data, None
 
 
 def quantize_int4(
@@ -1085,6 +1378,7 @@ def quantize_int4(
     *,
     calibration_data: Any,
     test_data: tuple[Any, Any] | Any = None,
+    output: int | str | None = None,
 ) -> QuantizedModel:
     """Int4 weights wherever LiteRT 2.3.0 has int4 kernels, int8 elsewhere.
 
@@ -1098,6 +1392,7 @@ def quantize_int4(
       model: as for `sensitivity`.
       calibration_data: inputs for the activation ranges.
       test_data: optional `(x, y)` to verify the result on.
+      output: the output (name or index) the verification measures.
 
     Returns:
       A `QuantizedModel`.
@@ -1106,7 +1401,7 @@ def quantize_int4(
     layers = {layer.name: Precision.INT4 if layer.op in _INT4_OPS else Precision.INT8
               for layer in fm.layers}
     return quantize_layers(fm.content, layers, calibration_data=calibration_data,
-                           other=Precision.INT8, test_data=test_data)
+                           other=Precision.INT8, test_data=test_data, output=output)
 
 
 def list_layers(model: Any) -> list[Layer]:

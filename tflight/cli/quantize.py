@@ -9,11 +9,42 @@ import click
 
 __all__ = ["quantize"]
 
+
+def _load(path: str, error: type) -> tuple[object, object]:
+    """Inputs and optional labels `y` from an .npz: `x` (one input) or `x0`, `x1`, ... (several)."""
+    import numpy as np
+
+    from tflight import _io
+
+    if os.path.isfile(path):
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                keys = set(npz.files)
+                if "x" not in keys and "x0" in keys:
+                    xs = []
+                    while f"x{len(xs)}" in keys:
+                        a = npz[f"x{len(xs)}"]
+                        if a.ndim < 1 or not np.issubdtype(a.dtype, np.number):
+                            raise error(f"`x{len(xs)}` in {path!r} must be a numeric array of "
+                                        f"shape (n, ...), got dtype {a.dtype}.")
+                        if not np.all(np.isfinite(a)):
+                            raise error(f"`x{len(xs)}` in {path!r} holds NaN or infinite values.")
+                        xs.append(a.astype("float32"))
+                    y = npz["y"] if "y" in keys else None
+                    return xs, y
+        except error:
+            raise
+        except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
+            raise error(f"{path!r} is not a readable .npz file: {e}") from e
+    return _io.load_xy(path, labels=False, error=error)
+
 _OBJECTIVES = ["size", "latency"]
 _PRECISIONS = ["float", "fp16", "int16x8", "int8", "int4", "int4-block"]
 
 
 def _plot_sensitivity(report, path: str) -> None:
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +52,7 @@ def _plot_sensitivity(report, path: str) -> None:
 
     names = list(report.ranking)
     precisions = list(dict.fromkeys(e.precision for e in report.entries))
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(names) + 1.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 0.4 * len(names) + 1.8), sharey=True)
     height = 0.8 / max(len(precisions), 1)
     for k, p in enumerate(precisions):
         values = []
@@ -35,9 +66,19 @@ def _plot_sensitivity(report, path: str) -> None:
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))])
     ax.set_yticklabels(names)
     ax.invert_yaxis()
-    ax.set_xlabel("output SNR vs float (dB), this layer quantized alone; measured in LiteRT")
-    ax.set_title("Per-layer sensitivity (most sensitive at the top)")
+    ax.set_xlabel("output SNR vs float (dB); higher = less sensitive")
+    ax.set_title("This layer quantized, all others float")
     ax.legend()
+    kept = {e.layer: e.kept_float_snr_db for e in report.entries
+            if not math.isnan(e.kept_float_snr_db)}
+    gains = [min(kept[n], 100.0) - min(report.quantized_snr_db, 100.0) if n in kept else 0.0
+             for n in names]
+    ax2.barh([i + 0.4 - height / 2 for i in range(len(names))], gains, height=0.6,
+             color="tab:gray")
+    ax2.set_xlabel(f"SNR gained over all-{report.reference.value} (dB); higher = keep float")
+    ax2.set_title(f"This layer kept float, all others {report.reference.value}")
+    fig.suptitle(f"Per-layer sensitivity, measured in LiteRT on {report.samples} samples "
+                 "(most sensitive alone at the top)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -46,12 +87,23 @@ def _plot_sensitivity(report, path: str) -> None:
 @click.command("quantize")
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=False))
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False),
-              help="Validation .npz with `x` and (recommended) labels `y`.")
+              help="Validation .npz with inputs `x` (or `x0`, `x1`, ... for several inputs, "
+                   "in the model's input order) and (recommended) labels `y`.")
 @click.option("--calibration", "calibration_path", type=click.Path(dir_okay=False),
-              help=".npz with calibration inputs `x`, separate from --data "
-                   "[default: hold a quarter of --data out].")
+              help=".npz with calibration inputs (`x` or `x0`, `x1`, ...), separate from "
+                   "--data [default: hold a quarter of --data out].")
 @click.option("--max-drop", default=0.5, show_default=True, type=click.FloatRange(min=0),
-              help="Accuracy budget in points.")
+              help="Accuracy budget in points, on new data at --confidence.")
+@click.option("--confidence", default=0.95, show_default=True,
+              type=click.FloatRange(min=0.5, max=0.999),
+              help="Confidence of the one-sided bound on the drop the budget is checked on.")
+@click.option("--guide", type=click.Choice(["alone", "kept-float"]), default="alone",
+              show_default=True,
+              help="Sensitivity view ordering the search: a layer kept float in a quantized "
+                   "model, or quantized alone in a float model.")
+@click.option("--metric-output", default=None,
+              help="For multi-output models: the output (name or index) the metrics use "
+                   "[default: the first].")
 @click.option("--objective", type=click.Choice(_OBJECTIVES), default="size", show_default=True,
               help="Minimise raw size, or the device profile's latency estimate.")
 @click.option("--profile", default="pixel4", show_default=True,
@@ -69,6 +121,9 @@ def quantize(
     data_path: str,
     calibration_path: str | None,
     max_drop: float,
+    confidence: float,
+    guide: str,
+    metric_output: str | None,
     objective: str,
     profile: str,
     choices: str,
@@ -81,8 +136,10 @@ def quantize(
 
     MODEL is a float .tflite (or a .keras/.h5 model, converted first). The
     search finds the smallest (or fastest, estimated) model whose accuracy drop
-    on --data stays within --max-drop, and verifies it in LiteRT on held-out
-    samples of --data.
+    on new data stays within --max-drop at --confidence (a one-sided exact
+    binomial bound from the samples of --data it searches on), and re-checks
+    it in LiteRT on held-out samples of --data. With too few samples for the
+    budget it stops and says how many are needed.
     """
     if plot is not None:
         try:
@@ -97,17 +154,18 @@ def quantize(
     if out_path is not None and os.path.abspath(out_path) == os.path.abspath(model_path):
         raise click.BadParameter("would write over the input model; choose another path",
                                  param_hint="--output")
-    from tflight import _io
     from tflight import precision as P
     from tflight.errors import PrecisionBudgetError, PrecisionError
     from tflight.precision_search import search
 
-    x, y = _io.load_xy(data_path, labels=False, error=PrecisionError)
+    x, y = _load(data_path, PrecisionError)
     calibration = None
     if calibration_path is not None:
-        calibration, _ = _io.load_xy(calibration_path, labels=False, error=PrecisionError)
+        calibration, _ = _load(calibration_path, PrecisionError)
+    output = (int(metric_output) if metric_output is not None and metric_output.isdigit()
+              else metric_output)
     if sensitivity_only:
-        report = P.sensitivity(model_path, x, y, calibration_data=calibration,
+        report = P.sensitivity(model_path, x, y, calibration_data=calibration, output=output,
                                precisions=[w for w in words if w != "float"] or ["int8"])
         if plot is not None:
             _plot_sensitivity(report, plot)
@@ -119,8 +177,9 @@ def quantize(
                 click.echo(f"plot written to {plot}")
         return
     try:
-        result = search(model_path, x, y, max_drop=max_drop, calibration_data=calibration,
-                        objective=objective, profile=profile, choices=words)
+        result = search(model_path, x, y, max_drop=max_drop, confidence=confidence,
+                        calibration_data=calibration, objective=objective, profile=profile,
+                        choices=words, guide=guide, output=output)
     except PrecisionBudgetError as e:
         if as_json and e.best is not None:
             click.echo(json.dumps(e.best.to_dict(), indent=2))
