@@ -186,10 +186,20 @@ def _estimates(path: str) -> dict:
     return out
 
 
-def _arm64(files: dict[str, str]) -> dict:
-    """Guest AArch64 instructions per invoke of each file under the emulator (emulated)."""
+def _arm64(files: dict[str, str], cpu: str | None = None) -> dict:
+    """Guest AArch64 instructions per invoke of each file under the emulator (emulated).
+
+    `cpu` names the emulated core (qemu's `QEMU_CPU`, e.g. "cortex-a76", the
+    big core of a Pixel 4); without it qemu-user emulates its "max" core,
+    which has SVE2, SME and int8 matrix instructions no phone of the device
+    profiles has, and LiteRT picks its kernels by the features it sees.
+    """
     from tflight.bench_results import BenchmarkConfig
     from tflight.benchmark import benchmark
+
+    previous = os.environ.get("QEMU_CPU")
+    if cpu:
+        os.environ["QEMU_CPU"] = cpu
 
     cfg = BenchmarkConfig(
         runs=1, warmup_runs=0, min_time=0.0, warmup_min_time=0.0, timeout=1800.0
@@ -204,10 +214,16 @@ def _arm64(files: dict[str, str]) -> dict:
                 "emulator_wall_s": round(d.wall_s, 1),
                 "note": d.cost_note,
                 "method": "emulated",
+                "emulated_cpu": cpu or "max (qemu default)",
             }
         except Exception as e:  # noqa: BLE001 - an emulator problem must not lose the run
             out[key] = {"error": f"{type(e).__name__}: {e}"}
         print(f"arm64 {key}: {out[key]}", flush=True)
+    if cpu:
+        if previous is None:
+            os.environ.pop("QEMU_CPU", None)
+        else:
+            os.environ["QEMU_CPU"] = previous
     return out
 
 
@@ -285,7 +301,7 @@ def _speed(args, tmp: Path) -> dict:
                     )
             print(f"{name} {threads} thread(s): {entry['latency_ms'][f'{threads}t']}", flush=True)
         if name in args.arm64:
-            entry["arm64"] = _arm64(files)
+            entry["arm64"] = _arm64(files, args.arm64_cpu)
             for mode in ("fp32", "int8"):
                 a, b = (entry["arm64"][f"{k}_{mode}"].get("instructions_per_invoke")
                         for k in ("uncut", "cut"))
@@ -443,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
         default=["mobilenetv2"],
         choices=["mobilenetv2", "resnet50"],
         help="Models whose files are also run under the ARM64 emulator (instruction counts).",
+    )
+    parser.add_argument(
+        "--arm64-cpu",
+        default=None,
+        help="Emulated core for --arm64 (qemu -cpu name, e.g. cortex-a76); default qemu's 'max'.",
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
