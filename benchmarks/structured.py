@@ -36,20 +36,36 @@ Three parts, each measured side by side in one run:
   half its MACs (`factorize(macs_target=0.5)`), fine-tuned; LiteRT accuracy and
   interleaved latency against the original.
 
-Measured (`python benchmarks/structured.py --json structured.json`, 9.2 minutes,
-2-core x86-64 with AVX-512 VNNI shared with other jobs, load average 9.4):
-MobileNetV2 MACs 300.8 M -> 150.1 M, fp32 1 thread 15.00 -> 8.38 ms (1.79x),
-int8 1 thread 1.77 -> 1.15 ms (1.54x); ResNet50 MACs 3.86 G -> 1.93 G, fp32
-1 thread 91.9 -> 57.1 ms (1.61x), int8 1.49x; pixel4 estimates 1.75x / 1.70x
-(MobileNetV2 fp32 / int8) and 1.94x (ResNet50). Digits CNN, 50 % MACs removed,
-8 epochs of fine-tuning: LiteRT accuracy drop 0.15 pt plain and 0.44 pt with
-distillation (mean of seeds 0-2). Low-rank MLP at 49.8 % of the MACs: 2.03x
-faster, 0.44 pt lower accuracy. On a machine this loaded the medians move by
-tens of percent between runs; the fastest-invoke ratios are kept beside them.
+Measured (`python benchmarks/structured.py --json structured.json`, 13.8
+minutes, 2-core AMD EPYC with AVX-512 VNNI shared with other jobs; 1-minute
+load average 9.0 at the start, 8.8 while MobileNetV2 was timed, 3.8 while
+ResNet50 was timed, 6.9 at the end). Median of 7 interleaved rounds, 1 thread
+(fastest invoke; CPU time of the invoking thread):
+MobileNetV2 MACs 300.8 M -> 150.1 M, fp32 10.03 -> 6.07 ms 1.65x (1.81x;
+1.81x), int8 1.77 -> 1.06 ms 1.67x (1.68x; 1.67x); ResNet50 MACs 3.86 G ->
+1.85 G, fp32 43.3 -> 27.2 ms 1.59x (1.84x; 1.83x), int8 11.25 -> 5.86 ms
+1.92x (1.88x; 1.87x). At 2 threads the medians are no faster than at one on
+this shared 2-core machine (MobileNetV2 fp32 8.68 ms, int8 3.08 ms): the
+second thread waits for a core. Uncut int8 runs 2.1x faster than fp32 here
+(CPU time 1.77 against 3.76 ms); checked alone with `tflight.benchmark`
+(fastest 1.53 against 3.36 ms with XNNPACK, 9.8 against 17.3 ms without):
+both files run on XNNPACK, whose VNNI kernels make int8 fast on this host (on
+an AVX2 host without VNNI int8 was measured at about fp32 speed). Estimated on pixel4: 1.60x (MobileNetV2 fp32), 1.41x
+(int8), 1.97x (ResNet50 fp32 and int8). Emulated ARM64 (qemu's default
+"max" core), guest instructions per invoke in LiteRT: MobileNetV2 fp32 39.0 M
+-> 25.2 M (1.55x), int8 29.2 M -> 20.4 M (1.44x). Int8 gains less than the
+MACs because depthwise convolutions shrink only linearly with the channels
+(to 65 % of their MACs where the pointwise ones go to 49 %) and cost several
+times more per MAC than pointwise ones in int8 (3.9x in the pixel4 profile's
+coefficients, about 5x in the host's per-op profile of the cut file). Digits CNN, 50 % MACs
+removed, 8 epochs of fine-tuning: LiteRT accuracy drop 0.15 pt plain and
+0.44 pt with distillation (mean of seeds 0-2). Low-rank MLP at 49.8 % of the
+MACs: 2.03x faster, 0.44 pt lower accuracy.
 
 Usage:
   python benchmarks/structured.py --json structured.json
   python benchmarks/structured.py --rounds 5 --seeds 0 --json quick.json
+  python benchmarks/structured.py --arm64-cpu cortex-a76 --json a76.json
 """
 
 from __future__ import annotations
