@@ -52,8 +52,12 @@ second thread waits for a core. Uncut int8 runs 2.1x faster than fp32 here
 both files run on XNNPACK, whose VNNI kernels make int8 fast on this host (on
 an AVX2 host without VNNI int8 was measured at about fp32 speed). Estimated on pixel4: 1.60x (MobileNetV2 fp32), 1.41x
 (int8), 1.97x (ResNet50 fp32 and int8). Emulated ARM64 (qemu's default
-"max" core), guest instructions per invoke in LiteRT: MobileNetV2 fp32 39.0 M
--> 25.2 M (1.55x), int8 29.2 M -> 20.4 M (1.44x). Int8 gains less than the
+"max" core, which has SVE2, SME and i8mm), guest instructions per invoke in
+LiteRT: MobileNetV2 fp32 39.0 M -> 25.2 M (1.55x), int8 29.2 M -> 20.4 M
+(1.44x). On an emulated Cortex-A76 (a Pixel 4's big core: NEON and dot
+product only; `_arm64(files, "cortex-a76")` on the same four files, as
+`--arm64-cpu cortex-a76` runs it): fp32 120.5 M -> 63.8 M (1.89x), int8
+49.4 M -> 28.9 M (1.71x). Int8 gains less than the
 MACs because depthwise convolutions shrink only linearly with the channels
 (to 65 % of their MACs where the pointwise ones go to 49 %) and cost several
 times more per MAC than pointwise ones in int8 (3.9x in the pixel4 profile's
