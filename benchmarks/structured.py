@@ -5,15 +5,27 @@ Three parts, each measured side by side in one run:
 * **Speed** — MobileNetV2 (1.0, 224) and ResNet50 from `keras.applications`
   with `weights=None` (random weights: speed and size only), 50 % of the
   convolution/Dense MACs removed by `prune_channels(flops_target=0.5,
-  round_to=8)`. Uncut and cut models are converted to fp32 and int8 `.tflite`
-  and timed with LiteRT's XNNPACK delegate in one child process per thread
-  count, the files interleaved in every round (rotating order); the figure is
-  the median over rounds of each round's median invoke time (the fastest
-  single invoke is kept beside it: on a loaded machine it is the figure least
-  disturbed by other processes). Beside each file:
-  the latency estimated from its per-op work on the `pixel4` and `cortex-a53`
-  device profiles (`tflight.profiles.estimate_latency`, labelled estimated).
-  The emulated ARM64 instruction count is not measured here.
+  round_to=16)`. Uncut and cut models are converted to fp32 and int8 `.tflite`
+  and timed with LiteRT's XNNPACK delegate (the interpreter's default
+  delegate, for fp32 and int8 alike). One child process per thread count
+  (1 and 2) loads all four files; round after round each child in turn
+  (rotating order) times every file (rotating order), so that files and
+  thread counts see the same drifts of the shared machine. The figure is the
+  median over rounds of each round's median invoke time; beside it the
+  fastest single invoke and, at one thread, the median CPU time of the
+  invoking thread (XNNPACK runs on the caller at one thread, so this is the
+  work done, much less disturbed by other processes than wall time). The
+  1-minute load average is recorded every round. Beside each file: the
+  latency estimated from its per-op work on the `pixel4` and `cortex-a53`
+  device profiles (`tflight.profiles.estimate_latency`, labelled estimated),
+  and for MobileNetV2 the guest AArch64 instructions per invoke executed in
+  LiteRT's libraries under the ARM64 emulator (`tflight.benchmark(...,
+  device="arm64")`, emulated; one thread, a few counted invokes).
+  `round_to=16`: XNNPACK's x86 int8 GEMM kernels work on tiles of 16 output
+  channels; a multiple of 8 that is not one of 16 leaves half a tile idle.
+  Measured side by side on MobileNetV2 int8, 1 thread (7 interleaved rounds,
+  load average 3.7): 1.55x with `round_to=8`, 1.68x with 16, 1.57x with 32
+  (fastest invokes 1.54x / 1.71x / 1.56x).
 * **Accuracy** — a BatchNorm CNN trained on scikit-learn's bundled digits
   (fixed split, held-out test set), 50 % of the MACs removed with the L1
   criterion, then fine-tuned plainly or with distillation from the uncut model
@@ -24,20 +36,40 @@ Three parts, each measured side by side in one run:
   half its MACs (`factorize(macs_target=0.5)`), fine-tuned; LiteRT accuracy and
   interleaved latency against the original.
 
-Measured (`python benchmarks/structured.py --json structured.json`, 9.2 minutes,
-2-core x86-64 with AVX-512 VNNI shared with other jobs, load average 9.4):
-MobileNetV2 MACs 300.8 M -> 150.1 M, fp32 1 thread 15.00 -> 8.38 ms (1.79x),
-int8 1 thread 1.77 -> 1.15 ms (1.54x); ResNet50 MACs 3.86 G -> 1.93 G, fp32
-1 thread 91.9 -> 57.1 ms (1.61x), int8 1.49x; pixel4 estimates 1.75x / 1.70x
-(MobileNetV2 fp32 / int8) and 1.94x (ResNet50). Digits CNN, 50 % MACs removed,
-8 epochs of fine-tuning: LiteRT accuracy drop 0.15 pt plain and 0.44 pt with
-distillation (mean of seeds 0-2). Low-rank MLP at 49.8 % of the MACs: 2.03x
-faster, 0.44 pt lower accuracy. On a machine this loaded the medians move by
-tens of percent between runs; the fastest-invoke ratios are kept beside them.
+Measured (`python benchmarks/structured.py --json structured.json`, 13.8
+minutes, 2-core AMD EPYC with AVX-512 VNNI shared with other jobs; 1-minute
+load average 9.0 at the start, 8.8 while MobileNetV2 was timed, 3.8 while
+ResNet50 was timed, 6.9 at the end). Median of 7 interleaved rounds, 1 thread
+(fastest invoke; CPU time of the invoking thread):
+MobileNetV2 MACs 300.8 M -> 150.1 M, fp32 10.03 -> 6.07 ms 1.65x (1.81x;
+1.81x), int8 1.77 -> 1.06 ms 1.67x (1.68x; 1.67x); ResNet50 MACs 3.86 G ->
+1.85 G, fp32 43.3 -> 27.2 ms 1.59x (1.84x; 1.83x), int8 11.25 -> 5.86 ms
+1.92x (1.88x; 1.87x). At 2 threads the medians are no faster than at one on
+this shared 2-core machine (MobileNetV2 fp32 8.68 ms, int8 3.08 ms): the
+second thread waits for a core. Uncut int8 runs 2.1x faster than fp32 here
+(CPU time 1.77 against 3.76 ms); checked alone with `tflight.benchmark`
+(fastest 1.53 against 3.36 ms with XNNPACK, 9.8 against 17.3 ms without):
+both files run on XNNPACK, whose VNNI kernels make int8 fast on this host (on
+an AVX2 host without VNNI int8 was measured at about fp32 speed). Estimated on pixel4: 1.60x (MobileNetV2 fp32), 1.41x
+(int8), 1.97x (ResNet50 fp32 and int8). Emulated ARM64 (qemu's default
+"max" core, which has SVE2, SME and i8mm), guest instructions per invoke in
+LiteRT: MobileNetV2 fp32 39.0 M -> 25.2 M (1.55x), int8 29.2 M -> 20.4 M
+(1.44x). On an emulated Cortex-A76 (a Pixel 4's big core: NEON and dot
+product only; `_arm64(files, "cortex-a76")` on the same four files, as
+`--arm64-cpu cortex-a76` runs it): fp32 120.5 M -> 63.8 M (1.89x), int8
+49.4 M -> 28.9 M (1.71x). Int8 gains less than the
+MACs because depthwise convolutions shrink only linearly with the channels
+(to 65 % of their MACs where the pointwise ones go to 49 %) and cost several
+times more per MAC than pointwise ones in int8 (3.9x in the pixel4 profile's
+coefficients, about 5x in the host's per-op profile of the cut file). Digits CNN, 50 % MACs
+removed, 8 epochs of fine-tuning: LiteRT accuracy drop 0.15 pt plain and
+0.44 pt with distillation (mean of seeds 0-2). Low-rank MLP at 49.8 % of the
+MACs: 2.03x faster, 0.44 pt lower accuracy.
 
 Usage:
   python benchmarks/structured.py --json structured.json
   python benchmarks/structured.py --rounds 5 --seeds 0 --json quick.json
+  python benchmarks/structured.py --arm64-cpu cortex-a76 --json a76.json
 """
 
 from __future__ import annotations
@@ -73,40 +105,92 @@ for path in spec["paths"]:
     for _ in range(spec["warmup"]):
         it.invoke()
     interps.append(it)
-medians = [[] for _ in interps]
-mins = [float("inf") for _ in interps]
 n = len(interps)
-for r in range(spec["rounds"]):
+print("ready", flush=True)
+for line in sys.stdin:
+    r = int(line)
+    wall, cpu = [None] * n, [None] * n
     for j in range(n):
         i = (j + r) % n
-        it, times = interps[i], []
+        it, times, cpus = interps[i], [], []
         for _ in range(spec["runs"]):
+            c = time.thread_time()
             t = time.perf_counter()
             it.invoke()
             times.append(time.perf_counter() - t)
-        medians[i].append(float(np.median(times)) * 1e3)
-        mins[i] = min(mins[i], float(np.min(times)) * 1e3)
-print(json.dumps({"medians": medians, "mins": mins}))
+            cpus.append(time.thread_time() - c)
+        wall[i] = [float(v) * 1e3 for v in times]
+        cpu[i] = [float(v) * 1e3 for v in cpus]
+    print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
 """
+
+
+def _latency_rounds(
+    paths: list[str], *, threads: tuple[int, ...], rounds: int, runs: int
+) -> dict[int, dict]:
+    """Interleaved invoke times of several files at several thread counts.
+
+    One child process per thread count loads every file once; round after
+    round, each child in turn (rotating order) times every file (rotating
+    order) `runs` times, so that the files and the thread counts see the same
+    drifts of a shared machine. Per thread count and file: the median over
+    rounds of each round's median invoke (ms), the fastest invoke, and, at one
+    thread, the median CPU time of the invoking thread (with one thread
+    XNNPACK runs on the caller, so this is the work done, less disturbed by
+    other processes than wall time). The 1-minute load average is recorded
+    every round.
+    """
+    spec = {"paths": paths, "runs": runs, "warmup": 5}
+    procs = {}
+    try:
+        for t in threads:
+            procs[t] = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, json.dumps(spec | {"threads": t})],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        for t, p in procs.items():
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the timing child ({t} thread(s)) failed to load the files")
+        per = {t: {"medians": [[] for _ in paths], "mins": [np.inf] * len(paths),
+                   "cpu": [[] for _ in paths]} for t in threads}
+        loads = []
+        order = list(threads)
+        for r in range(rounds):
+            for t in order[r % len(order):] + order[: r % len(order)]:
+                p = procs[t]
+                p.stdin.write(f"{r}\n")
+                p.stdin.flush()
+                row = json.loads(p.stdout.readline())
+                for i, (wall, cpu) in enumerate(zip(row["wall"], row["cpu"], strict=True)):
+                    per[t]["medians"][i].append(float(np.median(wall)))
+                    per[t]["mins"][i] = min(per[t]["mins"][i], float(np.min(wall)))
+                    per[t]["cpu"][i].append(float(np.median(cpu)))
+            loads.append(round(os.getloadavg()[0], 2))
+    finally:
+        for p in procs.values():
+            if p.stdin:
+                p.stdin.close()
+            p.wait(timeout=60)
+    out = {}
+    for t in threads:
+        out[t] = {
+            "median_ms": [statistics.median(m) for m in per[t]["medians"]],
+            "min_ms": per[t]["mins"],
+            "cpu_ms": [statistics.median(c) for c in per[t]["cpu"]],
+            "load_average_per_round": loads,
+        }
+    return out
 
 
 def _latency(
     paths: list[str], *, threads: int, rounds: int, runs: int
 ) -> tuple[list[float], list[float]]:
-    """Median (over rounds) of per-round median invoke ms, and the fastest invoke, per file.
-
-    The files are interleaved in one child process, in a rotating order.
-    """
-    spec = {"paths": paths, "threads": threads, "rounds": rounds, "runs": runs, "warmup": 3}
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=3600,
-    )
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
-    return [statistics.median(r) for r in rows["medians"]], rows["mins"]
+    """Median (over rounds) of per-round median invoke ms, and the fastest invoke, per file."""
+    row = _latency_rounds(paths, threads=(threads,), rounds=rounds, runs=runs)[threads]
+    return row["median_ms"], row["min_ms"]
 
 
 def _estimates(path: str) -> dict:
@@ -119,6 +203,47 @@ def _estimates(path: str) -> dict:
             out[profile] = {"ms": round(est.ms, 3), "label": est.label}
         except Exception as e:  # noqa: BLE001 - a profile problem must not lose the run
             out[profile] = {"error": str(e)}
+    return out
+
+
+def _arm64(files: dict[str, str], cpu: str | None = None) -> dict:
+    """Guest AArch64 instructions per invoke of each file under the emulator (emulated).
+
+    `cpu` names the emulated core (qemu's `QEMU_CPU`, e.g. "cortex-a76", the
+    big core of a Pixel 4); without it qemu-user emulates its "max" core,
+    which has SVE2, SME and int8 matrix instructions no phone of the device
+    profiles has, and LiteRT picks its kernels by the features it sees.
+    """
+    from tflight.bench_results import BenchmarkConfig
+    from tflight.benchmark import benchmark
+
+    previous = os.environ.get("QEMU_CPU")
+    if cpu:
+        os.environ["QEMU_CPU"] = cpu
+
+    cfg = BenchmarkConfig(
+        runs=1, warmup_runs=0, min_time=0.0, warmup_min_time=0.0, timeout=1800.0
+    )
+    out = {}
+    for key, path in files.items():
+        try:
+            d = benchmark(path, config=cfg, device="arm64", estimate=[]).device
+            out[key] = {
+                "instructions_per_invoke": d.instructions_per_invoke,
+                "outputs_match_host": d.outputs_match,
+                "emulator_wall_s": round(d.wall_s, 1),
+                "note": d.cost_note,
+                "method": "emulated",
+                "emulated_cpu": cpu or "max (qemu default)",
+            }
+        except Exception as e:  # noqa: BLE001 - an emulator problem must not lose the run
+            out[key] = {"error": f"{type(e).__name__}: {e}"}
+        print(f"arm64 {key}: {out[key]}", flush=True)
+    if cpu:
+        if previous is None:
+            os.environ.pop("QEMU_CPU", None)
+        else:
+            os.environ["QEMU_CPU"] = previous
     return out
 
 
@@ -136,7 +261,7 @@ def _speed(args, tmp: Path) -> dict:
         keras.utils.set_random_seed(0)
         model = factory()
         start = time.perf_counter()
-        cut = prune_channels(model, flops_target=0.5, round_to=8)
+        cut = prune_channels(model, flops_target=0.5, round_to=args.round_to)
         cut_seconds = time.perf_counter() - start
         print(f"{name}: cut in {cut_seconds:.1f} s, MACs {cut.macs_ratio:.1%}", flush=True)
         calib = np.random.default_rng(0).uniform(-1, 1, (8, 224, 224, 3)).astype("float32")
@@ -159,6 +284,8 @@ def _speed(args, tmp: Path) -> dict:
             "params_before": cut.params_before,
             "params_after": cut.params_after,
             "cut_seconds": round(cut_seconds, 2),
+            "round_to": args.round_to,
+            "channels": {g.name: [g.before, g.after] for g in cut.groups},
             "fp32_tflite_vs_keras_max_abs_diff": check,
             "size_bytes": {k: os.path.getsize(p) for k, p in files.items()},
             "estimated_ms": {k: _estimates(p) for k, p in files.items()},
@@ -168,14 +295,19 @@ def _speed(args, tmp: Path) -> dict:
             "speedup_of_min": {},
         }
         keys = list(files)
-        for threads in (1, 2):
-            ms, fastest = _latency(
-                [files[k] for k in keys], threads=threads, rounds=args.rounds, runs=args.runs
-            )
-            lat = dict(zip(keys, ms, strict=True))
-            low = dict(zip(keys, fastest, strict=True))
+        entry["load_average_before_timing"] = round(os.getloadavg()[0], 2)
+        timed = _latency_rounds(
+            [files[k] for k in keys], threads=(1, 2), rounds=args.rounds, runs=args.runs
+        )
+        entry["load_average_per_round"] = timed[1]["load_average_per_round"]
+        for threads, row in timed.items():
+            lat = dict(zip(keys, row["median_ms"], strict=True))
+            low = dict(zip(keys, row["min_ms"], strict=True))
             entry["latency_ms"][f"{threads}t"] = {k: round(v, 3) for k, v in lat.items()}
             entry["latency_min_ms"][f"{threads}t"] = {k: round(v, 3) for k, v in low.items()}
+            if threads == 1:
+                cpu = dict(zip(keys, row["cpu_ms"], strict=True))
+                entry["cpu_ms_1t"] = {k: round(v, 3) for k, v in cpu.items()}
             for mode in ("fp32", "int8"):
                 entry["speedup"][f"{mode}_{threads}t"] = round(
                     lat[f"uncut_{mode}"] / lat[f"cut_{mode}"], 3
@@ -183,7 +315,20 @@ def _speed(args, tmp: Path) -> dict:
                 entry["speedup_of_min"][f"{mode}_{threads}t"] = round(
                     low[f"uncut_{mode}"] / low[f"cut_{mode}"], 3
                 )
+                if threads == 1:
+                    entry["speedup"][f"{mode}_1t_cpu_time"] = round(
+                        cpu[f"uncut_{mode}"] / cpu[f"cut_{mode}"], 3
+                    )
             print(f"{name} {threads} thread(s): {entry['latency_ms'][f'{threads}t']}", flush=True)
+        if name in args.arm64:
+            entry["arm64"] = _arm64(files, args.arm64_cpu)
+            for mode in ("fp32", "int8"):
+                a, b = (entry["arm64"][f"{k}_{mode}"].get("instructions_per_invoke")
+                        for k in ("uncut", "cut"))
+                entry["arm64"][f"{mode}_instruction_ratio"] = (
+                    round(a / b, 3) if a and b else None
+                )
+            print(f"{name} arm64: {entry['arm64']}", flush=True)
         for mode in ("fp32", "int8"):
             est = entry["estimated_ms"]
             entry["speedup"][f"{mode}_pixel4_estimated"] = round(
@@ -325,9 +470,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=40, help="Training epochs (digits).")
     parser.add_argument("--ft-epochs", type=int, default=8, help="Fine-tuning epochs.")
     parser.add_argument("--skip-speed", action="store_true", help="Skip MobileNetV2/ResNet50.")
+    parser.add_argument(
+        "--round-to", type=int, default=16, help="Channel multiple of the MobileNetV2/ResNet50 cuts."
+    )
+    parser.add_argument(
+        "--arm64",
+        nargs="*",
+        default=["mobilenetv2"],
+        choices=["mobilenetv2", "resnet50"],
+        help="Models whose files are also run under the ARM64 emulator (instruction counts).",
+    )
+    parser.add_argument(
+        "--arm64-cpu",
+        default=None,
+        help="Emulated core for --arm64 (qemu -cpu name, e.g. cortex-a76); default qemu's 'max'.",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     out: dict = {"config": vars(args) | {"json": str(args.json)}}
+    out["load_average_start"] = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_speed:
             out["speed"] = _speed(args, Path(tmp))
@@ -356,9 +517,23 @@ def main(argv: list[str] | None = None) -> int:
             "mobilenetv2_fp32_speedup_of_min_1t": s["mobilenetv2"]["speedup_of_min"]["fp32_1t"],
             "mobilenetv2_int8_speedup_of_min_1t": s["mobilenetv2"]["speedup_of_min"]["int8_1t"],
             "resnet50_fp32_speedup_of_min_1t": s["resnet50"]["speedup_of_min"]["fp32_1t"],
+            "mobilenetv2_fp32_speedup_cpu_time_1t": s["mobilenetv2"]["speedup"]["fp32_1t_cpu_time"],
+            "mobilenetv2_int8_speedup_cpu_time_1t": s["mobilenetv2"]["speedup"]["int8_1t_cpu_time"],
+            "resnet50_int8_speedup_cpu_time_1t": s["resnet50"]["speedup"]["int8_1t_cpu_time"],
+            "mobilenetv2_fp32_pixel4_estimated_speedup": s["mobilenetv2"]["speedup"][
+                "fp32_pixel4_estimated"
+            ],
+            "mobilenetv2_int8_pixel4_estimated_speedup": s["mobilenetv2"]["speedup"][
+                "int8_pixel4_estimated"
+            ],
             "mobilenetv2_macs_ratio": round(s["mobilenetv2"]["macs_ratio"], 3),
             "resnet50_macs_ratio": round(s["resnet50"]["macs_ratio"], 3),
         } | headline
+        for name in args.arm64:
+            for mode in ("fp32", "int8"):
+                headline[f"{name}_{mode}_arm64_instr_ratio"] = s[name]["arm64"][
+                    f"{mode}_instruction_ratio"
+                ]
     out["headline"] = headline
     out["seconds"] = round(time.perf_counter() - start, 1)
     out["load_average"] = os.getloadavg()

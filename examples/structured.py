@@ -54,6 +54,12 @@ sensitivity.summary()
 result = prune_channels(model, ratio=sensitivity.allocate(flops_target=0.5))
 result.summary()
 
+# 4b. Or allocate for a device: keep 60 % of the int8 latency estimated on the
+#     Cortex-A53 profile (the profile's cost model applied to each layer of the
+#     cut graph; estimated, not measured).
+for_a53 = sensitivity.allocate(latency_target=0.6, profile="cortex-a53", arithmetic="int8")
+print("ratios for 60 % of the estimated Cortex-A53 latency:", for_a53)
+
 # 5. Recover: fine-tune the cut model, distilling from the uncut one.
 fine_tune(result.model, data.x_train, data.y_train, teacher=model, epochs=10, learning_rate=5e-4)
 

@@ -69,6 +69,7 @@ def test_shrink_lowrank_json(files):
         (["--epochs", "1"], "needs --data"),
         (["--method", "lowrank", "--ratio", "0.5"], "apply to --method channels"),
         (["--ratio", "0.99"], "leaves no channel"),
+        (["--latency", "0.5"], "--latency allocates ratios from measured sensitivities"),
     ],
 )
 def test_shrink_bad_requests_exit_2_without_output(files, args, message):
@@ -95,3 +96,21 @@ def test_shrink_with_sensitivity_allocation(files):
     assert result.exit_code == 0, result.output
     assert "accuracy % drop (measured" in result.output and plot.stat().st_size > 1000
     assert out.exists()
+
+
+def test_shrink_to_an_estimated_latency_target(files):
+    import keras
+
+    root, model, data = files
+    out, plot = root / "lat.keras", root / "lat.png"
+    result = _run(
+        "shrink", model, "--latency", "0.8", "--profile", "cortex-a53", "--arithmetic", "fp32",
+        "--data", data, "--sensitivity", str(plot), "--json", "-o", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    target = report["sensitivity"]["latency_target"]
+    assert target["profile"] == "cortex-a53" and target["method"].startswith("estimated")
+    assert report["sensitivity"]["allocated_ratios"]
+    small, big = keras.saving.load_model(out), keras.saving.load_model(model)
+    assert small.count_params() < big.count_params()

@@ -558,3 +558,67 @@ def test_sensitivity_table_plot_and_allocation(trained_cnn, digits, tmp_path):
         result.allocate(flops_target=0.01)
     with pytest.raises(CompressionError, match="in \\(0, 1\\)"):
         analyze_sensitivity(trained_cnn, x_val, y_val, ratios=(0.5, 1.0))
+
+
+@pytest.fixture(scope="module")
+def trained_mobile(digits):
+    """A small inverted-residual CNN (depthwise, pointwise, residual add) trained on digits."""
+    keras.utils.set_random_seed(1)
+    L = keras.layers
+    i = keras.Input((8, 8, 1))
+    x = L.ReLU()(L.BatchNormalization()(L.Conv2D(16, 3, padding="same", use_bias=False)(i)))
+    y = L.ReLU()(L.Conv2D(48, 1, name="expand")(x))
+    y = L.ReLU()(L.DepthwiseConv2D(3, padding="same", name="dw")(y))
+    y = L.Conv2D(16, 1, name="project")(y)
+    x = L.Add()([x, y])
+    x = L.Conv2D(32, 3, padding="same", activation="relu")(x)
+    model = keras.Model(i, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(digits.x_train, digits.y_train, epochs=10, batch_size=32, verbose=0)
+    return model
+
+
+def test_allocation_to_an_estimated_latency_target(trained_mobile, digits):
+    from tflight.profiles import estimate_latency
+    from tflight.sensitivity import analyze_sensitivity, estimated_latency_ms
+
+    model = trained_mobile
+    graph = DependencyGraph(model)
+
+    def est(cut=None, profile="pixel4"):
+        keep = {} if cut is None else {
+            graph.group_of_layer(name).gid: idx for name, idx in cut.kept.items()
+        }
+        return estimated_latency_ms(graph, keep, profile=profile, arithmetic="fp32")
+
+    # On a model this small the per-operator cost of pixel4 dominates: aim
+    # halfway between the uncut estimate and the deepest measured cut.
+    before = est()
+    target = (1 + est(prune_channels(model, ratio=0.75)) / before) / 2
+    result = analyze_sensitivity(model, digits.x_test[:200], digits.y_test[:200])
+    ratios = result.allocate(latency_target=target, profile="pixel4", arithmetic="fp32")
+    cut = prune_channels(model, ratio=ratios)
+    after = est(cut)
+    assert 0 < after <= target * before
+    # The graph figure tracks the profile's estimate of the converted files.
+    whole = [
+        estimate_latency(converters.convert(m, "fp32").flatbuffer, "pixel4").ms
+        for m in (model, cut.model)
+    ]
+    assert whole[1] < whole[0]
+    assert abs(whole[1] / whole[0] - after / before) < 0.15, (whole, before, after)
+    # Other profiles and int8 give other costs; the Edge TPU is costed too.
+    assert est(profile="cortex-a53") != before
+    assert estimated_latency_ms(graph, profile="edgetpu") > 0
+    a53 = result.allocate(latency_target=0.6, profile="cortex-a53")
+    assert est(prune_channels(model, ratio=a53), "cortex-a53") <= 0.6 * est(profile="cortex-a53")
+    with pytest.raises(CompressionError, match="unknown device profile 'pixel9'"):
+        result.allocate(latency_target=0.6, profile="pixel9")
+    with pytest.raises(CompressionError, match="exactly one"):
+        result.allocate(latency_target=0.6, flops_target=0.5)
+    with pytest.raises(CompressionError, match="arithmetic"):
+        estimated_latency_ms(graph, arithmetic="fp16")

@@ -4,10 +4,13 @@ Layers differ in how much they tolerate losing channels. `analyze_sensitivity`
 cuts each coupled group of `DependencyGraph` alone at several ratios and
 measures the drop of a metric on the user's validation data (measured, not
 estimated). `SensitivityResult.allocate` then picks one ratio per group so that
-the MACs or parameters meet a target, greedily taking the cut with the least
+the MACs, the parameters or the estimated latency on a named device profile
+(`tflight.profiles`: pixel3, pixel4, cortex-a53, edgetpu) meet a target, greedily taking the cut with the least
 predicted loss per unit of cost saved (costs are counted on the graph for the
 joint cut; losses of different groups are assumed to add up, which is what
-"predicted" means here). Pass the ratios to
+"predicted" means here). The latency is estimated, not measured: the
+profile's cost model applied to the convolution and Dense layers of the cut
+graph (`estimated_latency_ms`). Pass the ratios to
 `prune_channels(model, ratio=...)`.
 
 References:
@@ -37,7 +40,91 @@ from tflight.structured import (
     prune_channels,
 )
 
-__all__ = ["GroupSensitivity", "SensitivityResult", "analyze_sensitivity"]
+__all__ = [
+    "GroupSensitivity",
+    "SensitivityResult",
+    "analyze_sensitivity",
+    "estimated_latency_ms",
+]
+
+_ARITHMETICS = ("fp32", "int8")
+
+
+def estimated_latency_ms(
+    graph: DependencyGraph,
+    keep: dict[int, np.ndarray] | None = None,
+    *,
+    profile: str = "pixel4",
+    arithmetic: str = "int8",
+) -> float:
+    """Estimated latency (ms) of a graph's convolutions and Dense layers on a device profile.
+
+    The cost model of `tflight.profiles` (fitted to published latencies) is
+    applied to each convolution, depthwise convolution and Dense layer of the
+    graph with `keep` applied: its MACs by kind (k x k, pointwise, depthwise),
+    the bytes it reads and writes, and a fixed cost per operator. BatchNorm is
+    taken as folded and activations as fused; the other element-wise operators
+    (additions, pooling) are left out, so the figure is for comparing cuts of
+    one model, not a whole-model estimate (`tflight.profiles.estimate_latency`
+    estimates a converted `.tflite`).
+
+    Args:
+      graph: the model's `DependencyGraph`.
+      keep: kept channel indices per group id (missing groups are whole).
+      profile: a profile name from `tflight.profiles.PROFILES`.
+      arithmetic: "int8" or "fp32", the arithmetic the model will run in.
+
+    Returns:
+      Estimated milliseconds.
+
+    Raises:
+      CompressionError: an unknown profile or arithmetic.
+    """
+    from tflight import profiles as P
+    from tflight.errors import BenchmarkError
+
+    if arithmetic not in _ARITHMETICS:
+        raise CompressionError(f"`arithmetic` must be one of {_ARITHMETICS}, got {arithmetic!r}.")
+    try:
+        prof = P.get_profile(profile)
+    except BenchmarkError as e:
+        raise CompressionError(str(e)) from None
+    keep = keep or {}
+    size = 1 if arithmetic == "int8" else 4
+    total, weights = 0.0, 0.0
+    for rec in graph.layers.values():
+        if rec.kind not in ("conv", "dense", "separable", "depthwise"):
+            continue
+        cin = len(graph.keep_indices(rec.in_space, keep))
+        cout = len(graph.keep_indices(rec.out_space, keep))
+        k = int(np.prod(getattr(rec.layer, "kernel_size", (1,))))
+        stride = int(np.prod(getattr(rec.layer, "strides", (1,))))
+        for spatial in rec.spatial:
+            parts = []  # (op class, macs, weight count, input channels, output channels)
+            if rec.kind == "depthwise":
+                parts.append(("depthwise", k * cin * spatial, k * cin, cin, cin))
+            elif rec.kind == "separable":
+                m = rec.layer.depth_multiplier
+                parts.append(("depthwise", k * cin * m * spatial, k * cin * m, cin, cin * m))
+                parts.append(("pointwise", cin * m * cout * spatial, cin * m * cout, cin * m, cout))
+            else:
+                op_class = "dense" if rec.kind == "dense" else ("pointwise" if k == 1 else "conv")
+                parts.append((op_class, k * cin * cout * spatial, k * cin * cout, cin, cout))
+            for i, (op_class, macs, wcount, c_in, c_out) in enumerate(parts):
+                in_spatial = spatial * (stride if i == 0 else 1)
+                elements = c_out * spatial
+                nbytes = (c_in * in_spatial + elements) * size
+                wbytes = wcount * size
+                if prof.kind == "edgetpu":
+                    over = P.EDGETPU_SRAM_BYTES
+                    off = max(0.0, weights + wbytes - over) - max(0.0, weights - over)
+                    weights += wbytes
+                    feats = P._tpu_features(op_class, 1, macs, elements, off)
+                    total += prof.cost(feats)
+                else:
+                    feats = P._cpu_features(op_class, arithmetic, 1, macs, elements, nbytes, wbytes)
+                    total += prof.cost(feats)
+    return total * 1e3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,38 +159,67 @@ class SensitivityResult:
     _gids: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def allocate(
-        self, *, flops_target: float | None = None, params_target: float | None = None
+        self,
+        *,
+        flops_target: float | None = None,
+        params_target: float | None = None,
+        latency_target: float | None = None,
+        profile: str = "pixel4",
+        arithmetic: str = "int8",
     ) -> dict[str, float]:
-        """Per-group ratios meeting a MACs or parameter target with the least predicted drop.
+        """Per-group ratios meeting a target with the least predicted drop.
 
         Args:
           flops_target: fraction of the MACs to keep, in (0, 1).
           params_target: fraction of the parameters to keep, in (0, 1).
+          latency_target: fraction of the estimated latency on `profile` to
+            keep, in (0, 1); estimated with `estimated_latency_ms`, not
+            measured.
+          profile: device profile for `latency_target` (pixel3, pixel4,
+            cortex-a53, edgetpu).
+          arithmetic: "int8" or "fp32", for `latency_target`.
 
         Returns:
           Layer name -> ratio, for `prune_channels(model, ratio=...)` (groups
           left whole are omitted).
 
         Raises:
-          CompressionError: a bad target, or one the measured ratios cannot reach.
+          CompressionError: a bad target or profile, or a target the measured
+            ratios cannot reach.
         """
-        if (flops_target is None) == (params_target is None):
-            raise CompressionError("Give exactly one of `flops_target` or `params_target`.")
-        target = flops_target if flops_target is not None else params_target
+        given = [t for t in (flops_target, params_target, latency_target) if t is not None]
+        if len(given) != 1:
+            raise CompressionError(
+                "Give exactly one of `flops_target`, `params_target` or `latency_target`."
+            )
+        target = given[0]
         if not (isinstance(target, int | float) and 0.0 < target < 1.0):
             raise CompressionError(f"The target must be in (0, 1), got {target!r}.")
-        total = self.macs if flops_target is not None else self.params
-        level = {g.name: -1 for g in self.groups}
 
-        def cost(levels: dict[str, int]) -> float:
-            # Counted on the graph for the joint cut: savings of coupled groups
-            # do not add up (a group's consumers shrink too).
-            keep = {
+        def keep_of(levels: dict[str, int]) -> dict[int, np.ndarray]:
+            return {
                 self._gids[g.name]: np.arange(_keep_count(g.channels, g.ratios[levels[g.name]], 1))
                 for g in self.groups
                 if levels[g.name] >= 0
             }
-            return self._graph.macs(keep, params=params_target is not None)
+
+        if latency_target is not None:
+
+            def cost(levels: dict[str, int]) -> float:
+                return estimated_latency_ms(
+                    self._graph, keep_of(levels), profile=profile, arithmetic=arithmetic
+                )
+
+            total = estimated_latency_ms(self._graph, profile=profile, arithmetic=arithmetic)
+        else:
+            total = self.macs if flops_target is not None else self.params
+
+            def cost(levels: dict[str, int]) -> float:
+                # Counted on the graph for the joint cut: savings of coupled groups
+                # do not add up (a group's consumers shrink too).
+                return self._graph.macs(keep_of(levels), params=params_target is not None)
+
+        level = {g.name: -1 for g in self.groups}
 
         def drop(g: GroupSensitivity, i: int) -> float:
             return 0.0 if i < 0 else max(float(g.drops[i]), 0.0)

@@ -61,6 +61,28 @@ __all__ = ["shrink"]
     help="channels: measure each group's sensitivity on the last 20% of --data (held out "
     "from fine-tuning), allocate per-group ratios for --flops, and save the curves here (.png).",
 )
+@click.option(
+    "--latency",
+    type=float,
+    default=None,
+    help="channels, with --sensitivity: fraction of the estimated latency on --profile to keep, "
+    "in (0, 1) (instead of --flops; estimated from the profile's cost model, not measured).",
+)
+@click.option(
+    "--profile",
+    "device_profile",
+    type=click.Choice(["pixel3", "pixel4", "cortex-a53", "edgetpu"]),
+    default="pixel4",
+    show_default=True,
+    help="Device profile for --latency.",
+)
+@click.option(
+    "--arithmetic",
+    type=click.Choice(["int8", "fp32"]),
+    default="int8",
+    show_default=True,
+    help="Arithmetic the model will run in, for --latency.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def shrink(
     model_path: str,
@@ -77,6 +99,9 @@ def shrink(
     lr: float,
     out_path: str,
     sensitivity_plot: str | None,
+    latency: float | None,
+    device_profile: str,
+    arithmetic: str,
     as_json: bool,
 ) -> None:
     """Make MODEL smaller and faster: remove whole channels or factorize layers.
@@ -96,7 +121,14 @@ def shrink(
     if method == "lowrank" and (ratio is not None or criterion != "l1" or round_to != 1):
         raise CompressionError("--ratio, --criterion and --round-to apply to --method channels.")
     if sensitivity_plot is not None and (method != "channels" or data_path is None or ratio):
-        raise CompressionError("--sensitivity needs --method channels, --data and --flops.")
+        raise CompressionError(
+            "--sensitivity needs --method channels, --data and --flops or --latency."
+        )
+    if latency is not None and (sensitivity_plot is None or flops is not None):
+        raise CompressionError(
+            "--latency allocates ratios from measured sensitivities: give --sensitivity "
+            "curves.png and --data, and not --flops."
+        )
     if method == "channels" and energy is not None:
         raise CompressionError("--energy applies to --method lowrank.")
     if not os.path.isfile(model_path):
@@ -115,7 +147,7 @@ def shrink(
     if method == "channels":
         from tflight.structured import prune_channels
 
-        if ratio is None and flops is None:
+        if ratio is None and flops is None and latency is None:
             flops = 0.5
         sensitivity = None
         if sensitivity_plot is not None:
@@ -128,7 +160,13 @@ def shrink(
             sensitivity = analyze_sensitivity(
                 model, x[split:], y[split:], importance=criterion, data=data
             )
-            ratio, flops = sensitivity.allocate(flops_target=flops), None
+            if latency is not None:
+                ratio = sensitivity.allocate(
+                    latency_target=latency, profile=device_profile, arithmetic=arithmetic
+                )
+            else:
+                ratio = sensitivity.allocate(flops_target=flops)
+            flops = None
             x, y = data
         result = prune_channels(
             model,
@@ -149,6 +187,13 @@ def shrink(
     if method == "channels" and sensitivity is not None:
         sensitivity.plot(sensitivity_plot)
         report["sensitivity"] = sensitivity.to_dict() | {"allocated_ratios": ratio}
+        if latency is not None:
+            report["sensitivity"]["latency_target"] = {
+                "fraction": latency,
+                "profile": device_profile,
+                "arithmetic": arithmetic,
+                "method": "estimated (device-profile cost model of the convolution and Dense layers)",
+            }
     if epochs:
         from tflight.structured import fine_tune
 
@@ -169,6 +214,11 @@ def shrink(
     if method == "channels" and sensitivity is not None:
         sensitivity.summary(print_fn=click.echo)
         click.echo(f"sensitivity curves: {sensitivity_plot}")
+        if latency is not None:
+            click.echo(
+                f"ratios allocated to keep {latency:.0%} of the estimated {arithmetic} latency on "
+                f"{device_profile} (estimated, not measured)"
+            )
     result.summary(print_fn=click.echo)
     if epochs:
         final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
