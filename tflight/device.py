@@ -79,6 +79,9 @@ _NUMPY = "numpy==2.2.6"
 _QEMU_MIN_MAJOR = 8
 CACHE_ENV = "TFLIGHT_CACHE_DIR"
 _QEMU_NAMES = ("qemu-aarch64-static", "qemu-aarch64")
+
+# The emulated core: a Cortex-A76, the big core of the Pixel 4 (`QEMU_CPU` overrides it).
+DEFAULT_CPU = "cortex-a76"
 _ARM64_DEBS = (
     "python3.11-minimal",
     "libpython3.11-minimal",
@@ -177,6 +180,10 @@ class Arm64Environment:
             # libraries. The guest's glibc reads it too (harmless).
             GLIBC_TUNABLES="glibc.malloc.arena_max=1",
         )
+        # qemu's default core ("max") has SVE2, SME and i8mm, which no phone of the
+        # device profiles has and LiteRT's kernels would use; emulate a Pixel 4's
+        # big core unless the user names another with QEMU_CPU.
+        env.setdefault("QEMU_CPU", DEFAULT_CPU)
         return env
 
 
@@ -625,7 +632,8 @@ def run_on_arm64(
     env = env if env is not None else setup_arm64(progress=progress)
     run = _run_on_arm64(env, request, count_instructions=count_instructions,
                         extra_invokes=extra_invokes, timeout=timeout, progress=progress)
-    return dataclasses.replace(run, emulator=env.qemu_version)
+    cpu = env.env()["QEMU_CPU"]
+    return dataclasses.replace(run, emulator=f"{env.qemu_version}, -cpu {cpu}")
 
 
 def _run_on_arm64(
