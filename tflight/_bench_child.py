@@ -163,9 +163,7 @@ class _CompiledRunner:
         from ai_edge_litert.compiled_model import CompiledModel
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
 
-        accel = {"gpu": HardwareAccelerator.GPU, "npu": HardwareAccelerator.NPU}[
-            req["accelerator"]
-        ]
+        accel = {"gpu": HardwareAccelerator.GPU, "npu": HardwareAccelerator.NPU}[req["accelerator"]]
         t0 = time.perf_counter()
         try:
             self.model = CompiledModel.from_file(req["model"], hardware_accel=accel)
@@ -184,13 +182,21 @@ class _CompiledRunner:
         self.in_bufs = self.model.create_input_buffers(0)
         self.out_bufs = self.model.create_output_buffers(0)
         self.inputs = [
-            {"name": n, "shape": np.array(d["shape"]), "dtype": np.dtype(d["dtype"]),
-             "quantization": (0.0, 0)}
+            {
+                "name": n,
+                "shape": np.array(d["shape"]),
+                "dtype": np.dtype(d["dtype"]),
+                "quantization": (0.0, 0),
+            }
             for n, d in self.in_details.items()
         ]
         self.outputs = [
-            {"name": n, "shape": np.array(d["shape"]), "dtype": np.dtype(d["dtype"]),
-             "quantization": (0.0, 0)}
+            {
+                "name": n,
+                "shape": np.array(d["shape"]),
+                "dtype": np.dtype(d["dtype"]),
+                "quantization": (0.0, 0),
+            }
             for n, d in self.out_details.items()
         ]
 
@@ -407,19 +413,30 @@ def _run(req: dict) -> dict:
             "peak_is_model_only": peak_reset,
         },
         "inputs": [
-            {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
+            {
+                "name": d["name"],
+                "shape": [int(s) for s in d["shape"]],
+                "dtype": str(np.dtype(d["dtype"])),
+            }
             for d in details
         ],
         "outputs": [
-            {"name": d["name"], "shape": [int(s) for s in d["shape"]],
-             "dtype": str(np.dtype(d["dtype"])),
-             "scale": float(d.get("quantization", (0.0, 0))[0])}
+            {
+                "name": d["name"],
+                "shape": [int(s) for s in d["shape"]],
+                "dtype": str(np.dtype(d["dtype"])),
+                "scale": float(d.get("quantization", (0.0, 0))[0]),
+            }
             for d in runner.outputs
         ],
         "fully_accelerated": fully,
         "ops": [
-            {"index": int(o["index"]), "op_name": o["op_name"],
-             "inputs": [int(i) for i in o["inputs"]], "outputs": [int(i) for i in o["outputs"]]}
+            {
+                "index": int(o["index"]),
+                "op_name": o["op_name"],
+                "inputs": [int(i) for i in o["inputs"]],
+                "outputs": [int(i) for i in o["outputs"]],
+            }
             for o in runner.ops()
         ],
         "setup_s": t0 - t_import,
@@ -503,9 +520,12 @@ def main(argv: list[str]) -> int:
         out = {"error": {"kind": e.kind, "message": str(e)}}
     except Exception as e:  # noqa: BLE001 - reported to the caller as a failed run
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        out = {"error": {"kind": "RuntimeFailure",
-                         "message": f"LiteRT failed on {req.get('model')!r}: "
-                                    f"{type(e).__name__}: {first}"}}
+        out = {
+            "error": {
+                "kind": "RuntimeFailure",
+                "message": f"LiteRT failed on {req.get('model')!r}: {type(e).__name__}: {first}",
+            }
+        }
     sys.stdout.write("\n" + RESULT_MARK + json.dumps(out) + "\n")
     sys.stdout.flush()
     return 0

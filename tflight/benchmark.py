@@ -449,8 +449,17 @@ class Comparison:
     def rows(self, *, estimate: Sequence[str] = ("pixel4",)) -> list[list[str]]:
         """The table's header and rows as strings."""
         header = [
-            "model", "size", "init ms", "first ms", "median ms", "p90 ms", "p99 ms",
-            "std ms", "peak MiB", "x latency", "x size",
+            "model",
+            "size",
+            "init ms",
+            "first ms",
+            "median ms",
+            "p90 ms",
+            "p99 ms",
+            "std ms",
+            "peak MiB",
+            "x latency",
+            "x size",
         ]
         has_acc = any(r.accuracy is not None for r in self.results)
         has_agree = any(r.agreement is not None for r in self.results)
@@ -551,7 +560,11 @@ def _run_child(request: dict, *, timeout: float, label: str) -> dict:
         try:
             proc = subprocess.run(
                 [sys.executable, "-s", str(_CHILD), str(req_path)],
-                capture_output=True, text=True, timeout=timeout, env=env, check=False,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=env,
+                check=False,
             )
         except subprocess.TimeoutExpired as e:
             raise BenchmarkError(
@@ -562,9 +575,7 @@ def _run_child(request: dict, *, timeout: float, label: str) -> dict:
         (ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith(RESULT_MARK)), None
     )
     if line is None:
-        how = (
-            f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-        )
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
         tail = " ".join(proc.stderr.strip().splitlines()[-2:])[:400]
         raise BenchmarkError(
             f"LiteRT crashed while running {label} ({how}); the caller is unharmed. {tail}".strip()
@@ -597,8 +608,7 @@ def _load_labels(path: str | None) -> np.ndarray | None:
     if y.ndim == 2 or y.ndim == 1:
         return y.reshape(-1)
     raise InputDataError(
-        f"labels 'y' in {path!r} have shape {y.shape}; give class ids (n,) or one-hot "
-        "(n, classes)"
+        f"labels 'y' in {path!r} have shape {y.shape}; give class ids (n,) or one-hot (n, classes)"
     )
 
 
@@ -671,9 +681,7 @@ def _prefix_models(content: bytes, tmp: Path) -> list[str]:
         used = {int(t) for op in ops[:k] for t in op.inputs if int(t) >= 0}
         used |= {int(t) for t in sg.inputs}
         keep = {sg.tensors[t].buffer for t in used}
-        m.buffers = [
-            b if i in keep or i == 0 else schema.BufferT() for i, b in enumerate(buffers)
-        ]
+        m.buffers = [b if i in keep or i == 0 else schema.BufferT() for i, b in enumerate(buffers)]
         builder = flatbuffers.Builder(1024)
         builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
         path = tmp / f"prefix_{k:04d}.tflite"

@@ -133,12 +133,19 @@ class Cluster:
         *,
         preserve: frozenset[str] = frozenset(),
         compile: dict[str, Any] | None = None,
+        exclude: dict[str, str] | None = None,
     ) -> Any:
-        """Returns a clustering-wrapped tf_keras copy of `model` (see `cluster`)."""
+        """Returns a clustering-wrapped tf_keras copy of `model` (see `cluster`).
+
+        `exclude` maps layer names to the reason they are left unclustered
+        (a pipeline uses it for layers its QAT stage keeps float).
+        """
         if "int8" in preserve:
             raise CompressionError("Cluster must come before QAT in a pipeline.")
         base, flat = _prepare(model, what="cluster")
-        rep = dataclasses.replace(self.plan(base, preserve=preserve), inlined=flat.inlined)
+        rep = dataclasses.replace(
+            self.plan(base, preserve=preserve, exclude=exclude), inlined=flat.inlined
+        )
         targets = set(rep.wrapped)
         preserve_sparsity = (
             "sparsity" in preserve if self.preserve_sparsity is None else self.preserve_sparsity
@@ -164,7 +171,13 @@ class Cluster:
         _attach(clustered, rep)
         return clustered
 
-    def plan(self, model: Any, *, preserve: frozenset[str] = frozenset()) -> CompressionReport:
+    def plan(
+        self,
+        model: Any,
+        *,
+        preserve: frozenset[str] = frozenset(),
+        exclude: dict[str, str] | None = None,
+    ) -> CompressionReport:
         """Decides, without wrapping, which layers of a flat tf_keras model are clustered.
 
         Frozen layers are skipped (their weights may not change); so are layers
@@ -189,6 +202,8 @@ class Cluster:
                 skipped.append((layer.name, "not selected"))
             elif not layer.trainable:
                 skipped.append((layer.name, "frozen"))
+            elif exclude and layer.name in exclude:
+                skipped.append((layer.name, exclude[layer.name]))
             else:
                 why = _clusterable(layer, self.n_clusters, self.per_channel)
                 if why:

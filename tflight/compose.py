@@ -90,6 +90,15 @@ class Technique(Protocol):
 # Models in, models out.
 
 
+_OWNED_ATTR = "_tflight_owned"
+
+
+def _own(model: Any) -> Any:
+    """Marks a model the library made (not the user's): techniques may wrap it in place."""
+    object.__setattr__(model, _OWNED_ATTR, True)
+    return model
+
+
 def _as_tf_keras(model: Any, *, what: str) -> Any:
     """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
     if is_keras3_model(model):
@@ -97,6 +106,8 @@ def _as_tf_keras(model: Any, *, what: str) -> Any:
 
         return to_tf_keras(model)
     if is_tf_keras_model(model):
+        if getattr(model, _OWNED_ATTR, False):
+            return model  # an intermediate model of a pipeline: ours to wrap
         return _clone(model, what=what)
     raise CompressionError(
         f"{what} expects a Keras 3 or tf_keras model, got {type(model).__module__}."
@@ -145,8 +156,21 @@ def _clone(model: Any, *, what: str) -> Any:
         mot.sparsity.keras.prune_scope(),
     ):
         clone = k.models.clone_model(model)
-    clone.set_weights(model.get_weights())
+    try:
+        clone.set_weights(model.get_weights())
+    except ValueError:
+        # Some layers (MultiHeadAttention after TF-MOT's strip) list their
+        # weights in another order than a fresh build: copy them by name.
+        for source, target in zip(model.layers, clone.layers, strict=True):
+            by_name = {_short_name(w): w for w in source.weights}
+            for w in target.weights:
+                w.assign(by_name[_short_name(w)])
     return clone
+
+
+def _short_name(variable: Any) -> str:
+    """A variable's name inside its layer: `mha/query/kernel:0` -> `query/kernel`."""
+    return variable.name.split(":")[0].split("/", 1)[-1]
 
 
 def _compile(model: Any, compile: dict[str, Any] | None) -> None:
@@ -638,12 +662,22 @@ class Pipeline:
             )
         # Everything that can be checked is checked before the first epoch.
         base, flat = _prepare(model, what="Pipeline")
+        _own(base)
         preserve_at: list[frozenset[str]] = []
         done: set[str] = set()
+        plans = []
         for technique in self.techniques:
             preserve_at.append(frozenset(done))
-            technique.plan(base, preserve=frozenset(done))
+            plans.append(technique.plan(base, preserve=frozenset(done)))
             done |= technique.provides
+        # Cluster-preserving QAT rebuilds every clustered layer; one it keeps
+        # float (MultiHeadAttention, ...) cannot be rebuilt clustered: leave it unclustered.
+        qat_float = {
+            name: "kept float by the QAT stage that follows"
+            for p in plans
+            if p is not None and p.technique == "qat"
+            for name, _ in p.kept_float
+        }
         _check_data(base, x, y, compile)
         pruned_zeros: dict[str, float] = {}
         current = base
@@ -654,18 +688,26 @@ class Pipeline:
         for technique, n_epochs, preserve in zip(
             self.techniques, stage_epochs, preserve_at, strict=True
         ):
-            wrapped = technique.apply(current, preserve=preserve, compile=None)
+            if "clusters" in technique.provides and qat_float:
+                wrapped = technique.apply(
+                    current, preserve=preserve, compile=None, exclude=qat_float
+                )
+            else:
+                wrapped = technique.apply(current, preserve=preserve, compile=None)
             rep = report(wrapped)
             if rep is not None and flat.inlined and not rep.inlined:
                 rep = dataclasses.replace(rep, inlined=flat.inlined)
             if train is not None:
                 freeze(wrapped, train=train)
             _compile(wrapped, _fresh_optimizer(compile))
+            zeros = _zero_masks(wrapped, pruned_zeros) if pruned_zeros else []
             history = fit(
                 wrapped, x, y, epochs=n_epochs, callbacks=list(user_callbacks), **fit_kwargs
             )
             _check_finite(wrapped, history.history, stage=_label(technique))
-            current = technique.strip(wrapped)
+            for variable, keep in zeros:
+                variable.assign(variable.numpy() * keep)
+            current = _own(technique.strip(wrapped))
             if "sparsity" in technique.provides:
                 pruned_zeros = _zeros_by_layer(current)
             elif pruned_zeros:
@@ -716,6 +758,27 @@ def _zeros_by_layer(model: Any) -> dict[str, float]:
     from tflight.pruning import sparsity_report
 
     return {row.layer: row.sparsity for row in sparsity_report(model).layers}
+
+
+def _zero_masks(wrapped: Any, pruned: dict[str, float]) -> list[tuple[Any, np.ndarray]]:
+    """The zero patterns of the pruned kernels, to put back after a later stage.
+
+    Layers a later stage keeps float or skips train as plain float layers and
+    would refill their zeros; TF-MOT's prune-preserving QAT also lets a few
+    zeros drift in small layers. The pattern pruning made is put back after
+    the stage (a projection of the trained kernel onto it), so the result is as
+    sparse as pruning left it.
+    """
+    masks = []
+    for layer in wrapped.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name not in pruned or pruned[inner.name] <= 0:
+            continue
+        for w in inner.weights:
+            if _short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
+                values = w.numpy()
+                masks.append((w, (values != 0).astype(values.dtype)))
+    return masks
 
 
 def _check_sparsity_kept(

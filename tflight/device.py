@@ -141,8 +141,14 @@ class Arm64Environment:
     def command(self, *args: str, qemu_args: tuple[str, ...] = ()) -> list[str]:
         """The argv that runs the AArch64 Python with `args`."""
         return [
-            str(self.qemu), "-L", str(self.root), *qemu_args,
-            str(self.python), "-s", "-B", *args,
+            str(self.qemu),
+            "-L",
+            str(self.root),
+            *qemu_args,
+            str(self.python),
+            "-s",
+            "-B",
+            *args,
         ]
 
     def env(self) -> dict[str, str]:
@@ -167,7 +173,9 @@ def _run(cmd: list[str], step: str, *, cwd: Path | None = None, timeout: float =
             cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
         )
     except FileNotFoundError as e:
-        raise DeviceError(f"ARM64 emulator set-up failed at '{step}': {e.filename} not found") from e
+        raise DeviceError(
+            f"ARM64 emulator set-up failed at '{step}': {e.filename} not found"
+        ) from e
     except subprocess.TimeoutExpired as e:
         raise RegistryUnreachableError(
             f"ARM64 emulator set-up timed out after {timeout:.0f} s at '{step}'; "
@@ -187,13 +195,20 @@ def _run(cmd: list[str], step: str, *, cwd: Path | None = None, timeout: float =
 def _apt_options(work: Path) -> list[str]:
     opts = [
         "-q",
-        "-o", "APT::Architecture=amd64",
-        "-o", "APT::Architectures::=amd64",
-        "-o", "APT::Architectures::=arm64",
-        "-o", f"Dir::State::Lists={work / 'lists'}",
-        "-o", f"Dir::Cache={work / 'cache'}",
-        "-o", "Dir::State::Status=/dev/null",
-        "-o", "Debug::NoLocking=1",
+        "-o",
+        "APT::Architecture=amd64",
+        "-o",
+        "APT::Architectures::=amd64",
+        "-o",
+        "APT::Architectures::=arm64",
+        "-o",
+        f"Dir::State::Lists={work / 'lists'}",
+        "-o",
+        f"Dir::Cache={work / 'cache'}",
+        "-o",
+        "Dir::State::Status=/dev/null",
+        "-o",
+        "Debug::NoLocking=1",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         opts += ["-o", "APT::Sandbox::User=root"]
@@ -313,9 +328,22 @@ def _build(work: Path, progress: Callable[[str], None] | None) -> Arm64Environme
         plat += ["--platform", p]
     _run(
         [
-            sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-            "--python-version", "3.11", "--implementation", "cp", *plat,
-            "-d", str(wheels), ARM64_RUNTIME, _NUMPY,
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            *plat,
+            "-d",
+            str(wheels),
+            ARM64_RUNTIME,
+            _NUMPY,
         ],
         "pip download",
         timeout=900,
@@ -350,16 +378,19 @@ def _build(work: Path, progress: Callable[[str], None] | None) -> Arm64Environme
 def _smoke(env: Arm64Environment) -> dict:
     try:
         proc = subprocess.run(
-            env.command("-c", _SMOKE), env=env.env(), capture_output=True, text=True,
-            timeout=300, check=False,
+            env.command("-c", _SMOKE),
+            env=env.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
     except subprocess.TimeoutExpired as e:
         raise DeviceError("LiteRT did not start under qemu within 300 s") from e
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-4:])
         raise DeviceError(
-            f"LiteRT's AArch64 build does not run under {env.qemu} (exit {proc.returncode}): "
-            f"{tail}"
+            f"LiteRT's AArch64 build does not run under {env.qemu} (exit {proc.returncode}): {tail}"
         )
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     if info.get("machine") != "aarch64":
@@ -440,7 +471,11 @@ def _child_call(
         try:
             proc = subprocess.run(
                 env.command(str(_CHILD), str(req_path), qemu_args=qemu_args),
-                env=env.env(), capture_output=True, text=True, timeout=timeout, check=False,
+                env=env.env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
                 preexec_fn=_no_aslr,
             )
         except subprocess.TimeoutExpired as e:
@@ -529,7 +564,12 @@ def _traced_run(
                 request,
                 timeout=timeout,
                 qemu_args=(
-                    "-d", "exec,in_asm,nochain,strace", "-dfilter", dfilter, "-D", str(fifo),
+                    "-d",
+                    "exec,in_asm,nochain,strace",
+                    "-dfilter",
+                    dfilter,
+                    "-D",
+                    str(fifo),
                 ),
             )
         finally:
@@ -621,8 +661,12 @@ def run_on_arm64(
         if child is None:
             # The cache was stale: start again with the new addresses.
             return run_on_arm64(
-                request, env=env, count_instructions=count_instructions,
-                extra_invokes=extra_invokes, timeout=timeout, progress=progress,
+                request,
+                env=env,
+                count_instructions=count_instructions,
+                extra_invokes=extra_invokes,
+                timeout=timeout,
+                progress=progress,
             )
         raise DeviceError("LiteRT was mapped at other addresses in the traced run") from None
     if n is None:

@@ -377,9 +377,8 @@ def estimate_latency(
         per_op.append(t * 1e3)
     label = "estimated"
     if unsupported:
-        label = (
-            f"estimated; {len(unsupported)} op(s) not supported by {prof.name}"
-            + (f", estimated on {prof.fallback}" if prof.fallback else "")
+        label = f"estimated; {len(unsupported)} op(s) not supported by {prof.name}" + (
+            f", estimated on {prof.fallback}" if prof.fallback else ""
         )
     return LatencyEstimate(
         profile=prof.name,
@@ -420,9 +419,7 @@ def calibrate(
     kind = OpKind(kind)
 
     def total(x: float) -> float:
-        return sum(
-            max(o.macs / x, o.bytes / bandwidth) + op_overhead_s for o in work.ops
-        ) * 1e3
+        return sum(max(o.macs / x, o.bytes / bandwidth) + op_overhead_s for o in work.ops) * 1e3
 
     lo, hi = 1e6, 1e15
     if total(hi) > target_ms:
@@ -437,4 +434,3 @@ def calibrate(
         else:
             hi = mid
     return hi
-

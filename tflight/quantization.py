@@ -107,15 +107,25 @@ class QAT:
         keep = {name for name, _ in rep.kept_float}
         mot = tfmot().quantization.keras
 
+        no_op = tfmot_internal(
+            "quantization.keras.default_8bit.default_8bit_quantize_configs"
+        ).NoOpQuantizeConfig
+
         def annotate(layer: Any) -> Any:
-            if layer.name in keep or _is_input_layer(layer):
+            if _is_input_layer(layer):
+                return layer
+            if layer.name in keep:
+                if type(layer).__name__ == "Activation":
+                    # TF-MOT's transforms would still quantize the output of an
+                    # Activation that follows a quantized layer: say "nothing" explicitly.
+                    return mot.quantize_annotate_layer(layer, quantize_config=no_op())
                 return layer
             return mot.quantize_annotate_layer(layer)
 
         scheme = _scheme(preserve)
         try:
             annotated = tf_keras().models.clone_model(base, clone_function=annotate)
-            with mot.quantize_scope():
+            with mot.quantize_scope({"NoOpQuantizeConfig": no_op}):
                 qat = mot.quantize_apply(annotated, scheme)
         except (ValueError, RuntimeError) as e:
             raise CompressionError(
