@@ -514,7 +514,7 @@ def check_agreement(
     )
     if report.agreement < min_agreement:
         raise CompressionError(
-            f"The .tflite disagrees with the Keras model: agreement "
+            f"The .tflite disagrees with the Keras model: top-1 agreement "
             f"{report.agreement:.2%} on {report.samples} samples, below min_agreement "
             f"{min_agreement:.2%} (max |diff| {report.max_abs_diff:.4g}). Convert the QAT model "
             "itself (tflight.strip_quantization) in 'int8' mode with representative data drawn "
