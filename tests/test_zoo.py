@@ -40,7 +40,9 @@ def zoo_model():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "technique"), zoo.TEST_CELLS, ids="-".join)
+@pytest.mark.parametrize(
+    ("model", "technique"), zoo.TEST_CELLS, ids=[f"{m}-{t}" for m, t in zoo.TEST_CELLS]
+)
 def test_zoo_cell(zoo_model, model, technique):
     pending = (model, technique) in zoo.PENDING_OTHER_BRANCHES
     built = zoo_model(model)

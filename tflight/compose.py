@@ -774,7 +774,12 @@ def _zero_masks(wrapped: Any, pruned: dict[str, float]) -> list[tuple[Any, np.nd
         inner = getattr(layer, "layer", layer)
         if inner.name not in pruned or pruned[inner.name] <= 0:
             continue
-        for w in inner.weights:
+        # A QuantizeWrapper holds the inner layer's kernel itself: look at both.
+        seen: set[int] = set()
+        for w in [*layer.weights, *inner.weights]:
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
             if _short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
                 values = w.numpy()
                 masks.append((w, (values != 0).astype(values.dtype)))
