@@ -583,6 +583,22 @@ def run_cell(zoo: Zoo, technique: str) -> Cell:
 # The benchmark.
 
 
+def _headline(cells: list[Cell]) -> dict[str, int]:
+    return {
+        "cells_ok": sum(c.ok for c in cells),
+        "cells_total": len(cells),
+        "raw_errors": sum(c.raw_error for c in cells),
+        "pending_other_branches": sum(c.pending and not c.ok for c in cells),
+    }
+
+
+def _write(path: Path, cells: list[Cell]) -> None:
+    payload = {"headline": _headline(cells), "cells": [dataclasses.asdict(c) for c in cells]}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(MODELS), help="models to run")
@@ -616,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name:<20} {technique:<9} {mark} {cell.reason}  ({cell.seconds:.1f} s)",
                 flush=True,
             )
+            if args.json:  # written after every cell: a long run can be read as it goes
+                _write(args.json, cells)
     print()
     columns = args.techniques or TECHNIQUES
     print(f"{'model':<20} " + " ".join(f"{t:>9}" for t in columns))
@@ -623,19 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         row = {c.technique: c for c in cells if c.model == name}
         marks = ["✔" if row[t].ok else ("…" if row[t].pending else "✘") for t in columns]
         print(f"{name:<20} " + " ".join(f"{m:>9}" for m in marks))
-    headline = {
-        "cells_ok": sum(c.ok for c in cells),
-        "cells_total": len(cells),
-        "raw_errors": sum(c.raw_error for c in cells),
-        "pending_other_branches": sum(c.pending and not c.ok for c in cells),
-    }
+    headline = _headline(cells)
     print(f"\n{headline}")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"headline": headline, "cells": [dataclasses.asdict(c) for c in cells]}, indent=2
-            )
-        )
+        _write(args.json, cells)
     return 0 if headline["raw_errors"] == 0 else 1
 
 

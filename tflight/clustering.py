@@ -65,6 +65,11 @@ def _wrapper_class() -> type:
     return tfmot_internal("clustering.keras.cluster_wrapper").ClusterWeights
 
 
+def _nothing_to_cluster(layer: Any) -> bool:
+    registry = tfmot_internal("clustering.keras.clustering_registry").ClusteringRegistry
+    return layer.__class__ in registry._LAYERS_WEIGHTS_MAP and not registry._weight_names(layer)
+
+
 def _clusterable(layer: Any, n_clusters: int, per_channel: bool) -> str | None:
     """None if TF-MOT can cluster `layer`, else the reason."""
     registry = tfmot_internal("clustering.keras.clustering_registry").ClusteringRegistry
@@ -204,6 +209,9 @@ class Cluster:
                 skipped.append((layer.name, "frozen"))
             elif exclude and layer.name in exclude:
                 skipped.append((layer.name, exclude[layer.name]))
+            elif _nothing_to_cluster(layer):
+                # TF-MOT lists them (BatchNormalization, DepthwiseConv2D) to cluster nothing.
+                skipped.append((layer.name, f"TF-MOT clusters no weight of {type(layer).__name__}"))
             else:
                 why = _clusterable(layer, self.n_clusters, self.per_channel)
                 if why:

@@ -369,6 +369,9 @@ class Prune:
                 skipped.append((layer.name, "frozen"))
             elif not _supports(layer):
                 bad.append((layer, f"TF-MOT cannot prune {type(layer).__name__}"))
+            elif _prunable_weight_names(layer) == [] and not hasattr(layer, "get_prunable_weights"):
+                # TF-MOT lists them (BatchNormalization, DepthwiseConv2D) to prune nothing.
+                skipped.append((layer.name, f"TF-MOT prunes no weight of {type(layer).__name__}"))
             elif self.m_by_n is not None and not _fits_m_by_n(layer, self.m_by_n[1]):
                 bad.append((layer, f"input channels not a multiple of {self.m_by_n[1]}"))
             else:

@@ -26,40 +26,97 @@ def _delegate_options(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--runs", default=50, show_default=True, type=click.IntRange(min=1),
-              help="Minimum number of measured runs.")
-@click.option("--min-time", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Minimum seconds of measured runs.")
-@click.option("--max-time", default=150.0, show_default=True, type=click.FloatRange(min=0),
-              help="Stop measuring after this many seconds (0: no cap).")
+@click.option(
+    "--runs",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Minimum number of measured runs.",
+)
+@click.option(
+    "--min-time",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Minimum seconds of measured runs.",
+)
+@click.option(
+    "--max-time",
+    default=150.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Stop measuring after this many seconds (0: no cap).",
+)
 @click.option("--warmup-runs", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--warmup-min-time", default=0.5, show_default=True, type=click.FloatRange(min=0))
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
-              help="CPU threads (0: let LiteRT decide).")
-@click.option("--xnnpack/--no-xnnpack", default=True, show_default=True,
-              help="LiteRT's default XNNPACK delegate on the CPU.")
-@click.option("--accelerator", type=click.Choice(_ACCELERATORS), default="cpu",
-              show_default=True, help="GPU/NPU fall back to the CPU with a note if absent.")
-@click.option("--delegate", type=click.Path(dir_okay=False),
-              help="External delegate library (e.g. libedgetpu.so.1).")
-@click.option("--delegate-option", multiple=True, metavar="KEY=VALUE",
-              help="Option for the external delegate (repeatable).")
-@click.option("--inputs", type=click.Path(dir_okay=False),
-              help=".npz with inputs ('x' or 'x0', 'x1', ...) and optional labels 'y'.")
-@click.option("--device", type=click.Choice(_DEVICES), default="host", show_default=True,
-              help="arm64: also run LiteRT's AArch64 build under qemu (set up on first use).")
-@click.option("--no-instructions", is_flag=True,
-              help="With --device arm64: skip counting guest instructions (faster).")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="CPU threads (0: let LiteRT decide).",
+)
+@click.option(
+    "--xnnpack/--no-xnnpack",
+    default=True,
+    show_default=True,
+    help="LiteRT's default XNNPACK delegate on the CPU.",
+)
+@click.option(
+    "--accelerator",
+    type=click.Choice(_ACCELERATORS),
+    default="cpu",
+    show_default=True,
+    help="GPU/NPU fall back to the CPU with a note if absent.",
+)
+@click.option(
+    "--delegate",
+    type=click.Path(dir_okay=False),
+    help="External delegate library (e.g. libedgetpu.so.1).",
+)
+@click.option(
+    "--delegate-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Option for the external delegate (repeatable).",
+)
+@click.option(
+    "--inputs",
+    type=click.Path(dir_okay=False),
+    help=".npz with inputs ('x' or 'x0', 'x1', ...) and optional labels 'y'.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(_DEVICES),
+    default="host",
+    show_default=True,
+    help="arm64: also run LiteRT's AArch64 build under qemu (set up on first use).",
+)
+@click.option(
+    "--no-instructions",
+    is_flag=True,
+    help="With --device arm64: skip counting guest instructions (faster).",
+)
 @click.option("--profile", "op_profile", is_flag=True, help="Measure a per-op profile.")
-@click.option("--estimate", multiple=True, metavar="PROFILE",
-              help="Device profile for the estimated-latency column (repeatable; "
-                   "pixel4, cortex-a53, edgetpu). Default: pixel4.")
+@click.option(
+    "--estimate",
+    multiple=True,
+    metavar="PROFILE",
+    help="Device profile for the estimated-latency column (repeatable; "
+    "pixel4, cortex-a53, edgetpu). Default: pixel4.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of random inputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option("--history", type=click.Path(dir_okay=False),
-              help="Append the results to this JSON-lines file and show the change.")
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Draw latency against size to this .png (needs matplotlib).")
+@click.option(
+    "--history",
+    type=click.Path(dir_okay=False),
+    help="Append the results to this JSON-lines file and show the change.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Draw latency against size to this .png (needs matplotlib).",
+)
 def bench(
     models: tuple[str, ...],
     runs: int,
@@ -107,9 +164,7 @@ def bench(
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise click.UsageError(
-                "--plot needs matplotlib: pip install 'tflight[plot]'"
-            ) from None
+            raise click.UsageError("--plot needs matplotlib: pip install 'tflight[plot]'") from None
     config = _b.BenchmarkConfig(
         runs=runs,
         min_time=min_time,
@@ -163,7 +218,8 @@ def bench(
     if history:
         for r in comparison.results:
             same = [
-                h for h in previous
+                h
+                for h in previous
                 if h.get("sha256") == r.sha256 and h.get("config") == r.config.to_dict()
             ]
             if same:

@@ -116,9 +116,21 @@ def _render_table(rows: list[list[str]], header: list[str]) -> str:
     show_default=True,
     help="Deployment target: shapes the converter settings and the checks.",
 )
-@click.option("--input-dtype", type=click.Choice(_IO_DTYPES), default=None, help="Dtype of the .tflite inputs.")
-@click.option("--output-dtype", type=click.Choice(_IO_DTYPES), default=None, help="Dtype of the .tflite outputs.")
-@click.option("--sparse", is_flag=True, help="Store weights in TFLite's sparse format (pruned models).")
+@click.option(
+    "--input-dtype",
+    type=click.Choice(_IO_DTYPES),
+    default=None,
+    help="Dtype of the .tflite inputs.",
+)
+@click.option(
+    "--output-dtype",
+    type=click.Choice(_IO_DTYPES),
+    default=None,
+    help="Dtype of the .tflite outputs.",
+)
+@click.option(
+    "--sparse", is_flag=True, help="Store weights in TFLite's sparse format (pruned models)."
+)
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with the source model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def convert(
