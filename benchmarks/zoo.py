@@ -281,9 +281,9 @@ def hub_resnet() -> Zoo:
     import keras_hub
 
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[8],
+        input_conv_filters=[64],
         input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[8, 16],
+        stackwise_num_filters=[64, 64],
         stackwise_num_blocks=[1, 1],
         stackwise_num_strides=[1, 2],
         block_type="basic_block",
@@ -373,12 +373,15 @@ EXPECTED_ERRORS: dict[tuple[str, str], str] = {
 # dict-input support). Their expectation above is what the issue requires; the
 # runner reports them as pending instead of failed until this set is emptied.
 PENDING_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset(
+    # Converter: Keras 3 LSTM/GRU ("tf.TensorListReserve ... element_shape") and
+    # keras-hub's dict-input BERT.
     {("lstm", m) for m in (*CONVERT, "agreement")}
     | {("bigru", m) for m in (*CONVERT, "agreement")}
     | {("hub_bert", m) for m in (*CONVERT, "agreement")}
+    # Bridge: keras-hub's ReversibleEmbedding and friends, `register`'s example,
+    # MobileNetV3's hard_silu activation naming.
     | {("hub_bert", t) for t in COMPRESS}
-    | {("hub_resnet", t) for t in TECHNIQUES}
-    | {("custom_layer", t) for t in TECHNIQUES}
+    | {("custom_layer", t) for t in COMPRESS}
     | {("mobilenet_v3_small", t) for t in ("qat", "pqat", "pcqat")}
 )
 
@@ -402,7 +405,7 @@ TEST_COLUMNS: dict[str, tuple[str, ...]] = {
     "transfer_trainable": ("prune",),
     "mobilenet_v3_small": ("prune", "fp16"),
     "efficientnet_v2_b0": ("dynamic",),
-    "hub_resnet": ("prune", "fp32"),
+    "hub_resnet": ("prune", "qat", "fp32"),
     "hub_bert": ("fp32", "agreement"),
 }
 TEST_CELLS: tuple[tuple[str, str], ...] = tuple(
