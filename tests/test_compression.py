@@ -676,3 +676,26 @@ def test_cqat_trains_without_gradient_warnings(tf_keras_cnn, data, caplog):
     kernels = _kernels(out.model)
     assert np.unique(kernels["conv"]).size <= 8
     assert np.unique(kernels["logits"]).size <= 8
+
+
+def test_qat_message_never_lists_a_kind_as_both_unsupported_and_supported():
+    # BatchNormalization after an activated Conv2D is not foldable: TF-MOT cannot
+    # quantize it there, so it must not be offered as a replacement either.
+    model = _model_with(lambda k: k.layers.BatchNormalization(name="bn"))
+    model = tf_keras().models.clone_model(
+        model,
+        clone_function=lambda layer: (
+            type(layer).from_config({**layer.get_config(), "activation": "relu"})
+            if layer.name == "conv"
+            else type(layer).from_config(layer.get_config())
+        ),
+    )
+    with pytest.raises(UnsupportedLayerError) as info:
+        tflight.quantize(model)
+    message = str(info.value)
+    assert "'bn' (BatchNormalization not directly after" in message
+    assert "supported layers (Conv2D, DepthwiseConv2D, Dense, ReLU" in message
+    assert message.count("BatchNormalization") == 1
+    # A BatchNormalization right after a linear Conv2D is folded and quantized.
+    qat = tflight.quantize(_model_with(lambda k: k.layers.BatchNormalization(name="bn")))
+    assert not tflight.compose.report(qat).kept_float
