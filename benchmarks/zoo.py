@@ -358,14 +358,18 @@ TECHNIQUES = (*COMPRESS, *CONVERT, "agreement")
 # --------------------------------------------------------------------------
 # Expectations.
 
+
 # (model, technique) -> a substring of the expected tflight/converters error.
 # Every other cell must work and pass its checks.
-_NO_QAT_RNN = "TF-MOT's 8-bit QAT does not support"
+# TF-MOT's prune-preserving QAT scheme asks for the quantize config of layers
+# it has no rule for (Multiply in squeeze-excite blocks, MobileNetV3's bridged
+# tf.* operations) even when they are kept float; tflight names the layer.
+_PQAT_SE = "TF-MOT could not quantize model"
 EXPECTED_ERRORS: dict[tuple[str, str], str] = {
-    # TF-MOT prunes and clusters Embedding? No: Embedding is neither prunable
-    # nor clusterable, LSTM is prunable and clusterable (its cells' kernels).
-    # QAT has no rule for Embedding/LSTM/GRU: with unsupported="keep_float"
-    # nothing with weights but the head would be quantized.
+    ("efficientnet_v2_b0", "pqat"): _PQAT_SE,
+    ("efficientnet_v2_b0", "pcqat"): _PQAT_SE,
+    ("mobilenet_v3_small", "pqat"): _PQAT_SE,
+    ("mobilenet_v3_small", "pcqat"): _PQAT_SE,
 }
 
 # Cells that start working only when another part of the project lands (the
@@ -378,13 +382,9 @@ PENDING_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset(
     {("lstm", m) for m in (*CONVERT, "agreement")}
     | {("bigru", m) for m in (*CONVERT, "agreement")}
     | {("hub_bert", m) for m in (*CONVERT, "agreement")}
-    # Bridge: keras-hub's ReversibleEmbedding and friends, `register`'s example,
-    # MobileNetV3's hard_silu activation and the tf.* operations it bridges as
-    # `KerasOperation` layers, which TF-MOT's prune-preserving QAT scheme
-    # queries for a quantize config even when they are kept float.
+    # Bridge: keras-hub's ReversibleEmbedding, the example of `register`.
     | {("hub_bert", t) for t in COMPRESS}
     | {("custom_layer", t) for t in COMPRESS}
-    | {("mobilenet_v3_small", t) for t in ("pqat", "pcqat")}
 )
 
 
@@ -522,8 +522,16 @@ def _convert(zoo: Zoo, mode: str) -> tuple[Any, str]:
     size = f"{len(result.flatbuffer) / 1024:.0f} KiB"
     if not int8:
         return result, f"{size}, validated"
-    report = tflight.check_agreement(zoo.model, result, zoo.x, min_agreement=0.5)
-    return result, f"{size}, agreement with Keras {report.agreement:.0%}"
+    report = tflight.check_agreement(zoo.model, result, zoo.x, min_agreement=0.0)
+    # Near-uniform outputs of a random network make top-1 a coin toss: then the
+    # outputs themselves must be close.
+    if report.agreement < 0.5 and report.max_abs_diff > 0.01:
+        raise AssertionError(
+            f"int8 agreement {report.agreement:.0%}, max |diff| {report.max_abs_diff:.3g}"
+        )
+    return result, (
+        f"{size}, agreement with Keras {report.agreement:.0%}, max |diff| {report.max_abs_diff:.1e}"
+    )
 
 
 def run_cell(zoo: Zoo, technique: str) -> Cell:
