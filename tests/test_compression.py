@@ -170,9 +170,15 @@ def test_technique_end_to_end(case, tf_keras_cnn, data, digits, calib):
     assert report.samples == len(digits.x_test)
     if case.mode == "fp32":
         np.testing.assert_allclose(lite, keras_out, atol=1e-3)
-    # Five steps of fine-tuning a weak fixture: still well above chance (10 %).
-    # Accuracy targets are measured in benchmarks/compression.py.
-    assert report.tflite_accuracy > 0.2, report
+    # The .tflite scores what the compressed Keras model scores, and compression
+    # with a few steps of fine-tuning loses at most 30 points of the float model's
+    # accuracy on held-out digits (the fixture is trained briefly, ~50 %; the
+    # measured figures are in benchmarks/compression.py).
+    assert abs(report.tflite_accuracy - report.keras_accuracy) <= 0.02, report
+    float_acc = float(
+        np.mean(tf_keras_cnn.predict(digits.x_test, verbose=0).argmax(axis=1) == digits.y_test)
+    )
+    assert report.tflite_accuracy >= float_acc - 0.30, (report, float_acc)
 
 
 @pytest.mark.slow
@@ -309,7 +315,7 @@ def _model_with(layer_factory):
 
 def test_qat_names_each_unsupported_layer():
     model = _model_with(lambda k: k.layers.LayerNormalization(name="norm"))
-    with pytest.raises(UnsupportedLayerError, match=r"'norm' \(LayerNormalization\)"):
+    with pytest.raises(UnsupportedLayerError, match=r"'norm' \(LayerNormalization"):
         tflight.quantize(model)
     qat = tflight.quantize(model, unsupported="keep_float")
     names = {type(layer).__name__ for layer in qat.layers}
@@ -358,8 +364,9 @@ def test_cluster_refuses_layers_too_small_instead_of_skipping(tf_keras_cnn):
     assert type(clustered.get_layer("conv")).__name__ == "Conv2D"
 
 
-def test_pipeline_refuses_lost_sparsity(tf_keras_cnn, data):
-    # Cluster-preserving QAT keeps zeros only in clustered layers.
+def test_pipeline_keeps_zeros_of_layers_a_later_stage_does_not_wrap(tf_keras_cnn, data):
+    # conv is pruned but not clustered: cluster-preserving QAT alone would refill
+    # its zeros; the pipeline puts pruning's pattern back and says what it did.
     pipe = tflight.Pipeline(
         [
             tflight.Prune(sparsity=0.5),
@@ -367,8 +374,10 @@ def test_pipeline_refuses_lost_sparsity(tf_keras_cnn, data):
             tflight.QAT(),
         ]
     )
-    with pytest.raises(CompressionError, match=r"did not preserve the pruned sparsity: conv"):
-        pipe.fit(tf_keras_cnn, *data, compile=_compile_kwargs(), batch_size=64)
+    out = pipe.fit(tf_keras_cnn, *data, compile=_compile_kwargs(), batch_size=64)
+    rows = {r.layer: r for r in tflight.sparsity_report(out.model).layers}
+    assert rows["conv"].sparsity >= 0.48, rows
+    assert ("conv", "not selected") in out.reports[1].skipped
 
 
 # ----------------------------------------------------------------------------
@@ -480,3 +489,213 @@ def test_sparsity_report_summary_snapshot(tf_keras_cnn):
     assert lines[0].split() == ["layer", "weight", "shape", "sparsity", "target"]
     assert lines[1].split()[:2] == ["conv", "kernel"]
     assert lines[-1] == "overall sparsity: 0.0%"
+
+
+def test_sparsity_report_aligns_long_names_and_shows_targets(data):
+    k = tf_keras()
+    long = "a_dense_layer_with_a_name_much_longer_than_twenty_characters"
+    model = k.Sequential(
+        [k.Input((64,)), k.layers.Dense(16, name=long), k.layers.Dense(10, name="logits")]
+    )
+    pruned = tflight.prune(model, sparsity=0.5, compile=_compile_kwargs())
+    x, y = data
+    tflight.fit(pruned, x.reshape(len(x), -1), y, epochs=1, batch_size=64, verbose=0)
+    stripped = tflight.strip_pruning(pruned)
+    lines = []
+    tflight.sparsity_report(stripped).summary(print_fn=lines.append)
+    # Every column starts at the same offset on every row.
+    starts = {line.index("kernel") for line in lines[1:-1]}
+    assert len(starts) == 1, lines
+    assert lines[0].index("weight") == starts.pop()
+    assert all(line.rstrip().endswith("50%") for line in lines[1:-1]), lines  # the target
+
+
+# ----------------------------------------------------------------------------
+# Functional models, nested backbones, the per-layer report.
+
+
+def _nested_model(frozen: bool):
+    """A Keras 3 Functional model with a nested Functional conv backbone and a new head."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    b_in = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="b_conv")(b_in)
+    h = keras.layers.BatchNormalization(name="b_bn")(h)
+    h = keras.layers.ReLU(name="b_relu")(h)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="b_conv2")(h)
+    backbone = keras.Model(b_in, h, name="backbone")
+    backbone.trainable = not frozen
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone(inp))
+    out = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inp, out, name="transfer")
+
+
+def _k3_compile():
+    import keras
+
+    return {
+        "optimizer": "adam",
+        "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    }
+
+
+@pytest.mark.slow
+def test_prune_and_qat_reach_inside_a_trainable_nested_backbone(data):
+    model = _nested_model(frozen=False)
+    x, y = data
+    out = tflight.Pipeline([tflight.Prune(sparsity=0.5), tflight.QAT()]).fit(
+        model, x, y, compile=_k3_compile(), batch_size=64
+    )
+    prune_rep, qat_rep = out.reports
+    assert prune_rep.inlined == ("backbone",)
+    assert {"b_conv", "b_conv2", "logits"} <= set(prune_rep.wrapped)
+    rows = {r.layer: r.sparsity for r in tflight.sparsity_report(out.model).layers}
+    assert rows["b_conv"] >= 0.48 and rows["b_conv2"] >= 0.48, rows
+    wrapped = {
+        layer.layer.name
+        for layer in out.model.layers
+        if type(layer).__name__ == "QuantizeWrapperV2"
+    }
+    assert {"b_conv", "b_conv2", "logits"} <= wrapped
+    assert not qat_rep.kept_float  # the InputLayers are not layers to quantize
+    lines = []
+    out.summary(print_fn=lines.append)
+    assert any("nested models inlined: backbone" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_frozen_backbone_stays_frozen_and_is_reported(data):
+    model = _nested_model(frozen=True)
+    before = {w.path: w.numpy().copy() for w in model.layers[1].weights}
+    x, y = data
+    pruned = tflight.prune(model, sparsity=0.5, compile=_k3_compile())
+    rep = tflight.compose.report(pruned)
+    assert rep.wrapped == ("logits",)
+    assert ("b_conv", "frozen") in rep.skipped and ("b_conv2", "frozen") in rep.skipped
+    qat = tflight.quantize(model, compile=_k3_compile())
+    qrep = tflight.compose.report(qat)
+    assert {"b_conv", "b_conv2"} <= set(qrep.wrapped)  # int8 needs them quantized
+    assert {"b_conv", "b_conv2", "b_bn"} <= set(qrep.frozen)
+    frozen_vars = {
+        w.name: w.numpy().copy()
+        for layer in qat.layers
+        if getattr(layer, "layer", layer).name in ("b_conv", "b_conv2", "b_bn")
+        for w in getattr(layer, "layer", layer).weights
+    }
+    tflight.fit(qat, x, y, epochs=1, batch_size=64, verbose=0)
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", layer)
+        for w in inner.weights:
+            if w.name in frozen_vars:
+                np.testing.assert_array_equal(w.numpy(), frozen_vars[w.name], err_msg=w.name)
+    assert qat.get_layer("quant_logits").layer.kernel is not None
+    # The user's model is untouched.
+    for w in model.layers[1].weights:
+        np.testing.assert_array_equal(w.numpy(), before[w.path])
+
+
+# ----------------------------------------------------------------------------
+# Found before training: unsupported layers, bad data; diverged training named.
+
+
+class _Started:
+    def __init__(self):
+        self.started = False
+
+    def callback(self):
+        k = tf_keras()
+        outer = self
+
+        class Mark(k.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                outer.started = True
+
+        return Mark()
+
+
+def test_pipeline_checks_every_stage_before_training(data):
+    model = _model_with(lambda k: k.layers.LayerNormalization(name="norm"))
+    started = _Started()
+    pipe = tflight.Pipeline(
+        [tflight.Prune(sparsity=0.5), tflight.Cluster(n_clusters=8), tflight.QAT()]
+    )
+    with pytest.raises(UnsupportedLayerError, match=r"'norm' \(LayerNormalization"):
+        pipe.fit(
+            model,
+            *data,
+            compile=_compile_kwargs(),
+            batch_size=64,
+            callbacks=[started.callback()],
+        )
+    assert not started.started
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x), y), "NaN"),
+        (lambda x, y: (x, y + 10), r"labels from 10 to 19.*\[0, 9\]"),
+        (lambda x, y: (x[:, :4], y), r"samples of shape \(4, 8, 1\)"),
+        (lambda x, y: (x, y[:10]), "has 10 samples"),
+    ],
+    ids=["nan", "labels", "shape", "count"],
+)
+def test_pipeline_checks_data_before_training(tf_keras_cnn, data, mutate, match):
+    x, y = mutate(*data)
+    started = _Started()
+    with pytest.raises(CompressionError, match=match):
+        tflight.Pipeline([tflight.Prune(sparsity=0.5)]).fit(
+            tf_keras_cnn, x, y, compile=_compile_kwargs(), callbacks=[started.callback()]
+        )
+    assert not started.started
+
+
+def test_diverged_training_is_named_not_blamed_on_pruning(tf_keras_cnn, data):
+    x, y = data
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    pruned = tflight.prune(tf_keras_cnn, sparsity=0.5, compile=_compile_kwargs())
+    tflight.fit(pruned, bad, y, epochs=1, batch_size=64, verbose=0)
+    with pytest.raises(CompressionError, match="Training diverged") as info:
+        tflight.strip_pruning(pruned)
+    assert "did not reach" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_cqat_trains_without_gradient_warnings(tf_keras_cnn, data, caplog):
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="tensorflow")
+    out = tflight.Pipeline([tflight.Cluster(n_clusters=8), tflight.QAT()]).fit(
+        tf_keras_cnn, *data, compile=_compile_kwargs(), batch_size=64
+    )
+    assert not [r for r in caplog.records if "Gradients do not exist" in r.getMessage()]
+    # Training still writes clustered values into the kernels the converter reads.
+    kernels = _kernels(out.model)
+    assert np.unique(kernels["conv"]).size <= 8
+    assert np.unique(kernels["logits"]).size <= 8
+
+
+def test_qat_message_never_lists_a_kind_as_both_unsupported_and_supported():
+    # BatchNormalization after an activated Conv2D is not foldable: TF-MOT cannot
+    # quantize it there, so it must not be offered as a replacement either.
+    model = _model_with(lambda k: k.layers.BatchNormalization(name="bn"))
+    model = tf_keras().models.clone_model(
+        model,
+        clone_function=lambda layer: (
+            type(layer).from_config({**layer.get_config(), "activation": "relu"})
+            if layer.name == "conv"
+            else type(layer).from_config(layer.get_config())
+        ),
+    )
+    with pytest.raises(UnsupportedLayerError) as info:
+        tflight.quantize(model)
+    message = str(info.value)
+    assert "'bn' (BatchNormalization not directly after" in message
+    assert "supported layers (Conv2D, DepthwiseConv2D, Dense, ReLU" in message
+    assert message.count("BatchNormalization") == 1
+    # A BatchNormalization right after a linear Conv2D is folded and quantized.
+    qat = tflight.quantize(_model_with(lambda k: k.layers.BatchNormalization(name="bn")))
+    assert not tflight.compose.report(qat).kept_float

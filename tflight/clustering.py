@@ -21,13 +21,17 @@ import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.compose import (
+    CompressionReport,
     Selector,
-    _as_tf_keras,
+    _attach,
     _check_names_exist,
     _check_selector,
     _compile,
+    _frozen,
     _layer_matches,
+    _prepare,
 )
+from tflight.compose import report as _report_of
 from tflight.errors import CompressionError, UnsupportedLayerError
 
 __all__ = [
@@ -59,6 +63,11 @@ class CentroidInit(enum.StrEnum):
 
 def _wrapper_class() -> type:
     return tfmot_internal("clustering.keras.cluster_wrapper").ClusterWeights
+
+
+def _nothing_to_cluster(layer: Any) -> bool:
+    registry = tfmot_internal("clustering.keras.clustering_registry").ClusteringRegistry
+    return layer.__class__ in registry._LAYERS_WEIGHTS_MAP and not registry._weight_names(layer)
 
 
 def _clusterable(layer: Any, n_clusters: int, per_channel: bool) -> str | None:
@@ -129,32 +138,20 @@ class Cluster:
         *,
         preserve: frozenset[str] = frozenset(),
         compile: dict[str, Any] | None = None,
+        exclude: dict[str, str] | None = None,
     ) -> Any:
-        """Returns a clustering-wrapped tf_keras copy of `model` (see `cluster`)."""
+        """Returns a clustering-wrapped tf_keras copy of `model` (see `cluster`).
+
+        `exclude` maps layer names to the reason they are left unclustered
+        (a pipeline uses it for layers its QAT stage keeps float).
+        """
         if "int8" in preserve:
             raise CompressionError("Cluster must come before QAT in a pipeline.")
-        base = _as_tf_keras(model, what="cluster")
-        _check_names_exist(base, self.select, arg="select")
-        chosen = [
-            layer
-            for layer in base.layers
-            if layer.trainable_weights and _layer_matches(layer, self.select)
-        ]
-        reasons = {
-            layer.name: _clusterable(layer, self.n_clusters, self.per_channel) for layer in chosen
-        }
-        bad = {name: why for name, why in reasons.items() if why}
-        if bad and self.unsupported == "raise":
-            listed = "; ".join(f"{name!r}: {why}" for name, why in bad.items())
-            raise UnsupportedLayerError(
-                f"Cannot cluster these layers: {listed}. Leave them as they are with "
-                "`unsupported='skip'`, narrow `select`, or use fewer clusters."
-            )
-        targets = {name for name, why in reasons.items() if not why}
-        if not targets:
-            raise CompressionError(
-                f"No layer of model {base.name!r} is left to cluster with select={self.select!r}."
-            )
+        base, flat = _prepare(model, what="cluster")
+        rep = dataclasses.replace(
+            self.plan(base, preserve=preserve, exclude=exclude), inlined=flat.inlined
+        )
+        targets = set(rep.wrapped)
         preserve_sparsity = (
             "sparsity" in preserve if self.preserve_sparsity is None else self.preserve_sparsity
         )
@@ -176,7 +173,67 @@ class Cluster:
         except ValueError as e:
             raise CompressionError(f"TF-MOT could not cluster model {base.name!r}: {e}") from e
         _compile(clustered, compile)
+        _attach(clustered, rep)
         return clustered
+
+    def plan(
+        self,
+        model: Any,
+        *,
+        preserve: frozenset[str] = frozenset(),
+        exclude: dict[str, str] | None = None,
+    ) -> CompressionReport:
+        """Decides, without wrapping, which layers of a flat tf_keras model are clustered.
+
+        Frozen layers are skipped (their weights may not change); so are layers
+        outside `select` and, with `unsupported="skip"`, layers that cannot be
+        clustered. Every skipped layer with weights is listed with its reason.
+
+        Raises:
+          UnsupportedLayerError: with `unsupported="raise"`, selected trainable
+            layers that cannot be clustered.
+          CompressionError: nothing left to cluster, or QAT already applied.
+        """
+        if "int8" in preserve:
+            raise CompressionError("Cluster must come before QAT in a pipeline.")
+        _check_names_exist(model, self.select, arg="select")
+        skipped: list[tuple[str, str]] = []
+        bad: dict[str, str] = {}
+        targets: list[str] = []
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if not _layer_matches(layer, self.select):
+                skipped.append((layer.name, "not selected"))
+            elif not layer.trainable:
+                skipped.append((layer.name, "frozen"))
+            elif exclude and layer.name in exclude:
+                skipped.append((layer.name, exclude[layer.name]))
+            elif _nothing_to_cluster(layer):
+                # TF-MOT lists them (BatchNormalization, DepthwiseConv2D) to cluster nothing.
+                skipped.append((layer.name, f"TF-MOT clusters no weight of {type(layer).__name__}"))
+            else:
+                why = _clusterable(layer, self.n_clusters, self.per_channel)
+                if why:
+                    bad[layer.name] = why
+                else:
+                    targets.append(layer.name)
+        if bad and self.unsupported == "raise":
+            listed = "; ".join(f"{name!r}: {why}" for name, why in bad.items())
+            raise UnsupportedLayerError(
+                f"Cannot cluster these layers: {listed}. Leave them as they are with "
+                "`unsupported='skip'`, narrow `select`, or use fewer clusters."
+            )
+        skipped += list(bad.items())
+        if not targets:
+            raise CompressionError(
+                f"No layer of model {model.name!r} is left to cluster with select={self.select!r} "
+                f"(skipped: {dict(skipped)})."
+            )
+        frozen = tuple(layer.name for layer in model.layers if _frozen(layer))
+        return CompressionReport(
+            technique="cluster", wrapped=tuple(targets), skipped=tuple(skipped), frozen=frozen
+        )
 
     def callbacks(self, model: Any) -> list[Any]:
         return []
@@ -258,7 +315,11 @@ def strip_clustering(model: Any) -> Any:
             f"strip_clustering expects a model returned by tflight.cluster, got "
             f"{type(model).__qualname__} {getattr(model, 'name', '')!r} without clustering wrappers."
         )
-    return tfmot().clustering.keras.strip_clustering(model)
+    stripped = tfmot().clustering.keras.strip_clustering(model)
+    rep = _report_of(model)
+    if rep is not None:
+        _attach(stripped, rep)
+    return stripped
 
 
 def unique_weights(model: Any) -> dict[str, int]:

@@ -32,10 +32,13 @@ import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.errors import CompressionError, MissingCallbackError
 
 __all__ = [
+    "CompressionReport",
     "Selector",
     "Technique",
     "Pipeline",
@@ -44,6 +47,7 @@ __all__ = [
     "callbacks",
     "fit",
     "freeze",
+    "report",
     "selected_layers",
 ]
 
@@ -75,6 +79,8 @@ class Technique(Protocol):
         compile: dict[str, Any] | None = None,
     ) -> Any: ...
 
+    def plan(self, model: Any, *, preserve: frozenset[str] = frozenset()) -> Any: ...
+
     def callbacks(self, model: Any) -> list[Any]: ...
 
     def strip(self, model: Any) -> Any: ...
@@ -84,6 +90,15 @@ class Technique(Protocol):
 # Models in, models out.
 
 
+_OWNED_ATTR = "_tflight_owned"
+
+
+def _own(model: Any) -> Any:
+    """Marks a model the library made (not the user's): techniques may wrap it in place."""
+    object.__setattr__(model, _OWNED_ATTR, True)
+    return model
+
+
 def _as_tf_keras(model: Any, *, what: str) -> Any:
     """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
     if is_keras3_model(model):
@@ -91,12 +106,38 @@ def _as_tf_keras(model: Any, *, what: str) -> Any:
 
         return to_tf_keras(model)
     if is_tf_keras_model(model):
+        if getattr(model, _OWNED_ATTR, False):
+            return model  # an intermediate model of a pipeline: ours to wrap
         return _clone(model, what=what)
     raise CompressionError(
         f"{what} expects a Keras 3 or tf_keras model, got {type(model).__module__}."
         f"{type(model).__qualname__}. Build the model with `keras` or `tf_keras`, or load it "
         "first with `keras.models.load_model(path)`."
     )
+
+
+def _prepare(model: Any, *, what: str) -> tuple[Any, Any]:
+    """A fresh, flat tf_keras copy of `model` and the `FlattenResult` that made it.
+
+    Nested Functional/Sequential sub-models (a backbone inside a new head,
+    keras-hub blocks) are inlined so that every technique reaches their layers.
+    """
+    from tflight.flatten import flatten
+
+    base = _as_tf_keras(model, what=what)
+    try:
+        result = flatten(base)
+    except ValueError as e:
+        raise CompressionError(f"{what} cannot reach inside model {base.name!r}: {e}.") from e
+    return result.model, result
+
+
+def _is_input_layer(layer: Any) -> bool:
+    return type(layer).__name__ == "InputLayer"
+
+
+def _frozen(layer: Any) -> bool:
+    return bool(layer.weights) and not layer.trainable
 
 
 def _clone(model: Any, *, what: str) -> Any:
@@ -115,8 +156,21 @@ def _clone(model: Any, *, what: str) -> Any:
         mot.sparsity.keras.prune_scope(),
     ):
         clone = k.models.clone_model(model)
-    clone.set_weights(model.get_weights())
+    try:
+        clone.set_weights(model.get_weights())
+    except ValueError:
+        # Some layers (MultiHeadAttention after TF-MOT's strip) list their
+        # weights in another order than a fresh build: copy them by name.
+        for source, target in zip(model.layers, clone.layers, strict=True):
+            by_name = {_short_name(w): w for w in source.weights}
+            for w in target.weights:
+                w.assign(by_name[_short_name(w)])
     return clone
+
+
+def _short_name(variable: Any) -> str:
+    """A variable's name inside its layer: `mha/query/kernel:0` -> `query/kernel`."""
+    return variable.name.split(":")[0].split("/", 1)[-1]
 
 
 def _compile(model: Any, compile: dict[str, Any] | None) -> None:
@@ -244,6 +298,84 @@ def selected_layers(model: Any, select: Selector = None) -> list[str]:
     _check_selector(select, arg="select")
     _check_names_exist(model, select, arg="select")
     return [layer.name for layer in model.layers if _layer_matches(layer, select)]
+
+
+# --------------------------------------------------------------------------
+# What a technique did to each layer.
+
+_REPORT_ATTR = "_tflight_compression_report"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionReport:
+    """Which layers one technique wrapped, and which it left alone and why.
+
+    Every layer with weights (and, for QAT, every layer) that the technique did
+    not wrap is listed with its reason: nothing is silently left float or dense.
+
+    Attributes:
+      technique: `"prune"`, `"cluster"` or `"qat"`.
+      wrapped: names of the layers wrapped (pruned, clustered, quantized).
+      kept_float: `(layer, reason)` pairs QAT left in float.
+      skipped: `(layer, reason)` pairs of layers with weights left as they were
+        (dense / unclustered) by pruning or clustering.
+      inlined: nested models replaced by their layers so the technique could
+        reach them.
+      frozen: layers that were not trained (`trainable=False` on them or on an
+        enclosing model). Prune and Cluster skip frozen layers (changing
+        weights that may not train would break the frozen model); QAT wraps
+        them (an int8 model quantizes every layer) but leaves their weights
+        untrained.
+    """
+
+    technique: str
+    wrapped: tuple[str, ...]
+    kept_float: tuple[tuple[str, str], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    inlined: tuple[str, ...] = ()
+    frozen: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        """The report as text lines (what `summary` prints)."""
+        out = [f"{self.technique}: {len(self.wrapped)} layer(s) wrapped"]
+        if self.inlined:
+            out.append(f"  nested models inlined: {', '.join(self.inlined)}")
+        if self.frozen:
+            out.append(f"  frozen (weights not trained): {len(self.frozen)} layer(s)")
+        for title, rows in (("kept float", self.kept_float), ("skipped", self.skipped)):
+            for reason, names in _group(rows).items():
+                out.append(f"  {title} ({reason}): {', '.join(names)}")
+        return out
+
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        """Prints what was wrapped, kept float and skipped, grouped by reason."""
+        for line in self.lines():
+            print_fn(line)
+
+
+def _group(rows: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, reason in rows:
+        grouped.setdefault(reason, []).append(name)
+    return grouped
+
+
+def _attach(model: Any, rep: CompressionReport) -> None:
+    # object.__setattr__: Keras' __setattr__ would try to track the dataclass.
+    object.__setattr__(model, _REPORT_ATTR, rep)
+
+
+def report(model: Any) -> CompressionReport | None:
+    """The `CompressionReport` of a model returned by a technique (or its strip).
+
+    Args:
+      model: a model returned by `prune`, `quantize`, `cluster`, a strip
+        function, or `PipelineResult.model`.
+
+    Returns:
+      The report of the last technique applied, or None for other models.
+    """
+    return getattr(model, _REPORT_ATTR, None)
 
 
 # --------------------------------------------------------------------------
@@ -428,17 +560,22 @@ class PipelineResult:
     Attributes:
       model: the stripped model, ready for `converters.convert`.
       stages: one `StageResult` per technique, in order.
+      reports: one `CompressionReport` per technique, in order: what each
+        stage wrapped, kept float and skipped.
     """
 
     model: Any
     stages: tuple[StageResult, ...]
+    reports: tuple[CompressionReport, ...] = ()
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        """Prints one line per stage with its last training loss."""
+        """Prints one line per stage with its last training loss, then the layer reports."""
         for i, stage in enumerate(self.stages, 1):
             loss = stage.history.get("loss", [float("nan")])[-1]
             keep = f" preserving {', '.join(sorted(stage.preserve))}" if stage.preserve else ""
             print_fn(f"{i}. {stage.technique}{keep}: final loss {loss:.4f}")
+        for rep in self.reports:
+            rep.summary(print_fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,27 +660,61 @@ class Pipeline:
                 "Pipeline.fit needs `compile` with at least a loss, e.g. "
                 f"compile={{'optimizer': 'adam', 'loss': ...}}, got {compile!r}."
             )
+        # Everything that can be checked is checked before the first epoch.
+        base, flat = _prepare(model, what="Pipeline")
+        _own(base)
+        preserve_at: list[frozenset[str]] = []
         done: set[str] = set()
+        plans = []
+        for technique in self.techniques:
+            preserve_at.append(frozenset(done))
+            plans.append(technique.plan(base, preserve=frozenset(done)))
+            done |= technique.provides
+        # Cluster-preserving QAT rebuilds every clustered layer; one it keeps
+        # float (MultiHeadAttention, ...) cannot be rebuilt clustered: leave it unclustered.
+        qat_float = {
+            name: "kept float by the QAT stage that follows"
+            for p in plans
+            if p is not None and p.technique == "qat"
+            for name, _ in p.kept_float
+        }
+        _check_data(base, x, y, compile)
         pruned_zeros: dict[str, float] = {}
-        current = model
+        current = base
         stages = []
+        reports = []
         user_callbacks = list(fit_kwargs.pop("callbacks", None) or [])
         fit_kwargs.setdefault("verbose", 0)
-        for technique, n_epochs in zip(self.techniques, stage_epochs, strict=True):
-            preserve = frozenset(done)
-            wrapped = technique.apply(current, preserve=preserve, compile=None)
+        for technique, n_epochs, preserve in zip(
+            self.techniques, stage_epochs, preserve_at, strict=True
+        ):
+            if "clusters" in technique.provides and qat_float:
+                wrapped = technique.apply(
+                    current, preserve=preserve, compile=None, exclude=qat_float
+                )
+            else:
+                wrapped = technique.apply(current, preserve=preserve, compile=None)
+            rep = report(wrapped)
+            if rep is not None and flat.inlined and not rep.inlined:
+                rep = dataclasses.replace(rep, inlined=flat.inlined)
             if train is not None:
                 freeze(wrapped, train=train)
             _compile(wrapped, _fresh_optimizer(compile))
+            zeros = _zero_masks(wrapped, pruned_zeros) if pruned_zeros else []
             history = fit(
                 wrapped, x, y, epochs=n_epochs, callbacks=list(user_callbacks), **fit_kwargs
             )
-            current = technique.strip(wrapped)
+            _check_finite(wrapped, history.history, stage=_label(technique))
+            for variable, keep in zeros:
+                variable.assign(variable.numpy() * keep)
+            current = _own(technique.strip(wrapped))
             if "sparsity" in technique.provides:
                 pruned_zeros = _zeros_by_layer(current)
             elif pruned_zeros:
-                _check_sparsity_kept(pruned_zeros, current, technique)
-            done |= technique.provides
+                _check_sparsity_kept(pruned_zeros, current, technique, preserve)
+            if rep is not None:
+                reports.append(rep)
+                _attach(current, rep)
             stages.append(
                 StageResult(
                     technique=_label(technique),
@@ -551,7 +722,7 @@ class Pipeline:
                     history={k: [float(v) for v in vs] for k, vs in history.history.items()},
                 )
             )
-        return PipelineResult(model=current, stages=tuple(stages))
+        return PipelineResult(model=current, stages=tuple(stages), reports=tuple(reports))
 
 
 def _label(technique: Any) -> str:
@@ -589,7 +760,35 @@ def _zeros_by_layer(model: Any) -> dict[str, float]:
     return {row.layer: row.sparsity for row in sparsity_report(model).layers}
 
 
-def _check_sparsity_kept(before: dict[str, float], model: Any, technique: Any) -> None:
+def _zero_masks(wrapped: Any, pruned: dict[str, float]) -> list[tuple[Any, np.ndarray]]:
+    """The zero patterns of the pruned kernels, to put back after a later stage.
+
+    Layers a later stage keeps float or skips train as plain float layers and
+    would refill their zeros; TF-MOT's prune-preserving QAT also lets a few
+    zeros drift in small layers. The pattern pruning made is put back after
+    the stage (a projection of the trained kernel onto it), so the result is as
+    sparse as pruning left it.
+    """
+    masks = []
+    for layer in wrapped.layers:
+        inner = getattr(layer, "layer", layer)
+        if inner.name not in pruned or pruned[inner.name] <= 0:
+            continue
+        # A QuantizeWrapper holds the inner layer's kernel itself: look at both.
+        seen: set[int] = set()
+        for w in [*layer.weights, *inner.weights]:
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            if _short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
+                values = w.numpy()
+                masks.append((w, (values != 0).astype(values.dtype)))
+    return masks
+
+
+def _check_sparsity_kept(
+    before: dict[str, float], model: Any, technique: Any, preserve: frozenset[str]
+) -> None:
     """A later stage must not refill the zeros pruning made."""
     after = _zeros_by_layer(model)
     lost = [
@@ -597,12 +796,149 @@ def _check_sparsity_kept(before: dict[str, float], model: Any, technique: Any) -
         for name in before
         if before[name] > 0.05 and after.get(name, 0.0) < before[name] - 0.02
     ]
-    if lost:
-        raise CompressionError(
-            f"{type(technique).__name__} did not preserve the pruned sparsity: {', '.join(lost)}. "
+    if not lost:
+        return
+    if "clusters" in preserve:
+        advice = (
             "Sparsity-preserving QAT after clustering keeps zeros only in clustered layers: "
             "cluster every pruned layer (widen Cluster's `select`), or prune only the layers "
             "you cluster."
+        )
+    else:
+        advice = (
+            "Sparsity-preserving QAT keeps zeros only in the layers it quantizes: quantize "
+            "every pruned layer (do not keep it float), or prune only the layers QAT wraps."
+        )
+    raise CompressionError(
+        f"{type(technique).__name__} did not preserve the pruned sparsity: {', '.join(lost)}. "
+        + advice
+    )
+
+
+def _check_finite(model: Any, history: dict[str, list[float]] | None = None, *, stage: str) -> None:
+    """Raises when training produced a non-finite loss or non-finite weights.
+
+    Args:
+      model: the trained (wrapped) model.
+      history: `History.history` of the fit, if any.
+      stage: the name of the stage, for the message.
+
+    Raises:
+      CompressionError: NaN or inf in the loss or in a weight.
+    """
+    bad_loss = [
+        key
+        for key, values in (history or {}).items()
+        if values and not np.all(np.isfinite(np.asarray(values, dtype=np.float64)))
+    ]
+    bad_weights = [
+        w.name
+        for w in model.weights
+        if not np.all(np.isfinite(np.asarray(w.numpy(), dtype=np.float64)))
+    ]
+    if bad_loss or bad_weights:
+        found = []
+        if bad_loss:
+            found.append(f"non-finite {', '.join(bad_loss)}")
+        if bad_weights:
+            found.append(f"NaN/inf in {len(bad_weights)} weight(s) (first: {bad_weights[0]})")
+        raise CompressionError(
+            f"Training diverged in {stage}: {'; '.join(found)}. Check the training data for NaN "
+            "or inf values (np.isfinite(x).all()), scale the inputs, or lower the learning rate."
+        )
+
+
+def _check_data(model: Any, x: Any, y: Any, compile: dict[str, Any]) -> None:
+    """Checks in-memory training arrays against the model before any training.
+
+    Datasets and generators are left to Keras; arrays (or lists/dicts of
+    arrays) are checked for shape, dtype, finiteness and, with a sparse
+    categorical loss on a single output, the label range.
+    """
+    if x is None or _is_stream(x):
+        return
+    arrays = _flat_arrays(x, model, "x")
+    if arrays is None:
+        return
+    if len(arrays) != len(model.inputs):
+        raise CompressionError(
+            f"`x` holds {len(arrays)} array(s) but model {model.name!r} has "
+            f"{len(model.inputs)} input(s) ({', '.join(str(tuple(t.shape)) for t in model.inputs)})."
+        )
+    n = None
+    for (name, arr), ref in zip(arrays, model.inputs, strict=True):
+        _check_array(arr, name)
+        want = tuple(ref.shape)[1:]
+        got = tuple(arr.shape)[1:]
+        if len(want) != len(got) or any(
+            w is not None and w != g for w, g in zip(want, got, strict=False)
+        ):
+            raise CompressionError(
+                f"`{name}` has samples of shape {got} but model {model.name!r} expects "
+                f"{tuple(d if d is not None else 'None' for d in want)}; reshape the data or "
+                "rebuild the model's Input."
+            )
+        n = len(arr) if n is None else n
+    if y is None:
+        return
+    outputs = _flat_arrays(y, model, "y", outputs=True)
+    if outputs is None:
+        return
+    for name, arr in outputs:
+        _check_array(arr, name)
+        if n is not None and len(arr) != n:
+            raise CompressionError(f"`{name}` has {len(arr)} samples but `x` has {n}.")
+    loss = compile.get("loss")
+    loss_name = (loss if isinstance(loss, str) else type(loss).__name__).lower()
+    if "sparse" in loss_name and len(outputs) == 1 and len(model.outputs) == 1:
+        name, labels = outputs[0]
+        classes = model.outputs[0].shape[-1]
+        if classes is not None and labels.size:
+            low, high = labels.min(), labels.max()
+            if low < 0 or high >= classes or not np.all(np.equal(np.mod(labels, 1), 0)):
+                raise CompressionError(
+                    f"`{name}` holds labels from {low} to {high}, but the sparse categorical "
+                    f"loss needs integer class ids in [0, {classes - 1}] for the model's "
+                    f"{classes} outputs. Map the labels to 0..{classes - 1}."
+                )
+
+
+def _is_stream(x: Any) -> bool:
+    import tensorflow as tf
+
+    return (
+        isinstance(x, tf.data.Dataset) or hasattr(x, "__next__") or type(x).__name__ == "PyDataset"
+    )
+
+
+def _flat_arrays(
+    value: Any, model: Any, arg: str, *, outputs: bool = False
+) -> list[tuple[str, np.ndarray]] | None:
+    if isinstance(value, dict):
+        names = model.output_names if outputs else model.input_names
+        order = [k for k in names if k in value] or list(value)
+        return [(f"{arg}[{k!r}]", np.asarray(value[k])) for k in order]
+    if isinstance(value, list | tuple):
+        return [(f"{arg}[{i}]", np.asarray(v)) for i, v in enumerate(value)]
+    try:
+        return [(arg, np.asarray(value))]
+    except Exception:  # noqa: BLE001 - not array-like: leave it to Keras
+        return None
+
+
+def _check_array(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind not in "biuf":
+        raise CompressionError(
+            f"`{name}` must hold numbers, got dtype {arr.dtype}; convert it with "
+            "np.asarray(..., dtype=np.float32) (token ids: int32)."
+        )
+    if arr.ndim == 0:
+        raise CompressionError(f"`{name}` must be a batch of samples, got a scalar.")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise CompressionError(
+            f"`{name}` contains {bad} NaN or inf value(s); training on them makes every weight "
+            "NaN. Clean or impute the data first (np.isfinite(x).all() must hold)."
         )
 
 

@@ -29,19 +29,24 @@ import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.compose import (
+    CompressionReport,
     Selector,
-    _as_tf_keras,
+    _attach,
+    _check_finite,
     _check_names_exist,
     _check_selector,
     _compile,
+    _frozen,
     _install_guard,
     _layer_matches,
+    _prepare,
     _prune_wrapper_class,
     _pruning_wrappers,
 )
 from tflight.compose import (
     callbacks as _callbacks,
 )
+from tflight.compose import report as _report_of
 from tflight.errors import CompressionError, UnsupportedLayerError
 
 __all__ = [
@@ -295,32 +300,10 @@ class Prune:
                 f"Prune must come first in a pipeline: pruning after {sorted(preserve)} would "
                 "destroy them. Put tflight.Prune before tflight.Cluster and tflight.QAT."
             )
-        base = _as_tf_keras(model, what="prune")
-        _check_names_exist(base, self.select, arg="select")
-        chosen = [layer for layer in base.layers if _layer_matches(layer, self.select)]
-        with_weights = [layer for layer in chosen if layer.weights]
-        bad = [layer for layer in with_weights if not _supports(layer)]
-        if self.m_by_n is not None:
-            # m:n groups run along the input channels; TF-MOT cannot form them otherwise.
-            bad += [
-                layer
-                for layer in with_weights
-                if layer not in bad and not _fits_m_by_n(layer, self.m_by_n[1])
-            ]
-        if bad and self.unsupported == "raise":
-            listed = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in bad)
-            why = f" with {self.m_by_n[0]}:{self.m_by_n[1]} sparsity" if self.m_by_n else ""
-            raise UnsupportedLayerError(
-                f"TF-MOT cannot prune these layers{why}: {listed}. Leave them dense with "
-                "`unsupported='skip'`, narrow `select`, or give the layer a "
-                "`get_prunable_weights()` method."
-            )
-        targets = {layer.name for layer in with_weights if layer not in bad}
-        if not targets:
-            raise CompressionError(
-                f"`select`={self.select!r} picks no prunable layer in model {base.name!r}; "
-                "select Conv or Dense layers."
-            )
+        base, flat = _prepare(model, what="prune")
+        rep = self.plan(base)
+        rep = dataclasses.replace(rep, inlined=flat.inlined)
+        targets = set(rep.wrapped)
         mot = tfmot().sparsity.keras
         params: dict[str, Any] = {"pruning_schedule": self.schedule._tfmot()}
         if self.m_by_n is not None:
@@ -351,7 +334,66 @@ class Prune:
             raise CompressionError(f"TF-MOT could not prune model {base.name!r}: {e}") from e
         _install_guard(pruned, technique="tflight.prune")
         _compile(pruned, compile)
+        _attach(pruned, rep)
         return pruned
+
+    def plan(self, model: Any, *, preserve: frozenset[str] = frozenset()) -> CompressionReport:
+        """Decides, without wrapping, which layers of a flat tf_keras model are pruned.
+
+        Frozen layers (`trainable=False`) are skipped: pruning them would change
+        weights that training may not repair. Layers outside `select` and, with
+        `unsupported="skip"`, layers TF-MOT cannot prune are skipped too; every
+        skipped layer with weights is listed with its reason.
+
+        Raises:
+          UnsupportedLayerError: with `unsupported="raise"`, selected trainable
+            layers that cannot be pruned.
+          CompressionError: nothing left to prune.
+        """
+        if preserve:
+            raise CompressionError(
+                f"Prune must come first in a pipeline: pruning after {sorted(preserve)} would "
+                "destroy them. Put tflight.Prune before tflight.Cluster and tflight.QAT."
+            )
+        _check_names_exist(model, self.select, arg="select")
+        skipped: list[tuple[str, str]] = []
+        bad: list[tuple[Any, str]] = []
+        targets: list[str] = []
+        frozen = [layer.name for layer in model.layers if _frozen(layer)]
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if not _layer_matches(layer, self.select):
+                skipped.append((layer.name, "not selected"))
+            elif not layer.trainable:
+                skipped.append((layer.name, "frozen"))
+            elif not _supports(layer):
+                bad.append((layer, f"TF-MOT cannot prune {type(layer).__name__}"))
+            elif _prunable_weight_names(layer) == [] and not hasattr(layer, "get_prunable_weights"):
+                # TF-MOT lists them (BatchNormalization, DepthwiseConv2D) to prune nothing.
+                skipped.append((layer.name, f"TF-MOT prunes no weight of {type(layer).__name__}"))
+            elif self.m_by_n is not None and not _fits_m_by_n(layer, self.m_by_n[1]):
+                bad.append((layer, f"input channels not a multiple of {self.m_by_n[1]}"))
+            else:
+                targets.append(layer.name)
+        if bad and self.unsupported == "raise":
+            listed = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer, _ in bad)
+            why = f" with {self.m_by_n[0]}:{self.m_by_n[1]} sparsity" if self.m_by_n else ""
+            raise UnsupportedLayerError(
+                f"TF-MOT cannot prune these layers{why}: {listed}. Leave them dense with "
+                "`unsupported='skip'`, narrow `select`, or give the layer a "
+                "`get_prunable_weights()` method."
+            )
+        skipped += [(layer.name, why) for layer, why in bad]
+        if not targets:
+            raise CompressionError(
+                f"`select`={self.select!r} picks no prunable, trainable layer in model "
+                f"{model.name!r} (skipped: {dict(skipped)}); select Conv or Dense layers, or "
+                "unfreeze the layers to prune."
+            )
+        return CompressionReport(
+            technique="prune", wrapped=tuple(targets), skipped=tuple(skipped), frozen=tuple(frozen)
+        )
 
     def callbacks(self, model: Any) -> list[Any]:
         return _callbacks(model)
@@ -464,15 +506,28 @@ class SparsityReport:
         return sum(row.zeros for row in self.layers) / total if total else 0.0
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        """Prints one line per weight and the overall sparsity."""
-        print_fn(f"{'layer':<20} {'weight':<12} {'shape':<18} {'sparsity':>9} {'target':>7}")
-        for row in self.layers:
-            target = f"{row.target:.0%}" if row.target is not None else "-"
+        """Prints one line per weight (columns sized to the longest name) and the overall sparsity."""
+        rows = [
+            (
+                row.layer,
+                row.weight,
+                str(row.shape),
+                f"{row.sparsity:.1%}",
+                f"{row.target:.0%}" if row.target is not None else "-",
+            )
+            for row in self.layers
+        ]
+        head = ("layer", "weight", "shape", "sparsity", "target")
+        widths = [max([len(head[i])] + [len(r[i]) for r in rows]) for i in range(5)]
+        for r in [head, *rows]:
             print_fn(
-                f"{row.layer:<20} {row.weight:<12} {str(row.shape):<18} "
-                f"{row.sparsity:>9.1%} {target:>7}"
+                f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}"
             )
         print_fn(f"overall sparsity: {self.overall:.1%}")
+
+
+_TARGETS_ATTR = "_tflight_sparsity_targets"
 
 
 def _wrapper_target(wrapper: Any) -> float:
@@ -496,6 +551,7 @@ def sparsity_report(model: Any) -> SparsityReport:
       A `SparsityReport`.
     """
     rows = []
+    targets = getattr(model, _TARGETS_ATTR, {})
     for layer in model.layers:
         if is_tf_keras_model(layer):
             rows.extend(sparsity_report(layer).layers)
@@ -508,7 +564,7 @@ def sparsity_report(model: Any) -> SparsityReport:
         kernel = _kernel_variable(layer)
         if kernel is not None:
             inner = getattr(layer, "layer", layer)  # named after the wrapped layer
-            rows.append(_row(inner.name, kernel, kernel.numpy(), None))
+            rows.append(_row(inner.name, kernel, kernel.numpy(), targets.get(inner.name)))
     return SparsityReport(tuple(rows))
 
 
@@ -567,8 +623,11 @@ def strip_pruning(model: Any, *, check: bool = True, tolerance: float = 0.02) ->
             f"strip_pruning expects a model returned by tflight.prune, got "
             f"{type(model).__qualname__} {getattr(model, 'name', '')!r} with no pruning wrappers."
         )
-    for wrapper in _pruning_wrappers(model):
+    wrappers = _pruning_wrappers(model)
+    for wrapper in wrappers:
         wrapper.pruning_obj.weight_mask_op()
+    # NaN weights are not zeros: say that training diverged, not that pruning fell short.
+    _check_finite(model, stage="pruning")
     if check:
         short = [
             row
@@ -584,5 +643,10 @@ def strip_pruning(model: Any, *, check: bool = True, tolerance: float = 0.02) ->
                 "schedule's end_step (epochs * steps per epoch), make sure training used "
                 "tflight.callbacks(model), or pass check=False to export anyway."
             )
+    targets = {w.layer.name: _wrapper_target(w) for w in wrappers}
     stripped = tfmot().sparsity.keras.strip_pruning(model)
+    object.__setattr__(stripped, _TARGETS_ATTR, targets)
+    rep = _report_of(model)
+    if rep is not None:
+        _attach(stripped, rep)
     return stripped

@@ -51,8 +51,11 @@ VERBOSE_ENV = "TFLIGHT_VERBOSE"
 _THIRD_PARTY_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"\s*Warning: tf\.lite\.Interpreter is deprecated", UserWarning, r"tensorflow\."),
     (r"Statistics for quantized inputs were expected", UserWarning, r"tensorflow\."),
-    (r"distutils Version classes are deprecated", DeprecationWarning,
-     r"tensorflow_model_optimization"),
+    (
+        r"distutils Version classes are deprecated",
+        DeprecationWarning,
+        r"tensorflow_model_optimization",
+    ),
 )
 
 
