@@ -372,20 +372,10 @@ EXPECTED_ERRORS: dict[tuple[str, str], str] = {
     ("mobilenet_v3_small", "pcqat"): _PQAT_SE,
 }
 
-# Cells that start working only when another part of the project lands (the
-# bridge's `register` path and keras-hub layers, the converter's recurrent and
-# dict-input support). Their expectation above is what the issue requires; the
-# runner reports them as pending instead of failed until this set is emptied.
-PENDING_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset(
-    # Converter: Keras 3 LSTM/GRU ("tf.TensorListReserve ... element_shape") and
-    # keras-hub's dict-input BERT.
-    {("lstm", m) for m in (*CONVERT, "agreement")}
-    | {("bigru", m) for m in (*CONVERT, "agreement")}
-    | {("hub_bert", m) for m in (*CONVERT, "agreement")}
-    # Bridge: keras-hub's ReversibleEmbedding, the example of `register`.
-    | {("hub_bert", t) for t in COMPRESS}
-    | {("custom_layer", t) for t in COMPRESS}
-)
+# Cells that are expected to fail until another part of the project lands;
+# the runner reports them as pending instead of failed. Empty: every cell above
+# either works or fails with its expected, documented error.
+PENDING_OTHER_BRANCHES: frozenset[tuple[str, str]] = frozenset()
 
 
 # The cells `tests/test_zoo.py` runs in CI; the benchmark runs all of them.

@@ -19,7 +19,8 @@ TFLIGHT_ALL = {
     "BridgeReport", "to_keras3", "to_tf_keras",
     # compression
     "CentroidInit", "Cluster", "cluster", "strip_clustering", "Pipeline", "PipelineResult",
-    "callbacks", "fit", "freeze", "ConstantSparsity", "PolynomialDecay", "Prune",
+    "callbacks", "fit", "freeze", "CompressionReport", "compression_report", "FlattenResult",
+    "flatten", "ConstantSparsity", "PolynomialDecay", "Prune",
     "SparsityReport", "prune", "sparsity_report", "strip_pruning", "QAT", "AgreementReport",
     "check_agreement", "quantize", "strip_quantization",
     # structure

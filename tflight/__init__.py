@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from tflight.compose import callbacks
     from tflight.compose import fit
     from tflight.compose import freeze
+    from tflight.compose import CompressionReport
+    from tflight.compose import report as compression_report
+    from tflight.flatten import FlattenResult
+    from tflight.flatten import flatten
     from tflight.pruning import ConstantSparsity
     from tflight.pruning import PolynomialDecay
     from tflight.pruning import Prune
@@ -126,6 +130,10 @@ _EXPORTS: dict[str, str] = {
     "callbacks": "tflight.compose",
     "fit": "tflight.compose",
     "freeze": "tflight.compose",
+    "CompressionReport": "tflight.compose",
+    "compression_report": "tflight.compose",
+    "FlattenResult": "tflight.flatten",
+    "flatten": "tflight.flatten",
     "ConstantSparsity": "tflight.pruning",
     "PolynomialDecay": "tflight.pruning",
     "Prune": "tflight.pruning",
@@ -195,6 +203,7 @@ _RENAMED: dict[str, str] = {
     "DEVICE_PROFILES": "PROFILES",
     "quantization_sensitivity": "sensitivity",
     "search_precision": "search",
+    "compression_report": "report",
 }
 
 __all__ = [
@@ -215,6 +224,10 @@ __all__ = [
     "callbacks",
     "fit",
     "freeze",
+    "CompressionReport",
+    "compression_report",
+    "FlattenResult",
+    "flatten",
     "ConstantSparsity",
     "PolynomialDecay",
     "Prune",
