@@ -1051,6 +1051,12 @@ class _Builder:
 
                 args = keras.tree.map_structure(fill, list(node.arguments.args))
                 kwargs = keras.tree.map_structure(fill, dict(node.arguments.kwargs))
+                if isinstance(op, keras.layers.Layer):
+                    # Keras 3 records `training=False` on every layer whose call takes
+                    # it and replaces it with the model's own mode at call time;
+                    # tf_keras would honour it and pin Dropout, RNNs (and the pruning
+                    # mask updates inside them) to inference mode during training.
+                    kwargs.pop("training", None)
                 if isinstance(op, keras.layers.Layer) and self._inlines(op):
                     out = self._k3_inline(op, node, args, kwargs)
                 elif isinstance(op, keras.layers.Layer):

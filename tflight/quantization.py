@@ -115,9 +115,11 @@ class QAT:
             if _is_input_layer(layer):
                 return layer
             if layer.name in keep:
-                if type(layer).__name__ == "Activation":
+                if type(layer).__name__ == "Activation" or (preserve and _float_inputs(layer)):
                     # TF-MOT's transforms would still quantize the output of an
-                    # Activation that follows a quantized layer: say "nothing" explicitly.
+                    # Activation that follows a quantized layer, and its sparsity- and
+                    # cluster-preserving schemes ask every layer for a quantize config:
+                    # say "nothing" explicitly.
                     return mot.quantize_annotate_layer(layer, quantize_config=no_op())
                 return layer
             return mot.quantize_annotate_layer(layer)
@@ -614,3 +616,13 @@ def _agrees(k_out: np.ndarray, l_out: np.ndarray) -> np.ndarray:
     span = float(np.max(k_out) - np.min(k_out)) if k_out.size else 0.0
     tol = 0.05 * max(span, 1e-6)
     return (np.abs(k_out - l_out).reshape(n, -1) <= tol).all(axis=1)
+
+
+def _float_inputs(layer: Any) -> bool:
+    """Whether every input of `layer` is a float tensor (an Embedding's ids are not)."""
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError):
+        return False
+    inputs = inputs if isinstance(inputs, list | tuple) else [inputs]
+    return all(getattr(getattr(t, "dtype", None), "is_floating", False) for t in inputs)
