@@ -372,3 +372,33 @@ def test_convert_command_loads_a_custom_layer_with_custom_objects(custom_model, 
     result = _run("convert", model, "-m", "fp32", "--custom-objects", layers_py, "-o", str(out))
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[4:8] == b"TFL3"
+
+
+def _save(model, path):
+    model.save(path)
+    return str(path)
+
+
+def test_compress_skip_unsupported_leaves_layers_dense_for_pruning(tmp_path, digits):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(16),
+        keras.layers.PReLU(name="prelu"),  # not in TF-MOT's prune registry
+        keras.layers.Dense(10),
+    ])
+    path = _save(model, tmp_path / "prelu.keras")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:128], y=digits.y_train[:128])
+    line = _one_error_line(_run("compress", path, "--data", str(data), "--technique", "prune",
+                                "-o", str(tmp_path / "o.tflite")))
+    assert "'prelu'" in line and "--skip-unsupported" in line
+    out = tmp_path / "skip.tflite"
+    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1",
+                  "--skip-unsupported", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "prelu" in result.output and "cannot prune PReLU" in result.output
+    assert out.is_file()

@@ -98,6 +98,12 @@ def _ends_in_softmax(model) -> bool:
     is_flag=True,
     help="With QAT: leave the layers TF-MOT cannot quantize in float instead of failing.",
 )
+@click.option(
+    "--skip-unsupported",
+    is_flag=True,
+    help="With pruning: leave the layers TF-MOT cannot prune dense instead of failing "
+    "(they are reported as skipped).",
+)
 @custom_objects_option
 @progress_option
 @click.option(
@@ -123,6 +129,7 @@ def compress(
     mode: str | None,
     min_agreement: float,
     keep_unsupported_float: bool,
+    skip_unsupported: bool,
     custom_objects_path: str | None,
     progress: bool | None,
     out_path: str,
@@ -181,7 +188,10 @@ def compress(
     techniques = []
     for stage in stages:
         if stage == "prune":
-            techniques.append(tflight.Prune(sparsity=sparsity))
+            techniques.append(tflight.Prune(
+                    sparsity=sparsity, unsupported="skip" if skip_unsupported else "raise"
+                )
+            )
         elif stage == "cluster":
             techniques.append(tflight.Cluster(n_clusters=clusters))
         else:
@@ -207,9 +217,12 @@ def compress(
     except UnsupportedLayerError as e:
         # The library's advice names Python arguments; give the command's own.
         reason = str(e).split(". ")[0]
-        fix = "" if keep_unsupported_float or "qat" not in stages else (
-            " Leave them in float with --keep-unsupported-float, or"
-        )
+        if "prune" in stages and not skip_unsupported and "cannot prune" in reason:
+            fix = " Leave them dense with --skip-unsupported, or"
+        elif "qat" in stages and not keep_unsupported_float and "cannot prune" not in reason:
+            fix = " Leave them in float with --keep-unsupported-float, or"
+        else:
+            fix = ""
         raise UnsupportedLayerError(
             f"{reason}.{fix or ''} {'r' if fix else 'R'}eplace them with supported layers "
             "(Conv2D, DepthwiseConv2D, Dense, ...), or choose another --technique."
