@@ -402,3 +402,18 @@ def test_compress_skip_unsupported_leaves_layers_dense_for_pruning(tmp_path, dig
     assert result.exit_code == 0, result.output
     assert "prelu" in result.output and "cannot prune PReLU" in result.output
     assert out.is_file()
+
+
+def test_compress_prints_the_original_accuracy_on_the_same_data(files, tmp_path, digits):
+    import keras
+
+    root, model_path, data = files
+    val = str(root / "val.npz")
+    result = _run("compress", model_path, "--data", data, "--validation", val,
+                  "--technique", "prune", "--epochs", "1", "-o", str(tmp_path / "o.tflite"))
+    assert result.exit_code == 0, result.output
+    model = keras.saving.load_model(model_path)
+    pred = model.predict(digits.x_test[:64], verbose=0).argmax(-1)
+    expected = float(np.mean(pred == digits.y_test[:64]))
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("original model:"))
+    assert line == f"original model: accuracy {expected:.2%} on the same 64 samples of {val}"

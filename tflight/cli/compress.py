@@ -45,6 +45,14 @@ def _ends_in_softmax(model) -> bool:
     return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
 
 
+def _accuracy(model, x, y) -> float:
+    """Top-1 accuracy of a Keras model on `x` (array or list of arrays) with class ids `y`."""
+    import numpy as np
+
+    pred = np.asarray(model.predict(x, verbose=0))
+    return float(np.mean(pred.reshape(len(pred), -1).argmax(-1) == np.asarray(y).reshape(-1)))
+
+
 @click.command("compress")
 @click.argument("model_path", metavar="MODEL")
 @click.option(
@@ -244,11 +252,13 @@ def compress(
     )
     if "prune" in stages:
         click.echo(f"sparsity: {tflight.sparsity_report(out.model).overall:.1%}")
+    original = _accuracy(model, x_val, y_val)
     report = tflight.check_agreement(out.model, result, x_val, y=y_val, min_agreement=0.0)
     click.echo(
         f"measured on {held}: top-1 agreement Keras vs LiteRT {report.agreement:.2%}; "
         f"accuracy Keras {report.keras_accuracy:.2%}, LiteRT {report.tflite_accuracy:.2%}"
     )
+    click.echo(f"original model: accuracy {original:.2%} on the same {held}")
     if qat and report.agreement < min_agreement:
         raise CompressionError(
             f"The {mode} .tflite agrees with the QAT Keras model on {report.agreement:.2%} of "
