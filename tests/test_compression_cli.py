@@ -417,3 +417,22 @@ def test_compress_prints_the_original_accuracy_on_the_same_data(files, tmp_path,
     expected = float(np.mean(pred == digits.y_test[:64]))
     line = next(ln for ln in result.output.splitlines() if ln.startswith("original model:"))
     assert line == f"original model: accuracy {expected:.2%} on the same 64 samples of {val}"
+
+
+def test_compress_notes_sparsity_far_below_target_from_frozen_layers(tmp_path, digits):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    backbone = keras.layers.Dense(256, activation="relu", name="backbone")
+    backbone.trainable = False
+    out = keras.layers.Dense(10, name="head")(backbone(keras.layers.Flatten()(inp)))
+    path = _save(keras.Model(inp, out), tmp_path / "frozen.keras")
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:128], y=digits.y_train[:128])
+    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1",
+                  "--sparsity", "0.5", "-o", str(tmp_path / "o.tflite"))
+    assert result.exit_code == 0, result.output
+    note = next(ln for ln in result.output.splitlines() if ln.startswith("note: sparsity"))
+    assert "16,384 of 18,944 prunable weights were skipped" in note
+    assert "16,384 frozen" in note

@@ -53,6 +53,27 @@ def _accuracy(model, x, y) -> float:
     return float(np.mean(pred.reshape(len(pred), -1).argmax(-1) == np.asarray(y).reshape(-1)))
 
 
+def _echo_sparsity(report, target: float, skipped: dict[str, str]) -> None:
+    """Prints the reached sparsity, and a note when skipped layers keep it far below target."""
+    click.echo(f"sparsity: {report.overall:.1%}")
+    if report.overall >= target - 0.1 or not skipped:
+        return
+    total = sum(row.size for row in report.layers)
+    by_reason: dict[str, int] = {}
+    for row in report.layers:
+        if row.layer in skipped:
+            by_reason[skipped[row.layer]] = by_reason.get(skipped[row.layer], 0) + row.size
+    if not by_reason:
+        return
+    left = sum(by_reason.values())
+    why = "; ".join(f"{n:,} {reason}" for reason, n in sorted(by_reason.items()))
+    click.echo(
+        f"note: sparsity {report.overall:.1%} is far below the --sparsity target "
+        f"{target:.0%} because {left:,} of {total:,} prunable weights were skipped and left "
+        f"dense ({why}). Unfreeze those layers or use a model TF-MOT can prune to reach it."
+    )
+
+
 @click.command("compress")
 @click.argument("model_path", metavar="MODEL")
 @click.option(
@@ -251,7 +272,8 @@ def compress(
         out.model, mode, representative_data=x[:200], sample_data=x_val
     )
     if "prune" in stages:
-        click.echo(f"sparsity: {tflight.sparsity_report(out.model).overall:.1%}")
+        skipped = next((dict(r.skipped) for r in out.reports if r.technique == "prune"), {})
+        _echo_sparsity(tflight.sparsity_report(out.model), sparsity, skipped)
     original = _accuracy(model, x_val, y_val)
     report = tflight.check_agreement(out.model, result, x_val, y=y_val, min_agreement=0.0)
     click.echo(
