@@ -74,6 +74,17 @@ def _echo_sparsity(report, target: float, skipped: dict[str, str]) -> None:
     )
 
 
+def agreement_advice() -> str:
+    """What to do when a QAT .tflite fails the --min-agreement gate, every option named."""
+    return (
+        "Options: lower --min-agreement if this agreement is acceptable; keep the layers "
+        "TF-MOT cannot quantize in float with --keep-unsupported-float; skip QAT and convert "
+        "in --mode dynamic (e.g. --technique prune --mode dynamic); or fine-tune longer "
+        "(--epochs), which helps when the quantization ranges have not settled but can lower "
+        "agreement further on attention models."
+    )
+
+
 @click.command("compress")
 @click.argument("model_path", metavar="MODEL")
 @click.option(
@@ -285,8 +296,7 @@ def compress(
         raise CompressionError(
             f"The {mode} .tflite agrees with the QAT Keras model on {report.agreement:.2%} of "
             f"{report.samples} held-out samples, below --min-agreement {min_agreement:.2%}; "
-            "nothing was written. Fine-tune longer (--epochs) so that the quantization ranges "
-            "settle, or lower --min-agreement."
+            f"nothing was written. {agreement_advice()}"
         )
     result.save(out_path)
     click.echo(f"wrote {out_path}: {mode}, {result.size:,} bytes, gzip {result.gzip_size:,} bytes")
