@@ -178,6 +178,7 @@ def test_compress_refuses_a_two_head_model(tmp_path, digits):
     line = _one_error_line(_run("compress", str(path), "--data", str(data), "-o",
                                 str(tmp_path / "o.tflite")))
     assert "has 2 outputs ('digit', 'parity')" in line
+    assert "tflight.Pipeline" in line
 
 
 def _umask():
@@ -447,3 +448,26 @@ def test_compress_agreement_failure_advice_names_every_option():
     for option in ("--min-agreement", "--keep-unsupported-float", "--mode dynamic", "--epochs"):
         assert option in advice, option
     assert "attention" in advice  # more epochs is not presented as the sure fix
+
+
+def test_compress_a_two_input_model_from_x0_x1(tmp_path, digits):
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    extra = keras.Input((4,), name="extra")
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(image), extra])
+    path = _save(keras.Model([image, extra], keras.layers.Dense(10)(h)), tmp_path / "mi.keras")
+    x1 = digits.x_train[:128].reshape(128, 64)[:, :4].copy()
+    data = tmp_path / "mi.npz"
+    np.savez(data, x0=digits.x_train[:128], x1=x1, y=digits.y_train[:128])
+    out = tmp_path / "mi.tflite"
+    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1",
+                  "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "26 held-out samples" in result.output and "original model: accuracy" in result.output
+    assert len(Interpreter(model_path=str(out)).get_input_details()) == 2
+    np.savez(data, x0=digits.x_train[:128], y=digits.y_train[:128])  # one array short
+    line = _one_error_line(_run("compress", path, "--data", str(data), "-o", str(out) + "2.tflite"))
+    assert "holds 1 input array(s) (x0 ... x0) but model" in line and "2 input(s)" in line

@@ -45,6 +45,67 @@ def _ends_in_softmax(model) -> bool:
     return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
 
 
+def _n(x) -> int:
+    """Examples in `x`: one array, or a list of arrays (one per model input)."""
+    return len(x[0]) if isinstance(x, list) else len(x)
+
+
+def _rows(x, index):
+    return [a[index] for a in x] if isinstance(x, list) else x[index]
+
+
+def _split(x, y, holdout: float):
+    """`--holdout` split of one array or of a list of input arrays (same rows in each)."""
+    import numpy as np
+
+    from tflight import _io
+
+    if not isinstance(x, list):
+        (x, y), (x_val, y_val) = _io.split_holdout(x, y, holdout)
+        return x, y, x_val, y_val
+    index = np.arange(_n(x))
+    (train, y), (held, y_val) = _io.split_holdout(index, y, holdout)
+    return _rows(x, train), y, _rows(x, held), y_val
+
+
+def _check_outputs(model, error) -> None:
+    outputs = list(getattr(model, "outputs", None) or [])
+    if len(outputs) > 1:
+        names = ", ".join(repr(n) for n in (getattr(model, "output_names", None) or []))
+        raise error(
+            f"The model {model.name!r} has {len(outputs)} outputs ({names}); compress trains "
+            "classifiers with one output and one label per example. Compress a multi-output "
+            "model from Python with tflight.Pipeline (it takes a loss per output), or save "
+            "one head on its own."
+        )
+
+
+def _check_inputs(model, x, path: str, error) -> None:
+    """Single-input models take `x`; a model with k inputs takes `x0` ... `x{k-1}`."""
+    from tflight import _io
+
+    if not isinstance(x, list):
+        _io.check_input_shape(model, x, path, error=error)
+        return
+    inputs = list(getattr(model, "inputs", None) or [])
+    if len(inputs) != len(x):
+        raise error(
+            f"{path!r} holds {len(x)} input array(s) (x0 ... x{len(x) - 1}) but model "
+            f"{model.name!r} has {len(inputs)} input(s); save one array per input, in the "
+            "model's input order."
+        )
+    for i, (tensor, a) in enumerate(zip(inputs, x, strict=True)):
+        expected, got = tuple(tensor.shape[1:]), tuple(a.shape[1:])
+        if len(expected) != len(got) or any(
+            e is not None and e != g for e, g in zip(expected, got, strict=True)
+        ):
+            raise error(
+                f"`x{i}` in {path!r} has examples of shape {got}, but input {i} of model "
+                f"{model.name!r} takes {expected} (None = any); pass data of shape "
+                f"(n, *{expected})."
+            )
+
+
 def _accuracy(model, x, y) -> float:
     """Top-1 accuracy of a Keras model on `x` (array or list of arrays) with class ids `y`."""
     import numpy as np
@@ -91,7 +152,8 @@ def agreement_advice() -> str:
     "--data",
     "data_path",
     required=True,
-    help="Training data: an .npz with `x` (inputs) and `y` (class ids or one-hot labels).",
+    help="Training data: an .npz with `x` (inputs; `x0`, `x1`, ... for a multi-input model) "
+    "and `y` (class ids or one-hot labels).",
 )
 @click.option(
     "--validation",
@@ -199,26 +261,29 @@ def compress(
     say = progress_printer(progress)
     stages = _STAGES[Recipe(technique)]
 
-    x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
+    x, y = _io.load_xy(data_path, labels=True, error=CompressionError, multi_input=True)
     if validation_path is not None:
-        x_val, y_val = _io.load_xy(validation_path, labels=True, error=CompressionError)
+        x_val, y_val = _io.load_xy(
+            validation_path, labels=True, error=CompressionError, multi_input=True
+        )
     custom = _io.load_custom_objects(custom_objects_path, error=CompressionError)
     model = _io.load_model(model_path, custom_objects=custom, error=CompressionError)
-    _io.check_input_shape(model, x, data_path, error=CompressionError)
+    _check_outputs(model, CompressionError)
+    _check_inputs(model, x, data_path, CompressionError)
     y = _io.check_labels(model, y, data_path, error=CompressionError)
     if validation_path is not None:
-        _io.check_input_shape(model, x_val, validation_path, error=CompressionError)
+        _check_inputs(model, x_val, validation_path, CompressionError)
         y_val = _io.check_labels(model, y_val, validation_path, error=CompressionError)
-        held = f"{len(x_val)} samples of {validation_path}"
+        held = f"{_n(x_val)} samples of {validation_path}"
     else:
-        (x, y), (x_val, y_val) = _io.split_holdout(x, y, holdout)
+        x, y, x_val, y_val = _split(x, y, holdout)
         held = (
-            f"{len(x_val)} held-out samples ({holdout:.0%} of {data_path}, not used for training)"
+            f"{_n(x_val)} held-out samples ({holdout:.0%} of {data_path}, not used for training)"
         )
-    if len(x) < 2:
+    if _n(x) < 2:
         raise CompressionError(
-            f"{data_path!r} leaves {len(x)} training example(s) after holding out "
-            f"{len(x_val)}; give more data or pass --validation."
+            f"{data_path!r} leaves {_n(x)} training example(s) after holding out "
+            f"{_n(x_val)}; give more data or pass --validation."
         )
 
     import converters
@@ -242,7 +307,7 @@ def compress(
     loss = k.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
     callbacks = [stage_callback(k, say, stages)] if say else []
     if say:
-        say(f"Fine-tuning on {len(x)} examples of {data_path}; measuring on {held}.")
+        say(f"Fine-tuning on {_n(x)} examples of {data_path}; measuring on {held}.")
     try:
         out = tflight.Pipeline(techniques).fit(
             model,
@@ -280,7 +345,7 @@ def compress(
     if say:
         say(f"Converting to {mode} and verifying in LiteRT ...")
     result = converters.convert(
-        out.model, mode, representative_data=x[:200], sample_data=x_val
+        out.model, mode, representative_data=_rows(x, slice(0, 200)), sample_data=x_val
     )
     if "prune" in stages:
         skipped = next((dict(r.skipped) for r in out.reports if r.technique == "prune"), {})
