@@ -699,3 +699,28 @@ def test_qat_message_never_lists_a_kind_as_both_unsupported_and_supported():
     # A BatchNormalization right after a linear Conv2D is folded and quantized.
     qat = tflight.quantize(_model_with(lambda k: k.layers.BatchNormalization(name="bn")))
     assert not tflight.compose.report(qat).kept_float
+
+
+def test_prune_wraps_an_lstm_and_converts(digits):
+    # TF-MOT prunes the kernels of LSTM/GRU/SimpleRNN cells; tflight used to refuse them.
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tokens = (digits.x_train[:128].reshape(128, 64) * 15).round().astype("int32")
+    model = keras.Sequential([
+        keras.Input((64,), dtype="int32"),
+        keras.layers.Embedding(17, 8),
+        keras.layers.LSTM(8, name="lstm"),
+        keras.layers.Dense(10),
+    ])
+    pruned = tflight.prune(model, sparsity=0.5, compile=_compile_kwargs())
+    tflight.fit(pruned, tokens, digits.y_train[:128], epochs=1, batch_size=64, verbose=0)
+    stripped = tflight.strip_pruning(pruned)
+    rows = [r for r in tflight.sparsity_report(stripped).layers if r.layer == "lstm"]
+    assert rows and rows[0].sparsity >= 0.49
+    # The converter cannot lower a tf_keras LSTM with a dynamic batch (TensorListReserve
+    # needs a static shape): convert the same pruned layers behind a batch-1 input.
+    k = tf_keras()
+    fixed = k.Sequential([k.Input((64,), batch_size=1, dtype="int32"), *stripped.layers])
+    result = converters.convert(fixed, "fp32", sample_data=tokens[:16])
+    assert result.size > 0

@@ -297,7 +297,8 @@ def load_xy(
     labels: bool,
     hint: str = "",
     error: type[TflightError] = TflightError,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    multi_input: bool = False,
+) -> tuple[np.ndarray | list[np.ndarray], np.ndarray | None]:
     """Reads data from an `.npz` file with arrays `x` and (optionally) `y`.
 
     Args:
@@ -306,9 +307,12 @@ def load_xy(
       hint: appended to the message when `y` is missing (e.g. an option that
         makes labels unnecessary).
       error: the `TflightError` subclass to raise.
+      multi_input: also accept `x0`, `x1`, ... (one array per model input, in
+        the model's input order, as `convert -c` and `quantize --data` read).
 
     Returns:
-      `x` as float32 of shape `(n, ...)`, and `y` (class ids `(n,)`, a column
+      `x` as float32 of shape `(n, ...)` (with `multi_input` and `x0`, `x1`,
+      ...: a list of such arrays with the same `n`), and `y` (class ids `(n,)`, a column
       `(n, 1)` or one-hot `(n, classes)`, as stored) or None.
 
     Raises:
@@ -323,21 +327,42 @@ def load_xy(
             arrays = {key: npz[key] for key in npz.files}
     except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
         raise error(f"{path!r} is not a readable .npz file: {e}") from e
-    if "x" not in arrays:
+    if "x" in arrays:
+        names = ["x"]
+    elif multi_input and "x0" in arrays:
+        names = []
+        while f"x{len(names)}" in arrays:
+            names.append(f"x{len(names)}")
+    else:
+        several = (
+            " (or x0=first_input, x1=second_input, ... for a multi-input model)"
+            if multi_input
+            else ""
+        )
         raise error(
             f"{path!r} has no array `x` (found: {sorted(arrays) or 'none'}); save the inputs "
-            "with np.savez(path, x=inputs, y=labels)."
+            f"with np.savez(path, x=inputs, y=labels){several}."
         )
-    x, y = arrays["x"], arrays.get("y")
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise error(
-            f"`x` in {path!r} must be a numeric array of shape (n, ...), got dtype {x.dtype} "
-            f"and shape {x.shape}."
-        )
-    if len(x) == 0:
-        raise error(f"`x` in {path!r} holds no examples.")
-    x = x.astype("float32")
-    _check_finite(x, "x", path, error)
+    y = arrays.get("y")
+    xs = []
+    for name in names:
+        a = arrays[name]
+        if a.ndim < 2 or not np.issubdtype(a.dtype, np.number):
+            raise error(
+                f"`{name}` in {path!r} must be a numeric array of shape (n, ...), got dtype "
+                f"{a.dtype} and shape {a.shape}."
+            )
+        if len(a) == 0:
+            raise error(f"`{name}` in {path!r} holds no examples.")
+        if len(a) != len(arrays[names[0]]):
+            raise error(
+                f"`{name}` in {path!r} has {len(a)} examples but `{names[0]}` has "
+                f"{len(arrays[names[0]])}; every input needs one row per example."
+            )
+        a = a.astype("float32")
+        _check_finite(a, name, path, error)
+        xs.append(a)
+    x = xs[0]
     if y is None and labels:
         raise error(
             f"{path!r} has no array `y` (labels); add labels with "
@@ -352,7 +377,7 @@ def load_xy(
         )
     if y is not None and np.issubdtype(y.dtype, np.floating):
         _check_finite(y, "y", path, error)
-    return x, y
+    return (xs if names != ["x"] else x), y
 
 
 def _check_finite(a: np.ndarray, name: str, path: str, error: type[TflightError]) -> None:

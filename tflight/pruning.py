@@ -204,7 +204,12 @@ def _supports(layer: Any) -> bool:
     mot = tfmot().sparsity.keras
     if isinstance(layer, mot.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
         return True
-    return _prunable_weight_names(layer) is not None
+    if _prunable_weight_names(layer) is not None:
+        return True
+    # LSTM, GRU, SimpleRNN and RNN over their cells: TF-MOT prunes each cell's
+    # `kernel` and `recurrent_kernel` (exact classes only, as TF-MOT checks them).
+    registry = tfmot_internal("sparsity.keras.prune_registry").PruneRegistry
+    return bool(registry.supports(layer))
 
 
 @dataclasses.dataclass(frozen=True)
