@@ -541,3 +541,25 @@ def test_keras_hub_backbone_with_a_head(digits):
     q = quantize_int4(fp32, calibration_data=digits.x_train[:200],
                       test_data=(digits.x_test, digits.y_test))
     assert q.size < len(fp32) / 4 and q.verification.samples == len(digits.x_test)
+
+
+def test_labels_outside_the_models_classes_are_refused(fragile_file, digits, tmp_path):
+    # y=42 or -1 for a 10-class model, or one-hot of the wrong width: one Error line, no file.
+    x = digits.x_train[_N_FIT:]
+    y = np.asarray(digits.y_train[_N_FIT:]).copy()
+    with pytest.raises(PrecisionError, match="ids up to 42"):
+        search(fragile_file, x, np.where(np.arange(len(y)) == 3, 42, y))
+    out = tmp_path / "mixed.tflite"
+    cases = {
+        "y42": (np.where(np.arange(len(y)) == 3, 42, y), "ids up to 42"),
+        "yneg": (np.where(np.arange(len(y)) == 3, -1, y), "negative class ids"),
+        "onehot7": (np.eye(7)[y % 7], "7 columns"),
+    }
+    for name, (labels, message) in cases.items():
+        data = tmp_path / f"{name}.npz"
+        np.savez(data, x=x, y=labels)
+        r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                     "--max-drop", "2", "-o", str(out)])
+        assert r.exit_code == 2, (name, r.output)
+        assert "Error:" in r.output and message in r.output, (name, r.output)
+        assert "Traceback" not in r.output and not out.exists(), name

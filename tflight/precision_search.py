@@ -292,6 +292,25 @@ def _validation_needed(need: int, *, separate_calibration: bool, separate_test: 
     return n
 
 
+def _class_ids(fm: Any, out: int, y: Any, what: str) -> Any:
+    """Labels as class ids checked against the width of the model's output `out`.
+
+    Out-of-range ids, negative ids and one-hot rows of the wrong width are
+    refused (`tflight._io.class_ids`); None stays None.
+    """
+    if y is None:
+        return None
+    import numpy as np
+
+    from tflight._io import class_ids
+
+    shape = tuple(int(d) for d in fm.runtime.output_details[out]["shape"])
+    classes = shape[1] if len(shape) == 2 and shape[1] > 1 else None
+    y = np.asarray(y)
+    n = len(y) if y.ndim >= 1 else 0
+    return class_ids(y, n, classes=classes, what=what, error=PrecisionError)
+
+
 def search(
     model: Any,
     x: Any,
@@ -394,6 +413,7 @@ def search(
     ps = _precisions(choices if choices is not None else list(Precision), "choices")
     fm = _FloatModel(model, sample=None)
     out = fm.output_index(output)
+    y = _class_ids(fm, out, y, "the labels `y`")
     if test_data is None:
         calibration, [(xs, ys), (xt, yt)], how = _split(
             fm, x, y, calibration_data, parts=2, seed=seed)
@@ -402,7 +422,7 @@ def search(
         calibration, [(xs, ys)], how = _split(fm, x, y, calibration_data, parts=1, seed=seed)
         tx, ty = _pair(test_data)
         xt = fm.check(tx, "`test_data`")
-        yt = _labels(ty, _n(xt), "`test_data` labels")
+        yt = _labels(_class_ids(fm, out, ty, "`test_data` labels"), _n(xt), "`test_data` labels")
         _check_disjoint(calibration, xt, "`test_data`")
         test_name = "the test data"
     need = samples_needed(float(max_drop), float(confidence))
