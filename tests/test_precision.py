@@ -321,7 +321,7 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
 
     r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
                                  "-o", str(fragile_file)])
-    assert r.exit_code == 2 and "write over the input" in r.output
+    assert r.exit_code == 2 and "is the input" in r.output
     r = CliRunner().invoke(cli, ["quantize", str(tmp_path / "missing.tflite"),
                                  "--data", str(data)])
     assert r.exit_code == 2 and "Error:" in r.output
@@ -563,3 +563,26 @@ def test_labels_outside_the_models_classes_are_refused(fragile_file, digits, tmp
         assert r.exit_code == 2, (name, r.output)
         assert "Error:" in r.output and message in r.output, (name, r.output)
         assert "Traceback" not in r.output and not out.exists(), name
+
+
+def test_cli_checks_the_output_before_loading(fragile_file, tmp_path):
+    import os
+
+    # Links to the input are the input; the data is never read (it is not an .npz).
+    bad_data = tmp_path / "notdata.npz"
+    bad_data.write_text("not an npz")
+    hard, soft = tmp_path / "hard.tflite", tmp_path / "soft.tflite"
+    os.link(fragile_file, hard)
+    soft.symlink_to(fragile_file)
+    before = fragile_file.read_bytes()
+    for out in (hard, soft):
+        r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(bad_data),
+                                     "-o", str(out)])
+        assert r.exit_code == 2 and "is the input" in r.output, r.output
+    assert fragile_file.read_bytes() == before
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(bad_data),
+                                 "-o", str(blocker / "m.tflite")])
+    assert r.exit_code == 2 and "is not a directory" in r.output, r.output
+    assert "File exists" not in r.output and "notdata" not in r.output

@@ -84,7 +84,7 @@ def test_shrink_bad_requests_exit_2_without_output(files, args, message):
 def test_shrink_refuses_to_overwrite_its_input(files):
     _, model, _ = files
     result = CliRunner().invoke(cli, ["shrink", model, "-o", model])
-    assert result.exit_code == 2 and "is the input model" in result.output
+    assert result.exit_code == 2 and "is the input" in result.output
 
 
 def test_shrink_with_sensitivity_allocation(files):
@@ -114,3 +114,29 @@ def test_shrink_to_an_estimated_latency_target(files):
     assert report["sensitivity"]["allocated_ratios"]
     small, big = keras.saving.load_model(out), keras.saving.load_model(model)
     assert small.count_params() < big.count_params()
+
+
+def test_shrink_checks_the_output_before_loading(files, tmp_path):
+    import os
+
+    root, model, data = files
+    # A hard link and a symbolic link to the input are the input.
+    hard, soft = tmp_path / "hard.keras", tmp_path / "soft.keras"
+    os.link(model, hard)
+    soft.symlink_to(model)
+    before = open(model, "rb").read()
+    for out in (hard, soft):
+        result = CliRunner().invoke(cli, ["shrink", model, "-o", str(out)])
+        assert result.exit_code == 2 and "is the input" in result.output, result.output
+    assert open(model, "rb").read() == before
+    # A parent that is a file is named as such, before any data is read (the
+    # data file here is not even an .npz).
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    bad_data = tmp_path / "notdata.npz"
+    bad_data.write_text("not an npz")
+    result = CliRunner().invoke(
+        cli, ["shrink", model, "--data", str(bad_data), "-o", str(blocker / "m.keras")]
+    )
+    assert result.exit_code == 2 and "is not a directory" in result.output, result.output
+    assert "File exists" not in result.output and "notdata" not in result.output

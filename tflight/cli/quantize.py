@@ -151,13 +151,16 @@ def quantize(
     if bad or not words:
         raise click.BadParameter(f"unknown precision(s) {bad}; choose from {', '.join(_PRECISIONS)}",
                                  param_hint="--choices")
-    if out_path is not None and os.path.abspath(out_path) == os.path.abspath(model_path):
-        raise click.BadParameter("would write over the input model; choose another path",
-                                 param_hint="--output")
+    from converters.files import check_output
     from tflight import precision as P
     from tflight.errors import PrecisionBudgetError, PrecisionError
     from tflight.precision_search import search
 
+    # The output is checked before anything is loaded or measured: a path that
+    # is (or links to) an input, or that cannot be written, costs nothing.
+    if out_path is not None:
+        check_output(out_path, [model_path, data_path, calibration_path],
+                     option="-o/--output", error=PrecisionError)
     x, y = _load(data_path, PrecisionError)
     calibration = None
     if calibration_path is not None:

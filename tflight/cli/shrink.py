@@ -109,11 +109,10 @@ def shrink(
     The report lists channels (or ranks) per layer before and after, and the MACs
     counted from the layer shapes.
     """
+    from converters.files import check_output
     from tflight import _io
     from tflight.errors import CompressionError
 
-    if os.path.abspath(out_path) == os.path.abspath(model_path):
-        raise CompressionError(f"-o {out_path!r} is the input model; choose another path.")
     if (epochs or distill) and data_path is None:
         raise CompressionError("Fine-tuning (--epochs/--distill) needs --data train.npz.")
     if distill and not epochs:
@@ -133,6 +132,12 @@ def shrink(
         raise CompressionError("--energy applies to --method lowrank.")
     if not os.path.isfile(model_path):
         raise CompressionError(f"Model file {model_path!r} does not exist.")
+    # The output is checked before anything is loaded or trained: a path that
+    # is (or links to) an input, or that cannot be written, costs nothing.
+    check_output(
+        out_path, [model_path, data_path, sensitivity_plot], option="-o/--output",
+        error=CompressionError,
+    )
     x = y = None
     if data_path is not None:
         x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
