@@ -586,3 +586,19 @@ def test_cli_checks_the_output_before_loading(fragile_file, tmp_path):
                                  "-o", str(blocker / "m.tflite")])
     assert r.exit_code == 2 and "is not a directory" in r.output, r.output
     assert "File exists" not in r.output and "notdata" not in r.output
+
+
+def test_cli_loads_custom_layers_from_custom_objects(digits, tmp_path):
+    from tests.test_shrink_cli import custom_layer_model
+
+    model, py = custom_layer_model(tmp_path)
+    data = tmp_path / "val.npz"
+    np.savez(data, x=digits.x_test[:64], y=digits.y_test[:64])
+    args = ["quantize", str(model), "--data", str(data), "--sensitivity-only",
+            "--choices", "int8", "--json"]
+    without = CliRunner().invoke(cli, args)
+    assert without.exit_code == 2 and "Error:" in without.output, without.output
+    r = CliRunner().invoke(cli, [*args, "--custom-objects", str(py)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert any(e["layer"].startswith("scaled") or "scaled" in e["layer"] for e in d["entries"])

@@ -140,3 +140,63 @@ def test_shrink_checks_the_output_before_loading(files, tmp_path):
     )
     assert result.exit_code == 2 and "is not a directory" in result.output, result.output
     assert "File exists" not in result.output and "notdata" not in result.output
+
+
+_CUSTOM_LAYER = '''
+import keras
+
+
+class ScaledDense(keras.layers.Layer):
+    """A Dense-like layer Keras does not know (not registered)."""
+
+    def __init__(self, units, scale=2.0, **kw):
+        super().__init__(**kw)
+        self.units, self.scale = units, scale
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), name="w")
+        self.b = self.add_weight(shape=(self.units,), initializer="zeros", name="b")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.w) * self.scale + self.b
+
+    def get_config(self):
+        return super().get_config() | {"units": self.units, "scale": self.scale}
+'''
+
+
+def custom_layer_model(root):
+    """A Functional model with a custom layer saved to .keras, and the .py file defining it."""
+    import importlib.util
+
+    import keras
+
+    py = root / "fixa_custom_layers.py"
+    py.write_text(_CUSTOM_LAYER)
+    spec = importlib.util.spec_from_file_location("fixa_custom_layers_src", py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(i)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = module.ScaledDense(16, name="scaled")(x)
+    model = keras.Model(i, keras.layers.Dense(10)(keras.layers.ReLU()(x)))
+    path = root / "custom.keras"
+    model.save(path)
+    return path, py
+
+
+def test_shrink_loads_custom_layers_from_custom_objects(files, tmp_path):
+    _, _, data = files
+    model, py = custom_layer_model(tmp_path)
+    out = tmp_path / "small.keras"
+    without = CliRunner().invoke(cli, ["shrink", str(model), "-o", str(out)])
+    assert without.exit_code == 2 and "Error:" in without.output, without.output
+    result = CliRunner().invoke(
+        cli, ["shrink", str(model), "--custom-objects", str(py), "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["macs_after"] < report["macs_before"] and out.exists()

@@ -7,6 +7,8 @@ import os
 
 import click
 
+from tflight.cli._common import custom_objects_option
+
 __all__ = ["quantize"]
 
 
@@ -115,6 +117,7 @@ def _plot_sensitivity(report, path: str) -> None:
               help="Where to write the chosen .tflite.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the sensitivity to this .png (needs matplotlib).")
+@custom_objects_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def quantize(
     model_path: str,
@@ -130,6 +133,7 @@ def quantize(
     sensitivity_only: bool,
     out_path: str | None,
     plot: str | None,
+    custom_objects_path: str | None,
     as_json: bool,
 ) -> None:
     """Rank MODEL's layers by quantization sensitivity and search a mixed precision.
@@ -159,8 +163,19 @@ def quantize(
     # The output is checked before anything is loaded or measured: a path that
     # is (or links to) an input, or that cannot be written, costs nothing.
     if out_path is not None:
-        check_output(out_path, [model_path, data_path, calibration_path],
+        check_output(out_path, [model_path, data_path, calibration_path, custom_objects_path],
                      option="-o/--output", error=PrecisionError)
+    model = model_path
+    if not model_path.lower().endswith(".tflite") or custom_objects_path is not None:
+        # Keras models are loaded here, so that the user's custom layers resolve.
+        from tflight import _io
+
+        custom = _io.load_custom_objects(custom_objects_path, error=PrecisionError)
+        if model_path.lower().endswith(".tflite"):
+            raise PrecisionError(
+                f"--custom-objects applies to .keras/.h5 models; {model_path!r} is a .tflite."
+            )
+        model = _io.load_model(model_path, custom_objects=custom, error=PrecisionError)
     x, y = _load(data_path, PrecisionError)
     calibration = None
     if calibration_path is not None:
@@ -168,7 +183,7 @@ def quantize(
     output = (int(metric_output) if metric_output is not None and metric_output.isdigit()
               else metric_output)
     if sensitivity_only:
-        report = P.sensitivity(model_path, x, y, calibration_data=calibration, output=output,
+        report = P.sensitivity(model, x, y, calibration_data=calibration, output=output,
                                precisions=[w for w in words if w != "float"] or ["int8"])
         if plot is not None:
             _plot_sensitivity(report, plot)
@@ -180,7 +195,7 @@ def quantize(
                 click.echo(f"plot written to {plot}")
         return
     try:
-        result = search(model_path, x, y, max_drop=max_drop, confidence=confidence,
+        result = search(model, x, y, max_drop=max_drop, confidence=confidence,
                         calibration_data=calibration, objective=objective, profile=profile,
                         choices=words, guide=guide, output=output)
     except PrecisionBudgetError as e:

@@ -7,6 +7,8 @@ import os
 
 import click
 
+from tflight.cli._common import custom_objects_option
+
 __all__ = ["shrink"]
 
 
@@ -83,6 +85,7 @@ __all__ = ["shrink"]
     show_default=True,
     help="Arithmetic the model will run in, for --latency.",
 )
+@custom_objects_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def shrink(
     model_path: str,
@@ -102,6 +105,7 @@ def shrink(
     latency: float | None,
     device_profile: str,
     arithmetic: str,
+    custom_objects_path: str | None,
     as_json: bool,
 ) -> None:
     """Make MODEL smaller and faster: remove whole channels or factorize layers.
@@ -135,7 +139,8 @@ def shrink(
     # The output is checked before anything is loaded or trained: a path that
     # is (or links to) an input, or that cannot be written, costs nothing.
     check_output(
-        out_path, [model_path, data_path, sensitivity_plot], option="-o/--output",
+        out_path, [model_path, data_path, sensitivity_plot, custom_objects_path],
+        option="-o/--output",
         error=CompressionError,
     )
     x = y = None
@@ -145,7 +150,8 @@ def shrink(
             import numpy as np
 
             y = np.argmax(y, axis=-1)
-    model = _io.load_model(model_path, error=CompressionError)
+    custom = _io.load_custom_objects(custom_objects_path, error=CompressionError)
+    model = _io.load_model(model_path, custom_objects=custom, error=CompressionError)
     if x is not None:
         _io.check_input_shape(model, x, data_path, error=CompressionError)
 
