@@ -602,3 +602,30 @@ def test_cli_loads_custom_layers_from_custom_objects(digits, tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert any(e["layer"].startswith("scaled") or "scaled" in e["layer"] for e in d["entries"])
+
+
+def test_cli_refuses_a_budget_its_own_recheck_does_not_confirm(fragile_file, digits, tmp_path):
+    # With int4/int8/float only, the search's bound meets 2 pt but the held-out re-check's
+    # bound does not: no "budget met" claim, no file, one Error line naming both figures.
+    x, y = digits.x_train[_N_FIT:], digits.y_train[_N_FIT:]
+    cal_x = digits.x_train[:200]
+    budget = 2.0
+    result = search(fragile_file, x, y, max_drop=budget, calibration_data=cal_x,
+                    choices=["int4", "int8", "float"])
+    # The premise: the same search meets the budget, its re-check does not.
+    assert result.search_drop_bound_pt <= budget < result.verification.drop_bound_pt
+    lines = []
+    result.summary(print_fn=lines.append)
+    assert "WARNING: the re-check's bound" in lines[-1]
+    data, cal = tmp_path / "val.npz", tmp_path / "cal.npz"
+    np.savez(data, x=x, y=y)
+    np.savez(cal, x=cal_x)
+    out = tmp_path / "mixed.tflite"
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                 "--calibration", str(cal), "--choices", "int4,int8,float",
+                                 "--max-drop", str(budget), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "Error: The held-out re-check bounds" in r.output and "Traceback" not in r.output
+    assert "Warning:" in r.output and "WARNING: the re-check's bound" in r.output
+    assert "--data" in r.output and "--max-drop" in r.output
+    assert not out.exists()

@@ -236,6 +236,13 @@ class SearchResult:
         print_fn(f"latency on {self.profile}: {self.estimated_latency_ms:.4f} ms vs float "
                  f"{self.float_estimated_latency_ms:.4f} ms (estimated, not measured)")
         print_fn(f"verified: {self.verification.short()}")
+        v = self.verification
+        if v.drop_bound_pt > self.max_drop_pt + 1e-9:
+            print_fn(f"WARNING: the re-check's bound on new data ({v.drop_bound_pt:.2f} pt, "
+                     f"{v.losses} lost of {v.samples} held-out samples) exceeds the budget "
+                     f"{self.max_drop_pt:g} pt that the search's bound "
+                     f"({self.search_drop_bound_pt:.2f} pt) met; more validation data or a "
+                     "looser budget is needed to claim it")
 
 
 def _view_noise(report: SensitivityReport, guide: Guide) -> dict[str, dict[Precision, float]]:
