@@ -311,6 +311,11 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
     r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
                                  "--max-drop", "0.5"])
     assert r.exit_code == 2 and "more validation samples needed" in r.output, r.output
+    # The command's advice names its options, not the Python arguments.
+    assert "--max-drop" in r.output and "--confidence" in r.output
+    assert "--calibration" in r.output
+    assert "test_data" not in r.output and "calibration_data" not in r.output
+    assert "max_drop," not in r.output
     assert "Traceback" not in r.output
     big = tmp_path / "big.npz"
     np.savez(big, x=digits.x_train[_N_FIT:], y=digits.y_train[_N_FIT:])
@@ -318,6 +323,7 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
                                  "--max-drop", "1.5", "--choices", "int8"])
     assert r.exit_code == 2, r.output
     assert "Error: No configuration" in r.output and "best found loses" in r.output
+    assert "Raise --max-drop, allow more precise --choices" in r.output
 
     r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
                                  "-o", str(fragile_file)])

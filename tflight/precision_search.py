@@ -557,7 +557,7 @@ def search(
             f"{max_drop:g} accuracy points at {confidence:.0%} confidence: the best found loses "
             f"{drop:.2f} pt on {_n(xs)} search samples (bound on new data {bound:.2f} pt; "
             f"{_describe(layers, assign.get(OTHER_OPS, Precision.FLOAT))}). "
-            "Raise --max-drop, allow more precise choices (float, fp16), or start from a "
+            "Raise max_drop, allow more precise `choices` (float, fp16), or start from a "
             "QAT model.",
             best=result,
         )

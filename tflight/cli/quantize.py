@@ -40,6 +40,34 @@ def _load(path: str, error: type) -> tuple[object, object]:
             raise error(f"{path!r} is not a readable .npz file: {e}") from e
     return _io.load_xy(path, labels=False, error=error)
 
+# The library's advice names Python arguments; the command names its own options.
+_ADVICE = [
+    ("Or raise max_drop, lower confidence, pass test_data / calibration_data separately.",
+     "Or raise --max-drop, lower --confidence, or pass a separate --calibration file so that "
+     "no part of --data is held out for calibration."),
+    ("leave calibration_data=None to hold part of the validation data out for it.",
+     "leave out --calibration to hold part of --data out for it."),
+    ("pass more samples or separate calibration_data.",
+     "give more samples in --data, or a separate --calibration file."),
+    ("Raise max_drop, allow more precise `choices` (float, fp16)",
+     "Raise --max-drop, allow more precise --choices (float, fp16)"),
+]
+
+
+def _with_cli_advice(e: Exception) -> Exception:
+    """`e` with its advice in terms of the command's options (the same object if none applies)."""
+    from tflight.errors import PrecisionBudgetError
+
+    message = str(e)
+    for python, cli in _ADVICE:
+        message = message.replace(python, cli)
+    if message == str(e):
+        return e
+    if isinstance(e, PrecisionBudgetError):
+        return PrecisionBudgetError(message, best=e.best)
+    return type(e)(message)
+
+
 _OBJECTIVES = ["size", "latency"]
 _PRECISIONS = ["float", "fp16", "int16x8", "int8", "int4", "int4-block"]
 
@@ -183,8 +211,11 @@ def quantize(
     output = (int(metric_output) if metric_output is not None and metric_output.isdigit()
               else metric_output)
     if sensitivity_only:
-        report = P.sensitivity(model, x, y, calibration_data=calibration, output=output,
-                               precisions=[w for w in words if w != "float"] or ["int8"])
+        try:
+            report = P.sensitivity(model, x, y, calibration_data=calibration, output=output,
+                                   precisions=[w for w in words if w != "float"] or ["int8"])
+        except PrecisionError as e:
+            raise _with_cli_advice(e) from e
         if plot is not None:
             _plot_sensitivity(report, plot)
         if as_json:
@@ -203,7 +234,9 @@ def quantize(
             click.echo(json.dumps(e.best.to_dict(), indent=2))
         elif e.best is not None:
             e.best.summary(print_fn=click.echo)
-        raise
+        raise _with_cli_advice(e) from e
+    except PrecisionError as e:
+        raise _with_cli_advice(e) from e
     v = result.verification
     recheck_failed = v.drop_bound_pt > max_drop + 1e-9  # NaN (no bound) is not a failure
     if plot is not None:
