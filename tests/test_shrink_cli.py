@@ -200,3 +200,38 @@ def test_shrink_loads_custom_layers_from_custom_objects(files, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["macs_after"] < report["macs_before"] and out.exists()
+
+
+def test_shrink_says_which_layers_its_mac_count_leaves_out(digits, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8))
+    x = keras.layers.Bidirectional(keras.layers.GRU(16))(i)
+    model = keras.Model(i, keras.layers.Dense(10)(x), name="bigru")
+    path = tmp_path / "bigru.keras"
+    model.save(path)
+    out = tmp_path / "small.keras"
+    result = CliRunner().invoke(cli, ["shrink", str(path), "--method", "lowrank", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "MACs (counted)" in result.output
+    assert "(MACs counted over Dense/Conv layers only; not counted: bidirectional " \
+           "(Bidirectional))" in result.output
+    result = CliRunner().invoke(
+        cli, ["shrink", str(path), "--method", "lowrank", "-o", str(out), "--json"]
+    )
+    report = json.loads(result.output)
+    assert report["macs_not_counted"] == ["bidirectional (Bidirectional)"]
+
+
+def test_shrink_says_when_rounding_misses_the_flops_target(files):
+    root, model, _ = files
+    out = root / "rounded.keras"
+    result = _run("shrink", model, "--flops", "0.5", "--round-to", "8", "-o", str(out), "--json")
+    report = json.loads(result.output)
+    ratio = report["macs_after"] / report["macs_before"]
+    assert abs(ratio - 0.5) > 0.05, ratio  # the premise: multiples of 8 cannot reach 50%
+    assert "--round-to 8" in report["target_note"] and "50%" in report["target_note"]
+    text = _run("shrink", model, "--flops", "0.5", "--round-to", "8", "-o", str(out)).output
+    assert "note: the target was 50% of the counted MACs" in text
+    assert "not counted" not in _run("shrink", model, "-o", str(out)).output

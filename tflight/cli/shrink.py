@@ -12,6 +12,35 @@ from tflight.cli._common import custom_objects_option
 __all__ = ["shrink"]
 
 
+_COUNTED = ("conv", "dense", "separable", "depthwise")
+
+
+def _not_counted(model) -> list[str]:
+    """Layers with weights whose MACs the report's count leaves out, as "name (Class)".
+
+    The count covers convolutions and Dense layers; BatchNormalization is left
+    out of this list because conversion folds it into the preceding layer.
+    """
+    from tflight.depgraph import DependencyGraph
+
+    graph = DependencyGraph(model)
+    counted = {id(rec.layer) for rec in graph.layers.values() if rec.kind in _COUNTED}
+    out: list[str] = []
+
+    def walk(m) -> None:
+        for layer in getattr(m, "layers", []):
+            if getattr(layer, "layers", None) and not layer.__class__.__name__ == "Bidirectional":
+                walk(layer)
+                continue
+            if (id(layer) in counted or not layer.weights
+                    or type(layer).__name__ == "BatchNormalization"):
+                continue
+            out.append(f"{layer.name} ({type(layer).__name__})")
+
+    walk(model)
+    return out
+
+
 @click.command("shrink")
 @click.argument("model_path", metavar="MODEL")
 @click.option(
@@ -195,6 +224,19 @@ def shrink(
             flops = 0.5
         result = factorize(model, macs_target=flops, energy=energy)
     report = result.to_dict()
+    not_counted = _not_counted(model)
+    report["macs_counted_over"] = "Dense/Conv layers only"
+    report["macs_not_counted"] = not_counted
+    target_note = None
+    if method == "channels" and flops is not None and abs(result.macs_ratio - flops) > 0.05:
+        target_note = (
+            f"note: the target was {flops:.0%} of the counted MACs; the result keeps "
+            f"{result.macs_ratio:.1%}, {abs(result.macs_ratio - flops) * 100:.0f} points "
+            f"{'under' if result.macs_ratio < flops else 'over'} it"
+            + (f" (--round-to {round_to} keeps channel counts in multiples of {round_to})"
+               if round_to > 1 else "")
+        )
+        report["target_note"] = target_note
     if method == "channels" and sensitivity is not None:
         sensitivity.plot(sensitivity_plot)
         report["sensitivity"] = sensitivity.to_dict() | {"allocated_ratios": ratio}
@@ -231,6 +273,13 @@ def shrink(
                 f"{device_profile} (estimated, not measured)"
             )
     result.summary(print_fn=click.echo)
+    click.echo(
+        "(MACs counted over Dense/Conv layers only; "
+        + (f"not counted: {', '.join(not_counted)})" if not_counted
+           else "every layer with weights is one of them)")
+    )
+    if target_note:
+        click.echo(target_note)
     if epochs:
         final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
         click.echo(f"fine-tuned {epochs} epoch(s){' with distillation' if distill else ''}: {final}")
