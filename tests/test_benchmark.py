@@ -469,3 +469,24 @@ def test_cli_reports_internal_errors_with_exit_1(models, monkeypatch, tmp_path):
     assert res.exit_code == 1
     assert "internal error" in res.output and str(trace) in res.output
     assert not res.output.startswith("Error:")
+
+
+def test_cli_refuses_labels_the_model_cannot_output_and_nan_inputs(models, tmp_path):
+    # The model has 10 outputs: ids 42 and -1 and 7-wide one-hot rows label nothing it says,
+    # and NaN inputs give no accuracy worth printing.
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    cases = {
+        "y42": (dict(x=x, y=np.array([0, 1, 2, 42])), "ids up to 42"),
+        "yneg": (dict(x=x, y=np.array([0, 1, 2, -1])), "negative class ids"),
+        "onehot7": (dict(x=x, y=np.eye(7)[[0, 1, 2, 3]]), "7 columns"),
+        "nan": (dict(x=np.full_like(x, np.nan), y=np.array([0, 1, 2, 3])), "NaN"),
+    }
+    for name, (arrays, message) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **arrays)
+        res = CliRunner().invoke(cli, ["bench", models["fp32"], "--inputs", str(path), "--runs", "1",
+                                       "--min-time", "0", "--warmup-runs", "0",
+                                       "--warmup-min-time", "0"])
+        assert res.exit_code == 2, (name, res.output)
+        assert "Error:" in res.output and message in res.output, (name, res.output)
+        assert "Traceback" not in res.output and "accuracy" not in res.output.lower(), name

@@ -311,6 +311,11 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
     r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
                                  "--max-drop", "0.5"])
     assert r.exit_code == 2 and "more validation samples needed" in r.output, r.output
+    # The command's advice names its options, not the Python arguments.
+    assert "--max-drop" in r.output and "--confidence" in r.output
+    assert "--calibration" in r.output
+    assert "test_data" not in r.output and "calibration_data" not in r.output
+    assert "max_drop," not in r.output
     assert "Traceback" not in r.output
     big = tmp_path / "big.npz"
     np.savez(big, x=digits.x_train[_N_FIT:], y=digits.y_train[_N_FIT:])
@@ -318,10 +323,11 @@ def test_cli_errors_exit_2_without_traceback(fragile_file, digits, tmp_path):
                                  "--max-drop", "1.5", "--choices", "int8"])
     assert r.exit_code == 2, r.output
     assert "Error: No configuration" in r.output and "best found loses" in r.output
+    assert "Raise --max-drop, allow more precise --choices" in r.output
 
     r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
                                  "-o", str(fragile_file)])
-    assert r.exit_code == 2 and "write over the input" in r.output
+    assert r.exit_code == 2 and "is the input" in r.output
     r = CliRunner().invoke(cli, ["quantize", str(tmp_path / "missing.tflite"),
                                  "--data", str(data)])
     assert r.exit_code == 2 and "Error:" in r.output
@@ -541,3 +547,91 @@ def test_keras_hub_backbone_with_a_head(digits):
     q = quantize_int4(fp32, calibration_data=digits.x_train[:200],
                       test_data=(digits.x_test, digits.y_test))
     assert q.size < len(fp32) / 4 and q.verification.samples == len(digits.x_test)
+
+
+def test_labels_outside_the_models_classes_are_refused(fragile_file, digits, tmp_path):
+    # y=42 or -1 for a 10-class model, or one-hot of the wrong width: one Error line, no file.
+    x = digits.x_train[_N_FIT:]
+    y = np.asarray(digits.y_train[_N_FIT:]).copy()
+    with pytest.raises(PrecisionError, match="ids up to 42"):
+        search(fragile_file, x, np.where(np.arange(len(y)) == 3, 42, y))
+    out = tmp_path / "mixed.tflite"
+    cases = {
+        "y42": (np.where(np.arange(len(y)) == 3, 42, y), "ids up to 42"),
+        "yneg": (np.where(np.arange(len(y)) == 3, -1, y), "negative class ids"),
+        "onehot7": (np.eye(7)[y % 7], "7 columns"),
+    }
+    for name, (labels, message) in cases.items():
+        data = tmp_path / f"{name}.npz"
+        np.savez(data, x=x, y=labels)
+        r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                     "--max-drop", "2", "-o", str(out)])
+        assert r.exit_code == 2, (name, r.output)
+        assert "Error:" in r.output and message in r.output, (name, r.output)
+        assert "Traceback" not in r.output and not out.exists(), name
+
+
+def test_cli_checks_the_output_before_loading(fragile_file, tmp_path):
+    import os
+
+    # Links to the input are the input; the data is never read (it is not an .npz).
+    bad_data = tmp_path / "notdata.npz"
+    bad_data.write_text("not an npz")
+    hard, soft = tmp_path / "hard.tflite", tmp_path / "soft.tflite"
+    os.link(fragile_file, hard)
+    soft.symlink_to(fragile_file)
+    before = fragile_file.read_bytes()
+    for out in (hard, soft):
+        r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(bad_data),
+                                     "-o", str(out)])
+        assert r.exit_code == 2 and "is the input" in r.output, r.output
+    assert fragile_file.read_bytes() == before
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(bad_data),
+                                 "-o", str(blocker / "m.tflite")])
+    assert r.exit_code == 2 and "is not a directory" in r.output, r.output
+    assert "File exists" not in r.output and "notdata" not in r.output
+
+
+def test_cli_loads_custom_layers_from_custom_objects(digits, tmp_path):
+    from tests.test_shrink_cli import custom_layer_model
+
+    model, py = custom_layer_model(tmp_path)
+    data = tmp_path / "val.npz"
+    np.savez(data, x=digits.x_test[:64], y=digits.y_test[:64])
+    args = ["quantize", str(model), "--data", str(data), "--sensitivity-only",
+            "--choices", "int8", "--json"]
+    without = CliRunner().invoke(cli, args)
+    assert without.exit_code == 2 and "Error:" in without.output, without.output
+    r = CliRunner().invoke(cli, [*args, "--custom-objects", str(py)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert any(e["layer"].startswith("scaled") or "scaled" in e["layer"] for e in d["entries"])
+
+
+def test_cli_refuses_a_budget_its_own_recheck_does_not_confirm(fragile_file, digits, tmp_path):
+    # With int4/int8/float only, the search's bound meets 2 pt but the held-out re-check's
+    # bound does not: no "budget met" claim, no file, one Error line naming both figures.
+    x, y = digits.x_train[_N_FIT:], digits.y_train[_N_FIT:]
+    cal_x = digits.x_train[:200]
+    budget = 2.0
+    result = search(fragile_file, x, y, max_drop=budget, calibration_data=cal_x,
+                    choices=["int4", "int8", "float"])
+    # The premise: the same search meets the budget, its re-check does not.
+    assert result.search_drop_bound_pt <= budget < result.verification.drop_bound_pt
+    lines = []
+    result.summary(print_fn=lines.append)
+    assert "WARNING: the re-check's bound" in lines[-1]
+    data, cal = tmp_path / "val.npz", tmp_path / "cal.npz"
+    np.savez(data, x=x, y=y)
+    np.savez(cal, x=cal_x)
+    out = tmp_path / "mixed.tflite"
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                 "--calibration", str(cal), "--choices", "int4,int8,float",
+                                 "--max-drop", str(budget), "-o", str(out)])
+    assert r.exit_code == 2, r.output
+    assert "Error: The held-out re-check bounds" in r.output and "Traceback" not in r.output
+    assert "Warning:" in r.output and "WARNING: the re-check's bound" in r.output
+    assert "--data" in r.output and "--max-drop" in r.output
+    assert not out.exists()

@@ -84,7 +84,7 @@ def test_shrink_bad_requests_exit_2_without_output(files, args, message):
 def test_shrink_refuses_to_overwrite_its_input(files):
     _, model, _ = files
     result = CliRunner().invoke(cli, ["shrink", model, "-o", model])
-    assert result.exit_code == 2 and "is the input model" in result.output
+    assert result.exit_code == 2 and "is the input" in result.output
 
 
 def test_shrink_with_sensitivity_allocation(files):
@@ -114,3 +114,124 @@ def test_shrink_to_an_estimated_latency_target(files):
     assert report["sensitivity"]["allocated_ratios"]
     small, big = keras.saving.load_model(out), keras.saving.load_model(model)
     assert small.count_params() < big.count_params()
+
+
+def test_shrink_checks_the_output_before_loading(files, tmp_path):
+    import os
+
+    root, model, data = files
+    # A hard link and a symbolic link to the input are the input.
+    hard, soft = tmp_path / "hard.keras", tmp_path / "soft.keras"
+    os.link(model, hard)
+    soft.symlink_to(model)
+    before = open(model, "rb").read()
+    for out in (hard, soft):
+        result = CliRunner().invoke(cli, ["shrink", model, "-o", str(out)])
+        assert result.exit_code == 2 and "is the input" in result.output, result.output
+    assert open(model, "rb").read() == before
+    # A parent that is a file is named as such, before any data is read (the
+    # data file here is not even an .npz).
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    bad_data = tmp_path / "notdata.npz"
+    bad_data.write_text("not an npz")
+    result = CliRunner().invoke(
+        cli, ["shrink", model, "--data", str(bad_data), "-o", str(blocker / "m.keras")]
+    )
+    assert result.exit_code == 2 and "is not a directory" in result.output, result.output
+    assert "File exists" not in result.output and "notdata" not in result.output
+
+
+_CUSTOM_LAYER = '''
+import keras
+
+
+class ScaledDense(keras.layers.Layer):
+    """A Dense-like layer Keras does not know (not registered)."""
+
+    def __init__(self, units, scale=2.0, **kw):
+        super().__init__(**kw)
+        self.units, self.scale = units, scale
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units), name="w")
+        self.b = self.add_weight(shape=(self.units,), initializer="zeros", name="b")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.w) * self.scale + self.b
+
+    def get_config(self):
+        return super().get_config() | {"units": self.units, "scale": self.scale}
+'''
+
+
+def custom_layer_model(root):
+    """A Functional model with a custom layer saved to .keras, and the .py file defining it."""
+    import importlib.util
+
+    import keras
+
+    py = root / "fixa_custom_layers.py"
+    py.write_text(_CUSTOM_LAYER)
+    spec = importlib.util.spec_from_file_location("fixa_custom_layers_src", py)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(i)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    x = module.ScaledDense(16, name="scaled")(x)
+    model = keras.Model(i, keras.layers.Dense(10)(keras.layers.ReLU()(x)))
+    path = root / "custom.keras"
+    model.save(path)
+    return path, py
+
+
+def test_shrink_loads_custom_layers_from_custom_objects(files, tmp_path):
+    _, _, data = files
+    model, py = custom_layer_model(tmp_path)
+    out = tmp_path / "small.keras"
+    without = CliRunner().invoke(cli, ["shrink", str(model), "-o", str(out)])
+    assert without.exit_code == 2 and "Error:" in without.output, without.output
+    result = CliRunner().invoke(
+        cli, ["shrink", str(model), "--custom-objects", str(py), "-o", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["macs_after"] < report["macs_before"] and out.exists()
+
+
+def test_shrink_says_which_layers_its_mac_count_leaves_out(digits, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8))
+    x = keras.layers.Bidirectional(keras.layers.GRU(16))(i)
+    model = keras.Model(i, keras.layers.Dense(10)(x), name="bigru")
+    path = tmp_path / "bigru.keras"
+    model.save(path)
+    out = tmp_path / "small.keras"
+    result = CliRunner().invoke(cli, ["shrink", str(path), "--method", "lowrank", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "MACs (counted)" in result.output
+    assert "(MACs counted over Dense/Conv layers only; not counted: bidirectional " \
+           "(Bidirectional))" in result.output
+    result = CliRunner().invoke(
+        cli, ["shrink", str(path), "--method", "lowrank", "-o", str(out), "--json"]
+    )
+    report = json.loads(result.output)
+    assert report["macs_not_counted"] == ["bidirectional (Bidirectional)"]
+
+
+def test_shrink_says_when_rounding_misses_the_flops_target(files):
+    root, model, _ = files
+    out = root / "rounded.keras"
+    result = _run("shrink", model, "--flops", "0.5", "--round-to", "8", "-o", str(out), "--json")
+    report = json.loads(result.output)
+    ratio = report["macs_after"] / report["macs_before"]
+    assert abs(ratio - 0.5) > 0.05, ratio  # the premise: multiples of 8 cannot reach 50%
+    assert "--round-to 8" in report["target_note"] and "50%" in report["target_note"]
+    text = _run("shrink", model, "--flops", "0.5", "--round-to", "8", "-o", str(out)).output
+    assert "note: the target was 50% of the counted MACs" in text
+    assert "not counted" not in _run("shrink", model, "-o", str(out)).output

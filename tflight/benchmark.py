@@ -254,8 +254,14 @@ class _AcceleratorUnavailable(BenchmarkError):
     pass
 
 
-def _load_labels(path: str | None, n: int, *, name: str) -> np.ndarray | None:
-    """The labels `y` of the inputs file as class ids (`tflight._io.class_ids`), or None."""
+def _load_labels(
+    path: str | None, n: int, *, name: str, classes: int | None = None
+) -> np.ndarray | None:
+    """The labels `y` of the inputs file as class ids (`tflight._io.class_ids`), or None.
+
+    With `classes` (the width of the model's first output), ids outside
+    `[0, classes)` and one-hot rows of another width are refused.
+    """
     if path is None:
         return None
     with np.load(path, allow_pickle=False) as data:
@@ -267,7 +273,9 @@ def _load_labels(path: str | None, n: int, *, name: str) -> np.ndarray | None:
             f"labels 'y' in {name!r} hold {len(y)} entries but the inputs "
             f"hold {n} samples; give one label per sample"
         )
-    return class_ids(y, n, what=f"labels 'y' in {name!r}", error=InputDataError)
+    return class_ids(
+        y, n, classes=classes, what=f"labels 'y' in {name!r}", error=InputDataError
+    )
 
 
 def _check_inputs_path(inputs: str | os.PathLike | None) -> str | None:
@@ -567,7 +575,8 @@ def benchmark(
 
         accuracy = agreement = max_diff = None
         samples = None
-        labels = _load_labels(inputs_path, len(outputs[0]), name=str(inputs))
+        width = outputs[0].shape[1] if outputs[0].ndim == 2 and outputs[0].shape[1] > 1 else None
+        labels = _load_labels(inputs_path, len(outputs[0]), name=str(inputs), classes=width)
         if inputs_path is not None:
             samples = int(len(outputs[0]))
         if labels is not None:

@@ -236,6 +236,13 @@ class SearchResult:
         print_fn(f"latency on {self.profile}: {self.estimated_latency_ms:.4f} ms vs float "
                  f"{self.float_estimated_latency_ms:.4f} ms (estimated, not measured)")
         print_fn(f"verified: {self.verification.short()}")
+        v = self.verification
+        if v.drop_bound_pt > self.max_drop_pt + 1e-9:
+            print_fn(f"WARNING: the re-check's bound on new data ({v.drop_bound_pt:.2f} pt, "
+                     f"{v.losses} lost of {v.samples} held-out samples) exceeds the budget "
+                     f"{self.max_drop_pt:g} pt that the search's bound "
+                     f"({self.search_drop_bound_pt:.2f} pt) met; more validation data or a "
+                     "looser budget is needed to claim it")
 
 
 def _view_noise(report: SensitivityReport, guide: Guide) -> dict[str, dict[Precision, float]]:
@@ -290,6 +297,25 @@ def _validation_needed(need: int, *, separate_calibration: bool, separate_test: 
                         separate_test=separate_test) < need:
         n += 1
     return n
+
+
+def _class_ids(fm: Any, out: int, y: Any, what: str) -> Any:
+    """Labels as class ids checked against the width of the model's output `out`.
+
+    Out-of-range ids, negative ids and one-hot rows of the wrong width are
+    refused (`tflight._io.class_ids`); None stays None.
+    """
+    if y is None:
+        return None
+    import numpy as np
+
+    from tflight._io import class_ids
+
+    shape = tuple(int(d) for d in fm.runtime.output_details[out]["shape"])
+    classes = shape[1] if len(shape) == 2 and shape[1] > 1 else None
+    y = np.asarray(y)
+    n = len(y) if y.ndim >= 1 else 0
+    return class_ids(y, n, classes=classes, what=what, error=PrecisionError)
 
 
 def search(
@@ -394,6 +420,7 @@ def search(
     ps = _precisions(choices if choices is not None else list(Precision), "choices")
     fm = _FloatModel(model, sample=None)
     out = fm.output_index(output)
+    y = _class_ids(fm, out, y, "the labels `y`")
     if test_data is None:
         calibration, [(xs, ys), (xt, yt)], how = _split(
             fm, x, y, calibration_data, parts=2, seed=seed)
@@ -402,7 +429,7 @@ def search(
         calibration, [(xs, ys)], how = _split(fm, x, y, calibration_data, parts=1, seed=seed)
         tx, ty = _pair(test_data)
         xt = fm.check(tx, "`test_data`")
-        yt = _labels(ty, _n(xt), "`test_data` labels")
+        yt = _labels(_class_ids(fm, out, ty, "`test_data` labels"), _n(xt), "`test_data` labels")
         _check_disjoint(calibration, xt, "`test_data`")
         test_name = "the test data"
     need = samples_needed(float(max_drop), float(confidence))
@@ -530,7 +557,7 @@ def search(
             f"{max_drop:g} accuracy points at {confidence:.0%} confidence: the best found loses "
             f"{drop:.2f} pt on {_n(xs)} search samples (bound on new data {bound:.2f} pt; "
             f"{_describe(layers, assign.get(OTHER_OPS, Precision.FLOAT))}). "
-            "Raise --max-drop, allow more precise choices (float, fp16), or start from a "
+            "Raise max_drop, allow more precise `choices` (float, fp16), or start from a "
             "QAT model.",
             best=result,
         )

@@ -32,6 +32,30 @@ def _check_output_path(path: str, option: str) -> None:
         )
 
 
+def _check_finite_inputs(path: str) -> None:
+    """Refuses an --inputs file whose numeric arrays hold NaN or infinite values.
+
+    Unreadable files are left to the benchmark, which names the problem.
+    """
+    import numpy as np
+
+    from tflight.bench_results import InputDataError
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return
+    with data:
+        for key in data.files:
+            a = data[key]
+            if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+                raise InputDataError(
+                    f"--inputs {path!r}: array {key!r} holds NaN or infinite values "
+                    f"({int(np.sum(~np.isfinite(a)))} of {a.size}); replace them with real "
+                    "inputs or drop those samples."
+                )
+
+
 def _delegate_options(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -144,6 +168,8 @@ def bench(
             from tflight.errors import BenchmarkError
 
             raise BenchmarkError(f"--plot {plot!r} must end in .png, .svg or .pdf")
+    if inputs is not None and os.path.isfile(inputs):
+        _check_finite_inputs(inputs)
     config = _b.BenchmarkConfig(
         runs=runs,
         min_time=min_time,

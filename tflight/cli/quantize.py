@@ -7,6 +7,8 @@ import os
 
 import click
 
+from tflight.cli._common import custom_objects_option
+
 __all__ = ["quantize"]
 
 
@@ -37,6 +39,34 @@ def _load(path: str, error: type) -> tuple[object, object]:
         except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
             raise error(f"{path!r} is not a readable .npz file: {e}") from e
     return _io.load_xy(path, labels=False, error=error)
+
+# The library's advice names Python arguments; the command names its own options.
+_ADVICE = [
+    ("Or raise max_drop, lower confidence, pass test_data / calibration_data separately.",
+     "Or raise --max-drop, lower --confidence, or pass a separate --calibration file so that "
+     "no part of --data is held out for calibration."),
+    ("leave calibration_data=None to hold part of the validation data out for it.",
+     "leave out --calibration to hold part of --data out for it."),
+    ("pass more samples or separate calibration_data.",
+     "give more samples in --data, or a separate --calibration file."),
+    ("Raise max_drop, allow more precise `choices` (float, fp16)",
+     "Raise --max-drop, allow more precise --choices (float, fp16)"),
+]
+
+
+def _with_cli_advice(e: Exception) -> Exception:
+    """`e` with its advice in terms of the command's options (the same object if none applies)."""
+    from tflight.errors import PrecisionBudgetError
+
+    message = str(e)
+    for python, cli in _ADVICE:
+        message = message.replace(python, cli)
+    if message == str(e):
+        return e
+    if isinstance(e, PrecisionBudgetError):
+        return PrecisionBudgetError(message, best=e.best)
+    return type(e)(message)
+
 
 _OBJECTIVES = ["size", "latency"]
 _PRECISIONS = ["float", "fp16", "int16x8", "int8", "int4", "int4-block"]
@@ -115,6 +145,7 @@ def _plot_sensitivity(report, path: str) -> None:
               help="Where to write the chosen .tflite.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Draw the sensitivity to this .png (needs matplotlib).")
+@custom_objects_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def quantize(
     model_path: str,
@@ -130,6 +161,7 @@ def quantize(
     sensitivity_only: bool,
     out_path: str | None,
     plot: str | None,
+    custom_objects_path: str | None,
     as_json: bool,
 ) -> None:
     """Rank MODEL's layers by quantization sensitivity and search a mixed precision.
@@ -151,13 +183,27 @@ def quantize(
     if bad or not words:
         raise click.BadParameter(f"unknown precision(s) {bad}; choose from {', '.join(_PRECISIONS)}",
                                  param_hint="--choices")
-    if out_path is not None and os.path.abspath(out_path) == os.path.abspath(model_path):
-        raise click.BadParameter("would write over the input model; choose another path",
-                                 param_hint="--output")
+    from converters.files import check_output
     from tflight import precision as P
     from tflight.errors import PrecisionBudgetError, PrecisionError
     from tflight.precision_search import search
 
+    # The output is checked before anything is loaded or measured: a path that
+    # is (or links to) an input, or that cannot be written, costs nothing.
+    if out_path is not None:
+        check_output(out_path, [model_path, data_path, calibration_path, custom_objects_path],
+                     option="-o/--output", error=PrecisionError)
+    model = model_path
+    if not model_path.lower().endswith(".tflite") or custom_objects_path is not None:
+        # Keras models are loaded here, so that the user's custom layers resolve.
+        from tflight import _io
+
+        custom = _io.load_custom_objects(custom_objects_path, error=PrecisionError)
+        if model_path.lower().endswith(".tflite"):
+            raise PrecisionError(
+                f"--custom-objects applies to .keras/.h5 models; {model_path!r} is a .tflite."
+            )
+        model = _io.load_model(model_path, custom_objects=custom, error=PrecisionError)
     x, y = _load(data_path, PrecisionError)
     calibration = None
     if calibration_path is not None:
@@ -165,8 +211,11 @@ def quantize(
     output = (int(metric_output) if metric_output is not None and metric_output.isdigit()
               else metric_output)
     if sensitivity_only:
-        report = P.sensitivity(model_path, x, y, calibration_data=calibration, output=output,
-                               precisions=[w for w in words if w != "float"] or ["int8"])
+        try:
+            report = P.sensitivity(model, x, y, calibration_data=calibration, output=output,
+                                   precisions=[w for w in words if w != "float"] or ["int8"])
+        except PrecisionError as e:
+            raise _with_cli_advice(e) from e
         if plot is not None:
             _plot_sensitivity(report, plot)
         if as_json:
@@ -177,7 +226,7 @@ def quantize(
                 click.echo(f"plot written to {plot}")
         return
     try:
-        result = search(model_path, x, y, max_drop=max_drop, confidence=confidence,
+        result = search(model, x, y, max_drop=max_drop, confidence=confidence,
                         calibration_data=calibration, objective=objective, profile=profile,
                         choices=words, guide=guide, output=output)
     except PrecisionBudgetError as e:
@@ -185,9 +234,32 @@ def quantize(
             click.echo(json.dumps(e.best.to_dict(), indent=2))
         elif e.best is not None:
             e.best.summary(print_fn=click.echo)
-        raise
+        raise _with_cli_advice(e) from e
+    except PrecisionError as e:
+        raise _with_cli_advice(e) from e
+    v = result.verification
+    recheck_failed = v.drop_bound_pt > max_drop + 1e-9  # NaN (no bound) is not a failure
     if plot is not None:
         _plot_sensitivity(result.sensitivity, plot)
+    if recheck_failed:
+        if as_json:
+            click.echo(json.dumps(result.to_dict() | {"output": None}, indent=2))
+        else:
+            result.summary(print_fn=click.echo)
+        click.echo(
+            f"Warning: the search's bound ({result.search_drop_bound_pt:.2f} pt) meets "
+            f"--max-drop {max_drop:g}, but the held-out re-check's bound is "
+            f"{v.drop_bound_pt:.2f} pt ({v.losses} lost of {v.samples} samples).",
+            err=True,
+        )
+        written = "nothing was written; " if out_path is not None else ""
+        raise PrecisionError(
+            f"The held-out re-check bounds the drop on new data at {v.drop_bound_pt:.2f} pt at "
+            f"{confidence:.0%} confidence, above --max-drop {max_drop:g} (the search's own "
+            f"bound was {result.search_drop_bound_pt:.2f} pt): the budget is not shown to hold; "
+            f"{written}give more samples in --data (the re-check uses half of them) or a looser "
+            "--max-drop or --confidence."
+        )
     if out_path is not None:
         result.save(out_path)
     if as_json:

@@ -7,7 +7,38 @@ import os
 
 import click
 
+from tflight.cli._common import custom_objects_option
+
 __all__ = ["shrink"]
+
+
+_COUNTED = ("conv", "dense", "separable", "depthwise")
+
+
+def _not_counted(model) -> list[str]:
+    """Layers with weights whose MACs the report's count leaves out, as "name (Class)".
+
+    The count covers convolutions and Dense layers; BatchNormalization is left
+    out of this list because conversion folds it into the preceding layer.
+    """
+    from tflight.depgraph import DependencyGraph
+
+    graph = DependencyGraph(model)
+    counted = {id(rec.layer) for rec in graph.layers.values() if rec.kind in _COUNTED}
+    out: list[str] = []
+
+    def walk(m) -> None:
+        for layer in getattr(m, "layers", []):
+            if getattr(layer, "layers", None) and not layer.__class__.__name__ == "Bidirectional":
+                walk(layer)
+                continue
+            if (id(layer) in counted or not layer.weights
+                    or type(layer).__name__ == "BatchNormalization"):
+                continue
+            out.append(f"{layer.name} ({type(layer).__name__})")
+
+    walk(model)
+    return out
 
 
 @click.command("shrink")
@@ -83,6 +114,7 @@ __all__ = ["shrink"]
     show_default=True,
     help="Arithmetic the model will run in, for --latency.",
 )
+@custom_objects_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def shrink(
     model_path: str,
@@ -102,6 +134,7 @@ def shrink(
     latency: float | None,
     device_profile: str,
     arithmetic: str,
+    custom_objects_path: str | None,
     as_json: bool,
 ) -> None:
     """Make MODEL smaller and faster: remove whole channels or factorize layers.
@@ -109,11 +142,10 @@ def shrink(
     The report lists channels (or ranks) per layer before and after, and the MACs
     counted from the layer shapes.
     """
+    from converters.files import check_output
     from tflight import _io
     from tflight.errors import CompressionError
 
-    if os.path.abspath(out_path) == os.path.abspath(model_path):
-        raise CompressionError(f"-o {out_path!r} is the input model; choose another path.")
     if (epochs or distill) and data_path is None:
         raise CompressionError("Fine-tuning (--epochs/--distill) needs --data train.npz.")
     if distill and not epochs:
@@ -133,6 +165,13 @@ def shrink(
         raise CompressionError("--energy applies to --method lowrank.")
     if not os.path.isfile(model_path):
         raise CompressionError(f"Model file {model_path!r} does not exist.")
+    # The output is checked before anything is loaded or trained: a path that
+    # is (or links to) an input, or that cannot be written, costs nothing.
+    check_output(
+        out_path, [model_path, data_path, sensitivity_plot, custom_objects_path],
+        option="-o/--output",
+        error=CompressionError,
+    )
     x = y = None
     if data_path is not None:
         x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
@@ -140,7 +179,8 @@ def shrink(
             import numpy as np
 
             y = np.argmax(y, axis=-1)
-    model = _io.load_model(model_path, error=CompressionError)
+    custom = _io.load_custom_objects(custom_objects_path, error=CompressionError)
+    model = _io.load_model(model_path, custom_objects=custom, error=CompressionError)
     if x is not None:
         _io.check_input_shape(model, x, data_path, error=CompressionError)
 
@@ -184,6 +224,19 @@ def shrink(
             flops = 0.5
         result = factorize(model, macs_target=flops, energy=energy)
     report = result.to_dict()
+    not_counted = _not_counted(model)
+    report["macs_counted_over"] = "Dense/Conv layers only"
+    report["macs_not_counted"] = not_counted
+    target_note = None
+    if method == "channels" and flops is not None and abs(result.macs_ratio - flops) > 0.05:
+        target_note = (
+            f"note: the target was {flops:.0%} of the counted MACs; the result keeps "
+            f"{result.macs_ratio:.1%}, {abs(result.macs_ratio - flops) * 100:.0f} points "
+            f"{'under' if result.macs_ratio < flops else 'over'} it"
+            + (f" (--round-to {round_to} keeps channel counts in multiples of {round_to})"
+               if round_to > 1 else "")
+        )
+        report["target_note"] = target_note
     if method == "channels" and sensitivity is not None:
         sensitivity.plot(sensitivity_plot)
         report["sensitivity"] = sensitivity.to_dict() | {"allocated_ratios": ratio}
@@ -220,6 +273,13 @@ def shrink(
                 f"{device_profile} (estimated, not measured)"
             )
     result.summary(print_fn=click.echo)
+    click.echo(
+        "(MACs counted over Dense/Conv layers only; "
+        + (f"not counted: {', '.join(not_counted)})" if not_counted
+           else "every layer with weights is one of them)")
+    )
+    if target_note:
+        click.echo(target_note)
     if epochs:
         final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
         click.echo(f"fine-tuned {epochs} epoch(s){' with distillation' if distill else ''}: {final}")
