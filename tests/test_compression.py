@@ -724,3 +724,23 @@ def test_prune_wraps_an_lstm_and_converts(digits):
     fixed = k.Sequential([k.Input((64,), batch_size=1, dtype="int32"), *stripped.layers])
     result = converters.convert(fixed, "fp32", sample_data=tokens[:16])
     assert result.size > 0
+
+
+def test_functional_lstm_is_pruned_inside_a_keras3_model():
+    # Keras 3 records training=False on the LSTM's and Dropout's calls; carried over to
+    # tf_keras it pinned them to inference mode, so the pruning masks never updated.
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,), dtype="int32")
+    h = keras.layers.LSTM(16, name="lstm")(keras.layers.Embedding(20, 8)(inp))
+    out = keras.layers.Dense(3, name="head")(keras.layers.Dropout(0.1)(h))
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).integers(0, 20, (64, 5)).astype("int32")
+    y = np.arange(64) % 3
+    pruned = tflight.prune(model, sparsity=0.5, compile={
+        "optimizer": "adam",
+        "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    tflight.fit(pruned, x, y, epochs=2, verbose=0)
+    rows = {r.layer: r for r in tflight.sparsity_report(tflight.strip_pruning(pruned)).layers}
+    assert rows["lstm"].sparsity == pytest.approx(0.5, abs=0.02)
