@@ -207,7 +207,7 @@ def test_shrink_says_which_layers_its_mac_count_leaves_out(digits, tmp_path):
 
     keras.utils.set_random_seed(0)
     i = keras.Input((8, 8))
-    x = keras.layers.Bidirectional(keras.layers.GRU(16))(i)
+    x = keras.layers.Bidirectional(keras.layers.GRU(16), name="bidirectional")(i)
     model = keras.Model(i, keras.layers.Dense(10)(x), name="bigru")
     path = tmp_path / "bigru.keras"
     model.save(path)
