@@ -331,11 +331,7 @@ class GpuRun:
         return d
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        if self.fully_accelerated:
-            placed = "every op on the GPU"
-        else:
-            split = ", ".join(f"{g} on the GPU + {c} on the CPU" for g, c in self.partitions)
-            placed = f"NOT fully accelerated ({split or 'some ops on the CPU'})"
+        placed = describe_placement(self.fully_accelerated, self.partitions)
         print_fn(f"GPU accelerator  {self.adapter or '?'}: {placed}")
         for op in self.fallback:
             print_fn(f"  falls back      {op}")
@@ -602,3 +598,11 @@ def gpu_target_check(content: bytes, *, progress: Callable[[str], None] | None =
             + ". Convert in fp32 or fp16 mode, or use a CPU target."
         )
     return issues, notes
+
+
+def describe_placement(fully_accelerated: bool, partitions: Any) -> str:
+    """One phrase for where the accelerator placed a model's ops (GPU/CPU partitions)."""
+    if fully_accelerated:
+        return "every op on the GPU"
+    split = ", ".join(f"{g} on the GPU + {c} on the CPU" for g, c in partitions)
+    return f"NOT fully accelerated ({split or 'some ops on the CPU'})"

@@ -421,11 +421,9 @@ class BenchmarkResult:
                 print_fn(f"                 ({d.cost_note})")
         if self.gpu is not None:
             g = self.gpu
-            if g.fully_accelerated:
-                placed = "every op on the GPU"
-            else:
-                split = ", ".join(f"{a} on the GPU + {c} on the CPU" for a, c in g.partitions)
-                placed = f"NOT fully accelerated ({split or 'some ops on the CPU'})"
+            from converters.gpu import describe_placement
+
+            placed = describe_placement(g.fully_accelerated, g.partitions)
             print_fn(f"GPU accelerator  {g.adapter or 'Vulkan'}: {placed}")
             for op in g.fallback:
                 print_fn(f"  falls back      {op}")
