@@ -75,7 +75,7 @@ def _litert_times(path: Path, runs: int, warmup: int) -> tuple[float, float]:
 
 def _tflight_times(path: Path, runs: int, warmup: int) -> tuple[float, float]:
     """(median, min) in ms reported by tflight.benchmark with the same run counts."""
-    from tflight.benchmark import BenchmarkConfig, benchmark
+    from tflight.bench.run import BenchmarkConfig, benchmark
 
     cfg = BenchmarkConfig(runs=runs, min_time=0.0, warmup_runs=warmup, warmup_min_time=0.0,
                           threads=1, xnnpack=True)
@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = ap.parse_args()
 
-    from tflight.profiles import estimate_latency
+    from tflight.devices.profiles import estimate_latency
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-agreement-") as tmp:

@@ -120,7 +120,7 @@ def needed() -> dict[str, set[str]]:
     """Model -> precisions that the published tables list for it."""
     import csv
 
-    from tflight.profiles import published_latency_path
+    from tflight.devices.profiles import published_latency_path
 
     out: dict[str, set[str]] = {}
     with open(published_latency_path(), newline="") as f:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import converters
-    from tflight.profiles import model_work
+    from tflight.devices.profiles import model_work
 
     archs = architectures()
     want = needed()

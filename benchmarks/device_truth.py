@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def run() -> dict:
-    from tflight.profiles import PROFILES, _fit_device, cross_validate, published_rows
+    from tflight.devices.profiles import PROFILES, _fit_device, cross_validate, published_rows
 
     per_profile = {}
     all_err, speed = [], []

@@ -52,9 +52,9 @@ import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
-from tflight import precision as P  # noqa: E402
-from tflight.precision_search import search  # noqa: E402
-from tflight.profiles import estimate_latency  # noqa: E402
+from tflight.devices.profiles import estimate_latency  # noqa: E402
+from tflight.precision import recipes as P  # noqa: E402
+from tflight.precision.search import search  # noqa: E402
 
 SEED = 0
 N_VAL = 700

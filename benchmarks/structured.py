@@ -194,7 +194,7 @@ def _latency(
 
 
 def _estimates(path: str) -> dict:
-    from tflight.profiles import estimate_latency
+    from tflight.devices.profiles import estimate_latency
 
     out = {}
     for profile in ("pixel4", "cortex-a53"):
@@ -214,8 +214,8 @@ def _arm64(files: dict[str, str], cpu: str | None = None) -> dict:
     which has SVE2, SME and int8 matrix instructions no phone of the device
     profiles has, and LiteRT picks its kernels by the features it sees.
     """
-    from tflight.bench_results import BenchmarkConfig
-    from tflight.benchmark import benchmark
+    from tflight.bench.results import BenchmarkConfig
+    from tflight.bench.run import benchmark
 
     previous = os.environ.get("QEMU_CPU")
     if cpu:
@@ -251,7 +251,7 @@ def _speed(args, tmp: Path) -> dict:
     import keras
 
     import converters
-    from tflight.structured import prune_channels
+    from tflight.shrink.channels import prune_channels
 
     results = {}
     for name, factory in (
@@ -369,7 +369,7 @@ def _digits(args) -> dict:
     import keras
 
     import tflight
-    from tflight.structured import fine_tune, prune_channels
+    from tflight.shrink.channels import fine_tune, prune_channels
 
     data = tflight.load_digits(seed=0)
     xy = (data.x_train, data.y_train)
@@ -421,8 +421,8 @@ def _lowrank(args, tmp: Path) -> dict:
 
     import converters
     import tflight
-    from tflight.lowrank import factorize
-    from tflight.structured import fine_tune
+    from tflight.shrink.channels import fine_tune
+    from tflight.shrink.lowrank import factorize
 
     data = tflight.load_digits(seed=0)
     keras.utils.set_random_seed(0)

@@ -264,7 +264,7 @@ def custom_layer() -> Zoo:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "factor": self.factor}
 
-    from tflight import bridge
+    from tflight.bridge import core as bridge
 
     # The documented path: a translation from the Keras 3 layer to its tf_keras twin.
     bridge.register(Scale, lambda layer: TfkScale(**layer.get_config()))
@@ -462,7 +462,7 @@ def _check_compressed(zoo: Zoo, technique: str, out: Any) -> str:
             raise AssertionError(f"pruned layers below 45 % sparsity: {short or 'none measured'}")
         notes.append(f"{len(rows)} weights >= 45 % sparse")
     if "cluster" in reports and "qat" not in reports:
-        from tflight.clustering import unique_weights
+        from tflight.compress.clustering import unique_weights
 
         counts = unique_weights(model)
         over = [n for n in reports["cluster"].wrapped if counts.get(n, 0) > 8]

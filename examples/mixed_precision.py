@@ -23,8 +23,8 @@ import keras  # noqa: E402
 import converters  # noqa: E402
 import tflight  # noqa: E402
 from tflight.errors import PrecisionError  # noqa: E402
-from tflight.precision import quantize_int4, sensitivity  # noqa: E402
-from tflight.precision_search import search  # noqa: E402
+from tflight.precision.recipes import quantize_int4, sensitivity  # noqa: E402
+from tflight.precision.search import search  # noqa: E402
 
 data = tflight.load_digits(seed=0)
 # Train on part of the training digits; keep the rest as validation data the

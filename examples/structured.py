@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
-from tflight.depgraph import DependencyGraph  # noqa: E402
-from tflight.sensitivity import analyze_sensitivity  # noqa: E402
-from tflight.structured import fine_tune, prune_channels  # noqa: E402
+from tflight.shrink.channels import fine_tune, prune_channels  # noqa: E402
+from tflight.shrink.depgraph import DependencyGraph  # noqa: E402
+from tflight.shrink.sensitivity import analyze_sensitivity  # noqa: E402
 
 # 1. Real data and an ordinary Functional model with BatchNorm and a residual add.
 data = tflight.load_digits(seed=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tflight.benchmark import (
+from tflight.bench.run import (
     BenchmarkConfig,
     InputDataError,
     append_history,
@@ -21,8 +21,8 @@ from tflight.benchmark import (
     read_history,
 )
 from tflight.cli import cli
+from tflight.devices.profiles import PROFILES
 from tflight.errors import BenchmarkError
-from tflight.profiles import PROFILES
 
 FAST = BenchmarkConfig(runs=20, min_time=0.05, warmup_runs=1, warmup_min_time=0.0)
 
@@ -114,7 +114,7 @@ def test_int8_model_gets_int8_random_inputs(models):
 def test_random_inputs_match_benchmark_litert_model_ranges():
     # Float inputs are uniform in [-1, 1] as LiteRT's Python benchmark fills them;
     # quantized integer inputs span their dtype's range.
-    from tflight._bench_child import _random_inputs
+    from tflight.bench.child import _random_inputs
 
     f32, i8 = _random_inputs(
         [
@@ -131,7 +131,7 @@ def test_one_random_distribution_for_benchmark_and_converters():
     # The benchmark child and converters' validation draw the same numbers.
     from converters.data import random_inputs
     from converters.source import InputSpec
-    from tflight._bench_child import _random_inputs
+    from tflight.bench.child import _random_inputs
 
     (conv,) = random_inputs([InputSpec("x", (None, 4, 4, 3), np.dtype("float32"))], 2, seed=7)
     (child,) = _random_inputs([{"name": "x", "shape": [2, 4, 4, 3], "dtype": np.float32}],
@@ -397,7 +397,10 @@ def test_comparison_needs_results():
 
 def test_public_surface_is_pinned():
     # tflight's own exported set is pinned in tests/test_public_api.py.
-    from tflight import bench_history, bench_results, device, profiles
+    from tflight.bench import emulator as device
+    from tflight.bench import history as bench_history
+    from tflight.bench import results as bench_results
+    from tflight.devices import profiles
 
     results = {
         "Accelerator", "Device", "BenchmarkConfig", "LatencyStats", "MemoryStats", "OpTiming",
@@ -443,7 +446,7 @@ def test_bad_output_paths_fail_before_measuring(tmp_path, option, name, match):
 
 
 def test_child_failure_of_ours_is_an_internal_error_with_a_traceback(models, tmp_path):
-    from tflight.benchmark import BenchmarkInternalError, _run_child
+    from tflight.bench.run import BenchmarkInternalError, _run_child
 
     # A request the child cannot use (a caller bug, not a user mistake).
     request = {"model": models["fp32"], "runs": "many", "traceback_dir": str(tmp_path)}
@@ -457,7 +460,7 @@ def test_child_failure_of_ours_is_an_internal_error_with_a_traceback(models, tmp
 def test_cli_reports_internal_errors_with_exit_1(models, monkeypatch, tmp_path):
     import importlib
 
-    bench_module = importlib.import_module("tflight.benchmark")
+    bench_module = importlib.import_module("tflight.bench.run")
     trace = tmp_path / "tflight-internal-x.txt"
     trace.write_text("Traceback ...")
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import tflight
-from tflight._bridge_ops import TF_OPERATIONS, tf_operation
 from tflight._keras import keras, tf, tf_keras
+from tflight.bridge.ops import TF_OPERATIONS, tf_operation
 from tflight.errors import BridgeError, UnsupportedLayerError
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
@@ -153,7 +153,7 @@ _LOADER = """
 import json, sys
 import numpy as np
 import keras, tf_keras
-import tflight.bridge
+import tflight.bridge.core
 
 objects = tflight.bridge.custom_objects()
 x = np.linspace(-4, 4, 6, dtype="float32").reshape(2, 3)

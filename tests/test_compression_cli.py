@@ -210,7 +210,7 @@ _CUSTOM_LAYERS = textwrap.dedent('''
     import keras
 
     from tflight._keras import tf_keras
-    from tflight.bridge import register
+    from tflight.bridge.core import register
 
     tfk = tf_keras()
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import tflight
-from tflight import bridge
 from tflight._keras import keras, tf_keras
+from tflight.bridge import core as bridge
 from tflight.errors import BridgeError, UnsupportedLayerError
 
 
@@ -45,7 +45,7 @@ def test_register_docstring_example_runs_as_written(tmp_path):
 MY_LAYERS = '''
 import keras
 import tf_keras
-import tflight.bridge
+import tflight.bridge.core
 
 
 @keras.saving.register_keras_serializable(package="my_layers")

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tflight.benchmark import BenchmarkConfig, benchmark
-from tflight.cli import cli
-from tflight.device import (
+from tflight.bench.emulator import (
     ARM64_RUNTIME,
     CACHE_ENV,
     RegistryUnreachableError,
@@ -19,6 +17,8 @@ from tflight.device import (
     default_cache_dir,
     setup_arm64,
 )
+from tflight.bench.run import BenchmarkConfig, benchmark
+from tflight.cli import cli
 from tflight.errors import DeviceError
 
 
@@ -128,7 +128,7 @@ def test_emulator_runs_the_hosts_litert(arm64_env):
 
 
 def test_cache_of_another_runtime_is_rebuilt_not_used(tmp_path):
-    from tflight.device import _marker_current
+    from tflight.bench.emulator import _marker_current
 
     marker = tmp_path / "ready.json"
     marker.write_text(json.dumps({"runtime": "ai-edge-litert==1.4.0"}))

@@ -26,7 +26,7 @@ from converters.gpu import (
     run_on_gpu,
     setup_gpu,
 )
-from tflight.benchmark import BenchmarkConfig, benchmark
+from tflight.bench.run import BenchmarkConfig, benchmark
 from tflight.cli import cli
 from tflight.errors import BenchmarkError
 

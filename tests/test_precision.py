@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tflight.cli import cli
 from tflight.errors import PrecisionBudgetError, PrecisionError
-from tflight.precision import (
+from tflight.precision.recipes import (
     OTHER_OPS,
     Precision,
     drop_bound_pt,
@@ -20,7 +20,7 @@ from tflight.precision import (
     samples_needed,
     sensitivity,
 )
-from tflight.precision_search import search
+from tflight.precision.search import search
 
 _N_FIT = 600
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tflight.errors import BenchmarkError
-from tflight.profiles import (
+from tflight.devices.profiles import (
     PROFILES,
     DeviceProfile,
     calibrate,
@@ -13,6 +12,7 @@ from tflight.profiles import (
     get_profile,
     model_work,
 )
+from tflight.errors import BenchmarkError
 
 
 def _keras():
@@ -85,7 +85,7 @@ def test_heldout_error_is_within_target_on_phone_profiles(name):
 
 def test_heldout_predictions_come_from_fits_without_the_model():
     """Refit pixel3 without MobileNetV2 by hand: the stored held-out estimate is that fit's."""
-    from tflight.profiles import features_from_totals, published_rows
+    from tflight.devices.profiles import features_from_totals, published_rows
 
     rows = [r for r in published_rows() if r.device == "pixel3"]
     held = "mobilenet_v2_1.0_224"
@@ -216,7 +216,7 @@ def test_edgetpu_runs_everything_after_the_first_unsupported_op_on_the_cpu(calib
 
 
 def test_family_cross_validation_holds_out_whole_families():
-    from tflight.profiles import _fit_device, cross_validate, model_family, published_rows
+    from tflight.devices.profiles import _fit_device, cross_validate, model_family, published_rows
 
     rows = [r for r in published_rows() if r.device == "pixel3"]
     seen: list[list[str]] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
@@ -22,14 +21,14 @@ TFLIGHT_ALL = {
     "callbacks", "fit", "freeze", "CompressionReport", "compression_report", "FlattenResult",
     "flatten", "ConstantSparsity", "PolynomialDecay", "Prune",
     "SparsityReport", "prune", "sparsity_report", "strip_pruning", "QAT", "AgreementReport",
-    "check_agreement", "quantize", "strip_quantization",
+    "check_agreement", "qat", "strip_qat",
     # structure
     "ChannelGroup", "DependencyGraph", "APoZImportance", "BNScaleImportance", "Importance",
-    "MagnitudeImportance", "TaylorImportance", "LowRankResult", "factorize", "SensitivityResult",
-    "analyze_sensitivity", "ChannelPruningResult", "GroupCut", "prune_channels",
+    "MagnitudeImportance", "TaylorImportance", "LowRankResult", "factorize", "ChannelSensitivity",
+    "channel_sensitivity", "ChannelPruningResult", "GroupCut", "prune_channels",
     # mixed precision
-    "Precision", "QuantizedModel", "SensitivityReport", "quantize_int4", "quantize_layers",
-    "quantization_sensitivity", "SearchResult", "search_precision",
+    "Precision", "QuantizedModel", "PrecisionSensitivity", "quantize_int4", "quantize_layers",
+    "precision_sensitivity", "SearchResult", "search_precision",
     # distillation
     "Distiller", "DistillationResult", "TeacherCache", "distill", "load_distiller",
     "DistillationLoss", "SoftTargetLoss", "HardTargetLoss", "GroundTruthLoss", "FeatureLoss",
@@ -83,7 +82,7 @@ def test_first_use_imports_the_area():
         import sys
         import tflight
         prune = tflight.prune
-        from tflight.pruning import prune as real
+        from tflight.compress.pruning import prune as real
         assert prune is real
         assert 'tensorflow' in sys.modules
         assert 'prune' in vars(tflight)  # resolved once, then a plain attribute
@@ -98,10 +97,10 @@ def test_benchmark_stays_the_function_when_its_module_is_imported_first():
     # the submodule must not rebind the package attribute to the module.
     _python(
         """
-        from tflight.benchmark import BenchmarkConfig
+        from tflight.bench.run import BenchmarkConfig
         import tflight
-        from tflight import device
-        from tflight.benchmark import benchmark
+        from tflight.bench import emulator as device
+        from tflight.bench.run import benchmark
         assert tflight.benchmark is benchmark, tflight.benchmark
         assert tflight.BenchmarkConfig is BenchmarkConfig
         assert device.setup_arm64 is tflight.setup_arm64
@@ -125,7 +124,7 @@ def test_every_public_name_resolves_and_is_listed():
     for name in tflight.__all__:
         assert getattr(tflight, name) is not None, name
         assert name in listed, name
-    from tflight.profiles import PROFILES
+    from tflight.devices.profiles import PROFILES
 
     assert tflight.DEVICE_PROFILES is PROFILES
     assert callable(tflight.benchmark)
@@ -141,27 +140,68 @@ def test_unknown_attribute_raises_attribute_error():
         from tflight import no_such_name  # noqa: F401
 
 
-def _imports_under_type_checking(tree: ast.Module) -> dict[str, str]:
-    block = next(
-        node for node in tree.body
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
-    )
-    names: dict[str, str] = {}
-    for node in block.body:
-        assert isinstance(node, ast.ImportFrom)
-        for alias in node.names:
-            names[alias.asname or alias.name] = f"{node.module}:{alias.name}"
-    return names
+def test_every_public_name_is_declared_once():
+    # Each public name is written in exactly one stage's `_EXPORTS` (or the
+    # top level's own few); `__all__` and the lazy table are derived from them.
+    import importlib
 
-
-def test_type_checking_imports_match_the_lazy_table():
     import tflight
 
-    tree = ast.parse((ROOT / "tflight" / "__init__.py").read_text())
-    static = _imports_under_type_checking(tree)
-    lazy = {
-        name: f"{module}:{tflight._RENAMED.get(name, name)}"
-        for name, module in tflight._EXPORTS.items()
-    }
-    assert static == lazy
-    assert set(lazy) == set(tflight.__all__)
+    seen: dict[str, str] = {name: "tflight" for name in tflight._EXPORTS}
+    for stage in tflight.STAGES:
+        module = importlib.import_module(stage)
+        assert module.__all__ == list(module._EXPORTS), stage
+        for name in module._EXPORTS:
+            if name in getattr(module, "_LOCAL", ()):
+                continue
+            assert name not in seen, f"{name} is declared by {seen[name]} and {stage}"
+            seen[name] = stage
+        # A public name equal to a submodule's name would be rebound by the import system.
+        folder = ROOT / Path(*stage.split("."))
+        submodules = {p.stem for p in folder.glob("*.py")}
+        assert not submodules & set(module._EXPORTS), stage
+    assert set(seen) == set(tflight.__all__)
+
+
+OLD_NAMES = {
+    "quantize": "qat",
+    "strip_quantization": "strip_qat",
+    "SensitivityResult": "ChannelSensitivity",
+    "analyze_sensitivity": "channel_sensitivity",
+    "SensitivityReport": "PrecisionSensitivity",
+    "quantization_sensitivity": "precision_sensitivity",
+}
+
+
+@pytest.mark.parametrize("old, new", sorted(OLD_NAMES.items()))
+def test_renamed_names_still_work_and_warn(old, new):
+    import tflight
+
+    with pytest.warns(DeprecationWarning, match=f"use tflight.{new}"):
+        value = getattr(tflight, old)
+    assert value is getattr(tflight, new)
+    assert old not in tflight.__all__
+
+
+def test_old_module_paths_still_import_and_warn():
+    proc = _python(
+        """
+        import warnings
+        warnings.simplefilter("error", DeprecationWarning)
+        try:
+            import tflight.structured
+        except DeprecationWarning as w:
+            assert "tflight.shrink.channels" in str(w), w
+        else:
+            raise AssertionError("no warning")
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from tflight.structured import fine_tune
+        from tflight.shrink.channels import fine_tune as real
+        assert fine_tune is real
+        from tflight.profiles import PROFILES
+        import tflight
+        assert PROFILES is tflight.DEVICE_PROFILES
+        print("ok")
+        """
+    )
+    assert proc.stdout.strip() == "ok"

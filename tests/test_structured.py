@@ -13,9 +13,8 @@ import pytest
 
 import converters
 from tflight._keras import keras, tf_keras
-from tflight.depgraph import DependencyGraph
 from tflight.errors import CompressionError, UnsupportedLayerError
-from tflight.structured import (
+from tflight.shrink.channels import (
     APoZImportance,
     BNScaleImportance,
     MagnitudeImportance,
@@ -24,6 +23,7 @@ from tflight.structured import (
     fine_tune,
     prune_channels,
 )
+from tflight.shrink.depgraph import DependencyGraph
 
 GENERATIONS = {"keras3": lambda: keras, "tf_keras": tf_keras}
 
@@ -486,7 +486,7 @@ def _mlp_and_pointwise(k):
 
 @pytest.mark.parametrize("generation", sorted(GENERATIONS))
 def test_lowrank_at_full_rank_reproduces_outputs(generation):
-    from tflight.lowrank import factorize
+    from tflight.shrink.lowrank import factorize
 
     k = GENERATIONS[generation]()
     k.utils.set_random_seed(0)
@@ -501,7 +501,7 @@ def test_lowrank_at_full_rank_reproduces_outputs(generation):
 
 
 def test_lowrank_halves_macs_and_converts(calib):
-    from tflight.lowrank import factorize
+    from tflight.shrink.lowrank import factorize
 
     keras.utils.set_random_seed(0)
     model = _mlp_and_pointwise(keras)
@@ -529,7 +529,7 @@ def test_lowrank_halves_macs_and_converts(calib):
     ],
 )
 def test_lowrank_bad_requests(kwargs, error, match):
-    from tflight.lowrank import factorize
+    from tflight.shrink.lowrank import factorize
 
     keras.utils.set_random_seed(0)
     with pytest.raises(error, match=match):
@@ -540,7 +540,7 @@ def test_lowrank_bad_requests(kwargs, error, match):
 
 
 def test_sensitivity_table_plot_and_allocation(trained_cnn, digits, tmp_path):
-    from tflight.sensitivity import analyze_sensitivity
+    from tflight.shrink.sensitivity import analyze_sensitivity
 
     x_val, y_val = digits.x_test[:200], digits.y_test[:200]
     result = analyze_sensitivity(trained_cnn, x_val, y_val, ratios=(0.25, 0.5, 0.75))
@@ -583,8 +583,8 @@ def trained_mobile(digits):
 
 
 def test_allocation_to_an_estimated_latency_target(trained_mobile, digits):
-    from tflight.profiles import estimate_latency
-    from tflight.sensitivity import analyze_sensitivity, estimated_latency_ms
+    from tflight.devices.profiles import estimate_latency
+    from tflight.shrink.sensitivity import analyze_sensitivity, estimated_latency_ms
 
     model = trained_mobile
     graph = DependencyGraph(model)

@@ -39,7 +39,7 @@ def _check_finite_inputs(path: str) -> None:
     """
     import numpy as np
 
-    from tflight.bench_results import InputDataError
+    from tflight.bench.results import InputDataError
 
     try:
         data = np.load(path, allow_pickle=False)
@@ -141,9 +141,9 @@ def bench(
     # package, so the module is taken from sys.modules explicitly.
     import importlib
 
-    from tflight.profiles import PROFILES
+    from tflight.devices.profiles import PROFILES
 
-    _b = importlib.import_module("tflight.benchmark")
+    _b = importlib.import_module("tflight.bench.run")
 
     shown = list(estimate) or ["pixel4"]
     unknown = [e for e in shown if e not in PROFILES]
@@ -202,7 +202,7 @@ def bench(
         )
         click.echo(f"tflight bench: internal error: {e}; {where}. Please report it.", err=True)
         raise SystemExit(1) from None
-    from tflight.bench_history import (
+    from tflight.bench.history import (
         append_history,
         history_changes,
         plot_latency_vs_size,

@@ -184,9 +184,9 @@ def quantize(
         raise click.BadParameter(f"unknown precision(s) {bad}; choose from {', '.join(_PRECISIONS)}",
                                  param_hint="--choices")
     from converters.files import check_output
-    from tflight import precision as P
     from tflight.errors import PrecisionBudgetError, PrecisionError
-    from tflight.precision_search import search
+    from tflight.precision import recipes as P
+    from tflight.precision.search import search
 
     # The output is checked before anything is loaded or measured: a path that
     # is (or links to) an input, or that cannot be written, costs nothing.

@@ -21,7 +21,7 @@ def _not_counted(model) -> list[str]:
     The count covers convolutions and Dense layers; BatchNormalization is left
     out of this list because conversion folds it into the preceding layer.
     """
-    from tflight.depgraph import DependencyGraph
+    from tflight.shrink.depgraph import DependencyGraph
 
     graph = DependencyGraph(model)
     counted = {id(rec.layer) for rec in graph.layers.values() if rec.kind in _COUNTED}
@@ -185,13 +185,13 @@ def shrink(
         _io.check_input_shape(model, x, data_path, error=CompressionError)
 
     if method == "channels":
-        from tflight.structured import prune_channels
+        from tflight.shrink.channels import prune_channels
 
         if ratio is None and flops is None and latency is None:
             flops = 0.5
         sensitivity = None
         if sensitivity_plot is not None:
-            from tflight.sensitivity import analyze_sensitivity
+            from tflight.shrink.sensitivity import analyze_sensitivity
 
             split = int(len(x) * 0.8)
             if split < 1 or split == len(x):
@@ -218,7 +218,7 @@ def shrink(
             round_to=round_to,
         )
     else:
-        from tflight.lowrank import factorize
+        from tflight.shrink.lowrank import factorize
 
         if energy is None and flops is None:
             flops = 0.5
@@ -248,7 +248,7 @@ def shrink(
                 "method": "estimated (device-profile cost model of the convolution and Dense layers)",
             }
     if epochs:
-        from tflight.structured import fine_tune
+        from tflight.shrink.channels import fine_tune
 
         history = fine_tune(
             result.model, x, y, teacher=model if distill else None, epochs=epochs, learning_rate=lr
@@ -258,7 +258,7 @@ def shrink(
             "distilled": distill,
             "final": {k: float(v[-1]) for k, v in history.history.items()},
         }
-    from tflight.distillation import _save_atomic
+    from tflight.distill.distiller import _save_atomic
 
     _save_atomic(result.model, out_path)
     if as_json:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tflight.bench_results import BenchmarkResult
+from tflight.bench.results import BenchmarkResult
 from tflight.errors import BenchmarkError
 
 __all__ = ["append_history", "read_history", "history_changes", "plot_latency_vs_size"]

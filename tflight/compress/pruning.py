@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.compose import (
+from tflight.compress.pipeline import (
     CompressionReport,
     Selector,
     _attach,
@@ -43,10 +43,10 @@ from tflight.compose import (
     _prune_wrapper_class,
     _pruning_wrappers,
 )
-from tflight.compose import (
+from tflight.compress.pipeline import (
     callbacks as _callbacks,
 )
-from tflight.compose import report as _report_of
+from tflight.compress.pipeline import report as _report_of
 from tflight.errors import CompressionError, UnsupportedLayerError
 
 __all__ = [

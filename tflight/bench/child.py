@@ -1,6 +1,6 @@
 """Runs one benchmark of a `.tflite` file in a clean process and prints JSON.
 
-This file is executed as a script (``python _bench_child.py REQUEST.json``),
+This file is executed as a script (``python child.py REQUEST.json``),
 never imported by the caller, so that:
 
 * a crash of the runtime on a bad file kills this process, not the caller's;
@@ -37,7 +37,9 @@ import time
 
 __all__ = ["main"]
 
-_CONVERTERS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "converters")
+_CONVERTERS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "converters"
+)
 
 
 def _load_child():

@@ -102,7 +102,7 @@ _WHEEL_PLATFORMS = (
     "manylinux_2_27_aarch64",
     "manylinux_2_28_aarch64",
 )
-_CHILD = Path(__file__).with_name("_bench_child.py")
+_CHILD = Path(__file__).with_name("child.py")
 # Runs under qemu (`python -c`); replies with `converters/_child.py`, loaded by
 # path (argv[1]) after LiteRT's libraries are mapped.
 _SMOKE = r"""
@@ -611,7 +611,7 @@ def run_on_arm64(
     timeout: float = 900.0,
     progress: Callable[[str], None] | None = None,
 ) -> EmulatedRun:
-    """Runs one benchmark request of `_bench_child` under the ARM64 emulator.
+    """Runs one benchmark request of `tflight.bench.child` under the ARM64 emulator.
 
     Args:
       request: the child request (model path, runs, inputs ...); runs are

@@ -36,7 +36,7 @@ import numpy as np
 
 from tflight import _io
 from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf, tf_keras, tfmot
-from tflight.distillation_losses import (
+from tflight.distill.losses import (
     DistillationLoss,
     FeatureLoss,
     GroundTruthLoss,

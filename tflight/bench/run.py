@@ -10,7 +10,7 @@ Vulkan device, an estimated latency on named phone and
 accelerator profiles, and the same model run by LiteRT's AArch64 build under
 emulation with its outputs checked against the host's.
 
-Each measurement runs in a fresh child process (`tflight/_bench_child.py`
+Each measurement runs in a fresh child process (`tflight/bench/child.py`
 executed as a script) that imports only numpy and LiteRT: a file that crashes
 the runtime kills the child, not the caller, and the child's peak RSS is the
 inference's own rather than TensorFlow's.
@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 
 from tflight._io import class_ids
-from tflight.bench_history import append_history, plot_latency_vs_size, read_history
-from tflight.bench_results import (
+from tflight.bench.history import append_history, plot_latency_vs_size, read_history
+from tflight.bench.results import (
     Accelerator,
     BenchmarkConfig,
     BenchmarkInternalError,
@@ -66,8 +66,8 @@ from tflight.bench_results import (
     OpProfile,
     OpTiming,
 )
+from tflight.devices.profiles import PROFILES, estimate_latency, model_work
 from tflight.errors import BenchmarkError, DeviceError
-from tflight.profiles import PROFILES, estimate_latency, model_work
 
 __all__ = [
     "Accelerator",
@@ -91,7 +91,7 @@ __all__ = [
     "plot_latency_vs_size",
 ]
 
-_CHILD = Path(__file__).with_name("_bench_child.py")
+_CHILD = Path(__file__).with_name("child.py")
 
 
 def _verify(model: str | os.PathLike | bytes) -> tuple[bytes, Any]:
@@ -113,7 +113,7 @@ def _run_child(
     env: dict[str, str] | None = None,
     log: list[str] | None = None,
 ) -> dict:
-    """Runs `_bench_child.py` on `request`; maps its answer to a result or an error.
+    """Runs `child.py` on `request`; maps its answer to a result or an error.
 
     The child is started, framed and mapped by `converters._child`.
 
@@ -411,7 +411,7 @@ def _device_run(
     progress: Callable[[str], None] | None,
     count_instructions: bool,
 ) -> DeviceReport:
-    from tflight.device import run_on_arm64
+    from tflight.bench.emulator import run_on_arm64
 
     with tempfile.TemporaryDirectory(prefix="tflight-arm64-out-") as tmp:
         out_path = str(Path(tmp) / "outputs.npz")

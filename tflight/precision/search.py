@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tflight.errors import PrecisionBudgetError, PrecisionError
-from tflight.precision import (
+from tflight.precision.recipes import (
     DEFAULT_CONFIDENCE,
     OTHER_OPS,
     Precision,
@@ -410,8 +410,8 @@ def search(
         raise PrecisionError(
             f"`guide` must be one of {[g.value for g in Guide]}, got {guide!r}."
         ) from None
+    from tflight.devices.profiles import get_profile
     from tflight.errors import BenchmarkError
-    from tflight.profiles import get_profile
 
     try:
         get_profile(profile)

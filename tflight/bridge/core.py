@@ -46,7 +46,6 @@ from typing import Any
 
 import numpy as np
 
-from tflight._bridge_ops import check_keras_operation, tf_operation, tf_operation_allowed
 from tflight._keras import (
     is_keras3_model,
     is_tf_keras_model,
@@ -56,6 +55,7 @@ from tflight._keras import (
     tf_keras_internal,
     tfmot_internal,
 )
+from tflight.bridge.ops import check_keras_operation, tf_operation, tf_operation_allowed
 from tflight.errors import BridgeError, UnsupportedLayerError
 
 __all__ = [

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.compose import (
+from tflight.compress.pipeline import (
     CompressionReport,
     Selector,
     _attach,
@@ -31,7 +31,7 @@ from tflight.compose import (
     _layer_matches,
     _prepare,
 )
-from tflight.compose import report as _report_of
+from tflight.compress.pipeline import report as _report_of
 from tflight.errors import CompressionError, UnsupportedLayerError
 
 __all__ = [

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.compose import (
+from tflight.compress.pipeline import (
     CompressionReport,
     Selector,
     _attach,

@@ -102,7 +102,7 @@ def _own(model: Any) -> Any:
 def _as_tf_keras(model: Any, *, what: str) -> Any:
     """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
     if is_keras3_model(model):
-        from tflight.bridge import to_tf_keras
+        from tflight.bridge.core import to_tf_keras
 
         return to_tf_keras(model)
     if is_tf_keras_model(model):
@@ -122,7 +122,7 @@ def _prepare(model: Any, *, what: str) -> tuple[Any, Any]:
     Nested Functional/Sequential sub-models (a backbone inside a new head,
     keras-hub blocks) are inlined so that every technique reaches their layers.
     """
-    from tflight.flatten import flatten
+    from tflight.bridge.flattening import flatten
 
     base = _as_tf_keras(model, what=what)
     try:
@@ -755,7 +755,7 @@ def _fresh_optimizer(compile: dict[str, Any]) -> dict[str, Any]:
 
 
 def _zeros_by_layer(model: Any) -> dict[str, float]:
-    from tflight.pruning import sparsity_report
+    from tflight.compress.pruning import sparsity_report
 
     return {row.layer: row.sparsity for row in sparsity_report(model).layers}
 

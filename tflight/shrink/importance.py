@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import tf
-from tflight.depgraph import ChannelGroup, DependencyGraph
 from tflight.errors import CompressionError
+from tflight.shrink.depgraph import ChannelGroup, DependencyGraph
 
 __all__ = [
     "Importance",

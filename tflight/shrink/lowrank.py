@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from tflight.depgraph import DependencyGraph
 from tflight.errors import CompressionError, UnsupportedLayerError
-from tflight.structured import _module, rebuild_model
+from tflight.shrink.channels import _module, rebuild_model
+from tflight.shrink.depgraph import DependencyGraph
 
 __all__ = ["LowRankLayer", "LowRankResult", "factorize"]
 

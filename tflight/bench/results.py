@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tflight.devices.profiles import LatencyEstimate
 from tflight.errors import BenchmarkError
-from tflight.profiles import LatencyEstimate
 
 __all__ = [
     "Accelerator",

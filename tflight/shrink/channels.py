@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf, tf_keras
-from tflight.depgraph import ChannelGroup, DependencyGraph, LayerCut
 from tflight.errors import CompressionError, UnsupportedLayerError
-from tflight.importance import (
+from tflight.shrink.depgraph import ChannelGroup, DependencyGraph, LayerCut
+from tflight.shrink.importance import (
     APoZImportance,
     BNScaleImportance,
     Importance,
@@ -597,7 +597,7 @@ def fine_tune(
             x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
             verbose=verbose,
         )
-    from tflight.distillation import Distiller
+    from tflight.distill.distiller import Distiller
 
     distiller = Distiller(teacher, model, temperature=temperature, alpha=alpha)
     distiller.compile(optimizer=K.optimizers.Adam(learning_rate))

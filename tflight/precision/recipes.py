@@ -728,7 +728,7 @@ def _gzip_size(content: bytes) -> int:
 
 
 def _latency_ms(content: bytes, profile: str) -> float:
-    from tflight.profiles import estimate_latency
+    from tflight.devices.profiles import estimate_latency
 
     return float(estimate_latency(content, profile).ms)
 

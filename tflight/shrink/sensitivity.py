@@ -30,15 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from tflight.depgraph import DependencyGraph
 from tflight.errors import CompressionError
-from tflight.structured import (
+from tflight.shrink.channels import (
     Importance,
     _keep_count,
     _top,
     importance_from_name,
     prune_channels,
 )
+from tflight.shrink.depgraph import DependencyGraph
 
 __all__ = [
     "GroupSensitivity",
@@ -80,7 +80,7 @@ def estimated_latency_ms(
     Raises:
       CompressionError: an unknown profile or arithmetic.
     """
-    from tflight import profiles as P
+    from tflight.devices import profiles as P
     from tflight.errors import BenchmarkError
 
     if arithmetic not in _ARITHMETICS:

@@ -1,0 +1,26 @@
+"""Post-training quantization of `.tflite` files per layer: recipes, sensitivity, the search.
+
+`quantize_layers` applies a per-layer precision plan (float, fp16, int16x8, int8,
+int4) with litert-quantizer; `precision_sensitivity` measures each layer;
+`search_precision` finds the smallest or fastest plan within an accuracy budget
+that holds on new data.
+"""
+
+from tflight._lazy import attach
+
+_EXPORTS = {
+    "Precision": "tflight.precision.recipes",
+    "QuantizedModel": "tflight.precision.recipes",
+    "PrecisionSensitivity": "tflight.precision.recipes:SensitivityReport",
+    "precision_sensitivity": "tflight.precision.recipes:sensitivity",
+    "quantize_int4": "tflight.precision.recipes",
+    "quantize_layers": "tflight.precision.recipes",
+    "SearchResult": "tflight.precision.search",
+    "search_precision": "tflight.precision.search:search",
+}
+_DEPRECATED = {
+    "SensitivityReport": "PrecisionSensitivity",
+    "quantization_sensitivity": "precision_sensitivity",
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _EXPORTS, deprecated=_DEPRECATED)
