@@ -27,10 +27,36 @@ class ConversionError(Exception):
       mode: the conversion mode the error concerns (a mode word), or None.
       log_path: a file holding the converter's own output for this failure
         (kept for the user to read), or None.
+      option: the argument of the call the error is about (its Python keyword,
+        e.g. "representative_data", "validation_data"), or None.
+      layer: the layer or op the error is about, or None.
+      fix: what would work, in the library's terms, or None.
+      kind: a short machine-readable word for the failure, or None.
+
+    The fields let a front end say the fix in its own flags without reading
+    the message text.
     """
 
     mode: str | None = None
     log_path: str | None = None
+    option: str | None = None
+    layer: str | None = None
+    fix: str | None = None
+    kind: str | None = None
+
+    def __init__(
+        self,
+        *args: object,
+        option: str | None = None,
+        layer: str | None = None,
+        fix: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(*args)
+        # Class-level defaults stay unless a field is given.
+        for name, value in (("option", option), ("layer", layer), ("fix", fix), ("kind", kind)):
+            if value is not None:
+                setattr(self, name, value)
 
 
 class ModelLoadError(ConversionError):

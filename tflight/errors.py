@@ -23,7 +23,38 @@ __all__ = [
 
 
 class TflightError(Exception):
-    """Base class of every error raised by `tflight`."""
+    """Base class of every error raised by `tflight`.
+
+    Besides its one-line message, an error carries structured fields, so that a
+    front end (the `tflight` command) can say the fix in its own words — map
+    `option` to its flag — without reading the message text.
+
+    Attributes:
+      option: the argument of the library call the error is about (its Python
+        keyword, e.g. "sparsity", "max_drop", "validation_data"), or None.
+      layer: the name of the layer the error is about, or None.
+      fix: what would work, in the library's terms, or None.
+      kind: a short machine-readable word for the failure (e.g.
+        "unsupported_layer", "budget_missed"), or None.
+      details: any further fields (e.g. measured figures), as a dict.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        option: str | None = None,
+        layer: str | None = None,
+        fix: str | None = None,
+        kind: str | None = None,
+        **details: object,
+    ) -> None:
+        super().__init__(message)
+        self.option = option
+        self.layer = layer
+        self.fix = fix
+        self.kind = kind
+        self.details = details
 
 
 class BridgeError(TflightError):
@@ -61,8 +92,8 @@ class PrecisionError(TflightError):
 class PrecisionBudgetError(PrecisionError):
     """No configuration met the accuracy budget; `best` holds the closest one found."""
 
-    def __init__(self, message: str, best: object = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, best: object = None, **fields: object) -> None:
+        super().__init__(message, kind=fields.pop("kind", "budget_missed"), **fields)
         self.best = best
 
 
