@@ -32,6 +32,7 @@ STAGES = (
     "tflight.shrink",
     "tflight.precision",
     "tflight.bench",
+    "tflight.optimize",
 )
 
 # Names that belong to no stage.

@@ -159,6 +159,9 @@ def _register() -> None:
     cli.add_command(compress.compress)
     cli.add_command(quantize.quantize)
     cli.add_command(shrink.shrink)
+    from tflight.cli import optimize
+
+    cli.add_command(optimize.optimize)
     # Further commands register here.
 
 

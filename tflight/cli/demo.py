@@ -1,4 +1,4 @@
-"""`tflight demo`: the end-to-end main job on bundled data."""
+"""`tflight demo`: the main job on bundled data: train, optimize for a Pixel 4, report."""
 
 from __future__ import annotations
 
@@ -12,44 +12,37 @@ __all__ = ["demo"]
 
 
 @click.command()
-@click.option(
-    "-o",
-    "--output-dir",
-    default="out",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where the .tflite files are written.",
-)
-@click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--compress-epochs",
-    default=6,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Fine-tuning epochs per compression stage (0 skips compression).",
-)
+@click.option("-o", "--output-dir", default="out", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Where model.tflite, report.json and report.html are written.")
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1),
+              help="Training epochs of the float CNN.")
+@click.option("--objective", type=click.Choice(["latency", "size"]), default="latency",
+              show_default=True)
+@click.option("--max-drop", default=1.0, show_default=True, type=float,
+              help="Accuracy budget in points.")
+@click.option("--time-budget", help="Wall time of the search, e.g. 5m.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @progress_option
-def demo(
-    output_dir: str,
-    epochs: int,
-    compress_epochs: int,
-    seed: int,
-    as_json: bool,
-    progress: bool | None,
-) -> None:
-    """Train a CNN on bundled digits, compress and convert it, verify and measure each file.
+def demo(output_dir: str, epochs: int, objective: str, max_drop: float,
+         time_budget: str | None, seed: int, as_json: bool, progress: bool | None) -> None:
+    """Train a CNN on bundled digits and run `tflight optimize` on it for a Pixel 4.
 
     Stages are shown on a terminal; --json output and piped output stay quiet.
     """
-    from tflight import demo as _demo
+    from tflight.cli.optimize import parse_duration
+    from tflight.optimize import demo as _demo
 
     say = None if as_json and progress is None else progress_printer(progress)
-    result = _demo.run(
-        output_dir, epochs=epochs, compress_epochs=compress_epochs, seed=seed, progress=say
-    )
+    result, accuracy, seconds = _demo.run(
+        output_dir, epochs=epochs, objective=objective, max_drop=max_drop,
+        time_budget=parse_duration(time_budget), seed=seed, progress=say)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        result.summary(print_fn=click.echo)
+        click.echo(json.dumps({"keras_validation_accuracy": accuracy, "train_seconds": seconds,
+                               "result": json.loads(result.to_json())}, indent=2))
+        return
+    click.echo(f"Keras CNN trained on digits in {seconds:.1f} s: validation accuracy "
+               f"{accuracy:.2%}")
+    result.summary(print_fn=click.echo)
+
