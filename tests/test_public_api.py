@@ -37,6 +37,8 @@ TFLIGHT_ALL = {
     "Accelerator", "BenchmarkConfig", "BenchmarkResult", "Comparison", "DEVICE_PROFILES",
     "Device", "DeviceProfile", "append_history", "benchmark", "benchmark_many",
     "estimate_latency", "plot_latency_vs_size", "read_history", "setup_arm64",
+    # optimize
+    "OptimizeError", "CandidateResult", "OptimizeResult",
 }
 
 CONVERTERS_ALL = {

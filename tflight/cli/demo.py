@@ -17,9 +17,9 @@ __all__ = ["demo"]
               help="Where model.tflite, report.json and report.html are written.")
 @click.option("--epochs", default=15, show_default=True, type=click.IntRange(min=1),
               help="Training epochs of the float CNN.")
-@click.option("--objective", type=click.Choice(["latency", "size"]), default="latency",
+@click.option("--objective", type=click.Choice(["latency", "size"]), default="size",
               show_default=True)
-@click.option("--max-drop", default=1.0, show_default=True, type=float,
+@click.option("--max-drop", default=1.5, show_default=True, type=float,
               help="Accuracy budget in points.")
 @click.option("--time-budget", help="Wall time of the search, e.g. 5m.")
 @click.option("--seed", default=0, show_default=True, type=int)

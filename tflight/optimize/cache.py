@@ -1,7 +1,7 @@
 """The search's on-disk cache: a finished candidate is never built twice for the same inputs.
 
 The key is a SHA-256 of the model (its config and weights), the three data
-splits, the search settings and tflight's version; each finished candidate is
+splits, the search settings and the cache's format; each finished candidate is
 stored under it as `<name>.tflite` plus `<name>.json` (its measured figures),
 written atomically, so an interrupted search (Ctrl-C, a crash, a time budget)
 resumes where it stopped and a changed input starts afresh.
@@ -19,6 +19,9 @@ import numpy as np
 
 __all__ = ["Cache", "model_digest", "search_key"]
 
+# Bumped when a candidate is built or measured differently, so old entries are not reused.
+_FORMAT = 1
+
 
 def model_digest(model: Any) -> str:
     """A hash of a Keras model's architecture and weights."""
@@ -34,14 +37,12 @@ def model_digest(model: Any) -> str:
 
 def search_key(model: Any, arrays: list[np.ndarray], settings: dict[str, Any]) -> str:
     """The cache key of a search: model, data and settings together."""
-    import tflight
-
     h = hashlib.sha256(model_digest(model).encode())
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(str(a.shape).encode() + str(a.dtype).encode())
         h.update(a.tobytes())
-    h.update(json.dumps({**settings, "tflight": tflight.__version__}, sort_keys=True,
+    h.update(json.dumps({**settings, "format": _FORMAT}, sort_keys=True,
                         default=str).encode())
     return h.hexdigest()[:20]
 
