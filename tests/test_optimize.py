@@ -72,7 +72,8 @@ def test_selection_never_reads_the_test_split(searched):
         if a.status == "measured":
             assert a.validation == b.validation
     # The poisoned labels are seen, once, by the test measurement only.
-    assert clean.test.accuracy > 0.8 and poisoned.test.accuracy < 0.2
+    assert poisoned.test.baseline_accuracy < clean.test.baseline_accuracy - 0.2
+    assert poisoned.test.accuracy < clean.test.accuracy - 0.2
 
 
 @pytest.mark.slow
@@ -158,6 +159,10 @@ _WORKER = textwrap.dedent(
     import numpy as np
     import keras
     import tensorflow as tf
+
+    # Before anything else touches TensorFlow's context (collectives are set at start-up).
+    strategy = (tf.distribute.MultiWorkerMirroredStrategy()
+                if os.environ.get("TF_CONFIG") else None)
     from tflight.datasets import load_digits
     from tflight.optimize import training
     from tflight.shrink import prune_channels
@@ -168,8 +173,6 @@ _WORKER = textwrap.dedent(
                               keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
                               keras.layers.Flatten(), keras.layers.Dense(10)])
     small = prune_channels(model, ratio=0.5).model
-    strategy = (tf.distribute.MultiWorkerMirroredStrategy()
-                if os.environ.get("TF_CONFIG") else None)
     tuned = training.fit(small, d.x_train[:512], d.y_train[:512], epochs=2, batch_size=32,
                          strategy=strategy, seed=0)
     np.savez(sys.argv[1], *tuned.get_weights())

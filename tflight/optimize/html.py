@@ -96,9 +96,11 @@ def _plot(result: OptimizeResult, axis: str) -> str:
                     f'stroke="{"#000" if chosen else "none"}"/>')
             text = c.name if chosen or c.pareto else ""
         parts.append(f"<g>{mark}<title>{_e(tip)}</title></g>")
-        if text:
-            parts.append(f'<text x="{x + 8:.1f}" y="{y - 6:.1f}" font-size="10">{_e(text)}'
-                         "</text>")
+        if text:  # labels right of the point, or left of it near the right edge
+            left = x > 0.7 * _W
+            parts.append(f'<text x="{x - 8 if left else x + 8:.1f}" y="{y - 6:.1f}" '
+                         f'font-size="10" text-anchor="{"end" if left else "start"}">'
+                         f"{_e(text)}</text>")
     parts.append("</svg>")
     return "".join(parts)
 
