@@ -1,10 +1,13 @@
 """Fine-tuning for the training candidates: epochs scaled to the data, an optional strategy.
 
 Plain Keras fine-tuning (after channel pruning or low rank) runs under any
-`tf.distribute` strategy: the model is rebuilt inside `strategy.scope()` so its
-variables are mirrored, the data are shuffled once with the seed and fed in a
-fixed order, so that one worker and several workers see the same global
-batches. TF-MOT techniques (QAT, clustering, pruning) are built by
+`tf.distribute` strategy: the model and its optimizer are rebuilt inside
+`strategy.scope()` so their variables are mirrored, and one training loop
+(`strategy.run` per global batch, losses averaged over the global batch) serves
+one worker and several alike. The data are shuffled once with the seed and fed
+in whole global batches in a fixed order, so every worker count takes the same
+steps. (Keras 3's `fit` fails on a multi-worker distributed dataset here:
+"Attempt to convert a value (PerReplica ...) to a Tensor".) TF-MOT techniques (QAT, clustering, pruning) are built by
 `tflight.compress` through the Keras bridge outside any strategy scope, so
 their wrapper variables would not be mirrored: under a strategy they are
 refused with `OptimizeError` naming the technique.
@@ -106,33 +109,48 @@ def fit(
     Returns:
       The fine-tuned copy.
     """
-    import contextlib
-
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-    with scope:
+    x, y = x[order], y[order].astype("int64")
+    strategy = strategy if strategy is not None else tf.distribute.get_strategy()
+    with strategy.scope():
         copy = keras.models.clone_model(model)
         copy.set_weights(model.get_weights())
-        copy.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits(model)),
-        )
-    if strategy is not None:
-        import tensorflow as tf
+        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer.build(copy.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits(model),
+                                                         reduction=None)
+    # Whole global batches in a fixed order: every worker count sees the same steps.
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dist = strategy.experimental_distribute_dataset(data.with_options(options))
 
-        data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        options = tf.data.Options()
-        # Every worker reads the same batches and takes its share of each one.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
-        )
-        copy.fit(data.with_options(options), epochs=epochs, verbose=0,
-                 callbacks=progress_callback(keras, progress, label, epochs))
-    else:
-        copy.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False, verbose=0,
-                 callbacks=progress_callback(keras, progress, label, epochs))
+    def replica_step(xb: Any, yb: Any) -> Any:
+        with tf.GradientTape() as tape:
+            per_sample = loss_fn(yb, copy(xb, training=True))
+            loss = tf.nn.compute_average_loss(per_sample, global_batch_size=batch_size)
+        grads = tape.gradient(loss, copy.trainable_variables)
+        optimizer.apply_gradients(zip(grads, copy.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def step(xb: Any, yb: Any) -> Any:
+        losses = strategy.run(replica_step, args=(xb, yb))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        total = count = 0.0
+        for xb, yb in dist:
+            total += float(step(xb, yb))
+            count += 1
+        if progress is not None:
+            done = epoch + 1
+            eta = (time.perf_counter() - start) / done * (epochs - done)
+            progress(f"  {label}: epoch {done}/{epochs}, loss {total / max(count, 1):.4f} "
+                     f"(ETA {eta:.0f} s)")
     return copy
