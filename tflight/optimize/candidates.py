@@ -158,7 +158,8 @@ def _convert(ctx: Context, model: Any, storage: str, *, validate: bool = True) -
         from tflight.precision import quantize_int4
 
         return quantize_int4(model, calibration_data=ctx.calibration).flatbuffer
-    target = "edgetpu" if ctx.device.target == "edgetpu" else "cpu"
+    # The accelerator targets fix every shape (batch 1) and, for the Edge TPU, int8 I/O.
+    target = ctx.device.target
     result = converters.convert(
         model, storage, representative_data=ctx.calibration, target=target,
         validate=validate, sample_data=ctx.data.x_val[:32] if validate else None,
