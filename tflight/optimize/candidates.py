@@ -172,7 +172,10 @@ def _layer_rows(model: Any, precision: str | dict[str, str],
     """One row per layer with a kernel: precision, output channels (before -> after), sparsity."""
     rows = []
     for layer in getattr(model, "layers", []):
-        kernels = [w for w in layer.weights if "kernel" in w.name]
+        # Only the kernel itself: QAT and clustering add scalars such as `kernel_min`.
+        kernels = [w for w in layer.weights
+                   if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")
+                   and len(w.shape) >= 2]
         if not kernels:
             continue
         k = np.asarray(kernels[0].numpy() if hasattr(kernels[0], "numpy") else kernels[0])

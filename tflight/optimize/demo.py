@@ -23,7 +23,13 @@ import numpy as np
 from tflight.optimize.inputs import OptimizeError
 from tflight.optimize.result import OptimizeResult
 
-__all__ = ["digits_cnn", "run"]
+__all__ = ["DEMO_TECHNIQUES", "digits_cnn", "run"]
+
+# One candidate of each kind, so the demo stays within a few minutes on 2 cores:
+# PTQ, the mixed-precision search, int4, channel pruning + fine-tuning, and
+# clustering + QAT stored as int4 (`techniques=None` tries every candidate).
+DEMO_TECHNIQUES = ("int8", "dynamic", "fp16", "mixed", "int4", "channels60-int8",
+                   "cqat-int4")
 
 
 def digits_cnn(*, seed: int = 0, width: int = 16):
@@ -71,7 +77,7 @@ def run(
     objective: str = "size",
     max_drop: float = 1.5,
     time_budget: float | None = None,
-    techniques: tuple[str, ...] | None = None,
+    techniques: tuple[str, ...] | None = DEMO_TECHNIQUES,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[OptimizeResult, float, float]:
