@@ -16,12 +16,12 @@ def test_demo_trains_optimizes_and_writes_the_report(tmp_path):
 
     lines: list[str] = []
     result, accuracy, _ = demo.run(str(tmp_path / "out"), epochs=5,
-                                   techniques=("int8", "channels60-int8"), progress=lines.append)
+                                   techniques=("int8", "dynamic"), progress=lines.append)
     assert accuracy > 0.8  # five epochs on real digits
     assert result.met, result.verdict
     assert (tmp_path / "out" / "model.tflite").is_file()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert [c["spec"]["name"] for c in report["candidates"]] == ["int8", "channels60-int8"]
+    assert [c["spec"]["name"] for c in report["candidates"]] == ["int8", "dynamic"]
     assert report["validation_source"] == "validation_data" and report["test"]["samples"] == 269
     assert "<svg" in (tmp_path / "out" / "report.html").read_text()
     assert lines[0].startswith("Training a small CNN") and any("[1/2] int8" in ln for ln in lines)
