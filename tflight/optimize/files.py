@@ -2,8 +2,9 @@
 
 Files go to the output folder, each written atomically: `model.tflite` (only
 when a candidate meets every budget), `pareto/<name>.tflite` for the Pareto
-front, `data/{train,validation,test}.npz` (the exact splits, so the commands
-in the report reproduce the figures), `report.json` and `report.html`.
+front, `data/{train,validation,test}.npz` (the exact splits) and, for a model given
+as an object, `source_model.keras`, so that the commands in the report have
+the files they read; `report.json` and `report.html`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def _save_npz(path: str, x: np.ndarray, y: np.ndarray) -> None:
     tmp = f"{path}.{os.getpid()}.tmp.npz"
     np.savez(tmp, x=x, y=y)
     os.replace(tmp, path)
+
+
+def _save_source(model: Any, out: str, files: dict[str, str]) -> str:
+    """Saves a model given as an object, so the reproducing commands have a file to read."""
+    path = os.path.join(out, "source_model.keras")
+    tmp = os.path.join(out, f".source_model.{os.getpid()}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+    files["source model"] = path
+    return path
 
 
 def commands_for(c: CandidateResult, *, model: str, data: dict[str, str], device: str,
@@ -131,7 +142,7 @@ def write_outputs(result: OptimizeResult, data: Any, contents: dict[str, bytes],
         result.reverified = _reverify(path, result.winner, data, say)
     chosen = result.chosen
     if chosen is not None:
-        model_path = data.paths.get("model") or "model.keras"
+        model_path = data.paths.get("model") or _save_source(data.model, out, files)
         rel = {k: os.path.join(out, "data", f"{k}.npz") for k in splits}
         from tflight.optimize.inputs import DEVICES
 
