@@ -322,9 +322,12 @@ def _why_skip_training(spec: C.Spec, ctx: C.Context, best: CandidateResult | Non
     predicted = (measure.estimated_ms(shape, ctx.device.profile)[0] if objective == "latency"
                  else len(shape))
     if predicted >= best.cost(objective):
-        unit = "ms estimated" if objective == "latency" else "bytes"
-        return (f"cannot beat the best so far: its structure gives {predicted:,.3f} {unit}, "
-                f"{best.name} already has {best.cost(objective):,.3f} within budget")
+        if objective == "latency":
+            mine, theirs = f"{predicted:.3f} ms estimated", f"{best.cost(objective):.3f} ms"
+        else:
+            mine, theirs = f"{predicted:,.0f} bytes", f"{best.cost(objective):,.0f}"
+        return (f"cannot beat the best so far: its structure gives {mine}, {best.name} "
+                f"already has {theirs} within budget")
     return ""
 
 
