@@ -61,7 +61,7 @@ def run_one(name: str, side: int, *, atol: float) -> dict:
     import keras
 
     import tflight
-    from tflight.bridge import core as bridge
+    from tflight import bridge
 
     row = {"name": name, "input": f"{side}x{side}x3", "params": None, "passed": False}
     try:

@@ -89,7 +89,7 @@ def run_one(name: str, build) -> dict:
     import keras
 
     import tflight
-    from tflight.bridge import core as bridge
+    from tflight import bridge
 
     row: dict = {"name": name, "passed": False}
     try:

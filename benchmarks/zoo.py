@@ -264,7 +264,7 @@ def custom_layer() -> Zoo:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "factor": self.factor}
 
-    from tflight.bridge import core as bridge
+    from tflight import bridge
 
     # The documented path: a translation from the Keras 3 layer to its tf_keras twin.
     bridge.register(Scale, lambda layer: TfkScale(**layer.get_config()))
