@@ -35,8 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .profile_costs import DeviceProfile, columns_for, features_from_totals, work_columns
 from .profile_data import PublishedRow, model_family
-from .profiles import DeviceProfile, columns_for, features_from_totals, work_columns
 
 __all__ = ["Validation", "PoolFit", "fit_pool", "calibrate", "cross_validate", "build_profile"]
 
