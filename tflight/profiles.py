@@ -203,6 +203,9 @@ UNFITTED_DEVICES = {
     "pixel2-1core": "pixel1-1core",
     "pixel3-1core": "pixel1-1core",
     "iphone-xs": "pixel4",
+    "pixel2-1thread": "pixel1-1core",
+    "pixelxl-1thread": "pixel1-1core",
+    "iphone8-1thread": "pixel1-1core",
     "edgetpu-usb": "edgetpu",
     "iphone-xs-gpu": "pixel4-gpu",
 }
