@@ -319,3 +319,16 @@ def test_gpu_rule_keeps_control_flow_on_the_cpu(grus):
     est = estimate_latency(work, "pixel3-gpu")
     assert any(u.startswith("WHILE#") for u in est.unsupported_ops)
     assert any("GPU placement by rule" in n for n in est.notes)
+
+
+def test_devices_checked_as_unfitted_are_in_no_pool():
+    from tflight.profile_data import published_rows
+    from tflight.profiles import _POOLS, UNFITTED_DEVICES
+
+    pooled = {d for devs in _POOLS.values() for d in devs}
+    assert not pooled & set(UNFITTED_DEVICES)
+    assert set(UNFITTED_DEVICES.values()) <= set(PROFILES)
+    have = {r.device for r in published_rows()}
+    assert set(UNFITTED_DEVICES) <= have
+    # Every device of the table is either fitted in a pool or checked as unfitted.
+    assert have <= pooled | set(UNFITTED_DEVICES)
