@@ -367,7 +367,7 @@ def search(
       calibration_data: as for `sensitivity`.
       test_data: separate `(x, y)` (or `x`) for the re-check.
       objective: `"size"` (raw bytes) or `"latency"` (the profile's estimate).
-      profile: the device profile for latency estimates (`tflight.profiles.PROFILES`).
+      profile: the device profile for latency estimates (`tflight.devices.profiles.PROFILES`).
       choices: the precisions a layer may take (default: all of `Precision`).
       guide: the sensitivity view ordering the moves (`Guide`). "alone" by
         default: on the benchmark's CNN and transformer its additive estimate
