@@ -82,7 +82,7 @@ def _cache_teacher(
     y: np.ndarray | None,
     batch_size: int,
 ) -> TeacherCache:
-    """Runs `forward` (batch -> teacher logits, features) over `x`; see `Distiller.cache_teacher`."""
+    """Runs `forward` (batch -> logits, features) over `x`; see `Distiller.cache_teacher`."""
     if not isinstance(x, np.ndarray):
         raise DistillationError(
             f"cache_teacher needs `x` as a NumPy array, got {type(x).__name__}; "

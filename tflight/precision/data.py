@@ -111,7 +111,7 @@ def _split(
     parts: int,
     seed: int,
 ) -> tuple[Data, list[tuple[Data, np.ndarray | None]], str]:
-    """Checks the data against the float model `fm`; splits it into calibration and `parts` parts."""
+    """Checks the data against the float model `fm`; splits it into calibration and `parts`."""
     x = fm.check(x, "the validation data `x`", option="x")
     n = _n(x)
     y = _labels(y, n, "the validation labels `y`")

@@ -45,6 +45,8 @@ class _Score:
 
 
 class _Evaluator:
+    """Scores variants of one float model on fixed samples (the float output computed once)."""
+
     def __init__(self, fm: _FloatModel, x: Data, y: np.ndarray | None, *, output: int = 0,
                  confidence: float = DEFAULT_CONFIDENCE) -> None:
         self.x, self.y = x, y

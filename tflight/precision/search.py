@@ -4,8 +4,8 @@ The smallest (or, by a device profile's latency estimate, fastest) per-layer
 mix of float, fp16, int16x8, int8 and int4 weights whose accuracy drop stays
 within a budget **on new data**, not only on the samples measured: a candidate
 is accepted only if a one-sided upper confidence bound on its drop (exact
-binomial bound on the paired losses, see `tflight.precision.drop_bound_pt`)
-is within the budget. A budget the search samples cannot resolve (too few of
+binomial bound on the paired losses, see
+`tflight.precision.stats.drop_bound_pt`) is within the budget. A budget the search samples cannot resolve (too few of
 them for the bound to reach it even with no loss) is refused with the number
 of samples needed. Every candidate is built by litert-quantizer and run in
 LiteRT; the result is re-checked on samples the search never saw.
@@ -331,8 +331,8 @@ def search(
 
     The budget is a claim about new data: a configuration is accepted only if
     the one-sided upper bound on its drop at `confidence`
-    (`tflight.precision.drop_bound_pt`, from the paired losses on the search
-    samples) is within `max_drop`. With n search samples that bound is never
+    (`tflight.precision.stats.drop_bound_pt`, from the paired losses on the
+    search samples) is within `max_drop`. With n search samples that bound is never
     below 1 - (1 - confidence)^(1/n), so a budget below it is refused up front
     with the number of validation samples needed. The chosen model is then
     re-checked on held-out samples (`result.verification`).
