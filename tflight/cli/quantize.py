@@ -271,7 +271,7 @@ def quantize(
     except PrecisionError as e:
         raise _in_command_terms(e) from e
     v = result.verification
-    recheck_failed = v.drop_bound_pt > max_drop + 1e-9  # NaN (no bound) is not a failure
+    recheck_failed = not result.recheck_met_budget
     if plot is not None:
         _plot_sensitivity(result.sensitivity, plot)
     if recheck_failed:
