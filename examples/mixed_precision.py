@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import converters  # noqa: E402
 import tflight  # noqa: E402
 from tflight.errors import PrecisionError  # noqa: E402
-from tflight.precision.recipes import quantize_int4, sensitivity  # noqa: E402
+from tflight.precision import precision_sensitivity, quantize_int4  # noqa: E402
 from tflight.precision.search import search  # noqa: E402
 
 data = tflight.load_digits(seed=0)
@@ -49,8 +49,8 @@ print(f"float .tflite: {len(fp32):,} bytes")
 # 2. Per-layer sensitivity, both ways: "int8 alone" / "int4 alone" quantize one
 #    layer of the float model; "kept float" keeps one layer float in an
 #    all-int4 model. Cells: output SNR against float / accuracy points lost.
-report = sensitivity(fp32, x_val, y_val, calibration_data=calibration,
-                     precisions=["int8", "int4"])
+report = precision_sensitivity(fp32, x_val, y_val, calibration_data=calibration,
+                               precisions=["int8", "int4"])
 report.summary()
 
 # 3. A budget the data cannot resolve is refused, with the number needed:

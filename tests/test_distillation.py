@@ -16,7 +16,9 @@ import pytest
 import tflight
 from tflight._keras import keras, tf, tf_keras, tfmot
 from tflight.distill import losses as dl
-from tflight.distill.distiller import Distiller, load_distiller, load_model
+from tflight.distill.distiller import Distiller
+from tflight.distill.models import load_model
+from tflight.distill.saving import load_distiller
 from tflight.errors import DistillationError
 
 N = 256  # training examples: enough to move a tiny model, cheap to fit

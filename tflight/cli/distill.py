@@ -151,7 +151,7 @@ def distill(
 
     from tflight import _io
     from tflight.distill.distiller import _check_output_path, _module_for, _save_atomic
-    from tflight.distill.distiller import distill as run_distill
+    from tflight.distill.run import distill as run_distill
 
     say = progress_printer(progress)
     x, y = _io.load_xy(

@@ -3,11 +3,11 @@
 from tflight._lazy import attach
 
 _EXPORTS = {
-    "DistillationResult": "tflight.distill.distiller",
+    "DistillationResult": "tflight.distill.result",
     "Distiller": "tflight.distill.distiller",
-    "TeacherCache": "tflight.distill.distiller",
-    "distill": "tflight.distill.distiller",
-    "load_distiller": "tflight.distill.distiller",
+    "TeacherCache": "tflight.distill.cache",
+    "distill": "tflight.distill.run",
+    "load_distiller": "tflight.distill.saving",
     "DistillationLoss": "tflight.distill.losses",
     "FeatureLoss": "tflight.distill.losses",
     "GroundTruthLoss": "tflight.distill.losses",

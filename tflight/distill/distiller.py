@@ -6,7 +6,14 @@
 generations: a Keras 3 student gets a `keras.Model` subclass, a tf_keras
 student (for example one that TF-MOT has pruned, QAT-wrapped or clustered)
 gets a tf_keras `Model` subclass, so that distillation can run during the
-compression fine-tune. The teacher may be of either generation.
+compression fine-tune. The teacher may be of either generation. Both
+subclasses are made by `_distiller_class` from the one body of `Distiller`
+(losses, training and test steps, caching, serialization); what differs
+between the generations (the base `Model`, how the optimizer applies
+gradients, which weights count as trainable) is decided there.
+
+Next to it: `losses`, `models` (checks of the two models), `cache`, `result`,
+`saving` (`load_distiller`) and `run` (`distill`, the one-call shortcut).
 
 What the trainer adds over `keras.distillation.Distiller`: learned projections
 for feature distillation between layers of different widths, teacher outputs
@@ -23,43 +30,33 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import functools
-import math
 import os
 import tempfile
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from tflight import _io
-from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf, tf_keras, tfmot
-from tflight.distill.losses import (
-    DistillationLoss,
-    FeatureLoss,
-    GroundTruthLoss,
-    LossInputs,
-    SoftTargetLoss,
-    loss_from_config,
+from tflight._keras import keras, tf, tfmot
+from tflight.distill.cache import TeacherCache, _cache_teacher
+from tflight.distill.losses import DistillationLoss, LossInputs, _resolve_losses, loss_from_config
+from tflight.distill.models import (
+    _as_logits,
+    _check_models,
+    _check_output_path,
+    _find_layer,
+    _generation,
+    _has_pruning,
+    _module_for,
+    _outputs_probabilities,
+    load_model,
 )
 from tflight.errors import DistillationError
 
-__all__ = [
-    "Distiller",
-    "TeacherCache",
-    "DistillationResult",
-    "distill",
-    "load_distiller",
-    "load_model",
-]
-
-_TFMOT_PREFIXES = ("prune_low_magnitude_", "quant_", "cluster_")
-_EPS = 1e-7
-
-
-# --------------------------------------------------------------------------- helpers
+__all__ = ["Distiller", "load_model"]
 
 
 class _Hidden:
@@ -71,192 +68,6 @@ class _Hidden:
 
     def __init__(self, value: Any) -> None:
         self.value = value
-
-
-def _generation(model: Any) -> str | None:
-    if is_keras3_model(model):
-        return "keras3"
-    if is_tf_keras_model(model):
-        return "tf_keras"
-    return None
-
-
-def _module_for(generation: str):
-    return keras if generation == "keras3" else tf_keras()
-
-
-def _param_count(weights: Sequence[Any]) -> int:
-    return int(sum(int(np.prod(w.shape)) for w in weights))
-
-
-def _single_output(model: Any, role: str) -> None:
-    outputs = getattr(model, "outputs", None)
-    if outputs is not None and len(outputs) != 1:
-        raise DistillationError(
-            f"The {role} {model.name!r} has {len(outputs)} outputs; distillation needs a "
-            "model with one output of class scores (logits)."
-        )
-
-
-def _inner(layer: Any) -> Any:
-    # TF-MOT wrappers keep the original layer in `.layer`.
-    return getattr(layer, "layer", layer)
-
-
-def _outputs_probabilities(model: Any) -> bool:
-    """True when the model's last layer applies a softmax (outputs are probabilities)."""
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return False
-    last = _inner(layers[-1])
-    if type(last).__name__ == "Softmax":
-        return True
-    act = getattr(last, "activation", None)
-    name = getattr(act, "__name__", None) or getattr(act, "name", None)
-    if name is None and act is not None:
-        # QAT wraps the activation in an object that keeps the original.
-        inner = getattr(act, "activation", None)
-        name = getattr(inner, "__name__", None)
-    return name == "softmax"
-
-
-def _find_layer(model: Any, name: str, role: str) -> Any:
-    by_name = {layer.name: layer for layer in model.layers}
-    for candidate in (name, *(p + name for p in _TFMOT_PREFIXES)):
-        if candidate in by_name:
-            return by_name[candidate]
-    names = sorted(by_name)
-    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-    raise DistillationError(
-        f"The {role} {model.name!r} has no layer named {name!r}; its layers are: {shown}."
-    )
-
-
-def _as_logits(outputs: tf.Tensor, probabilities: bool) -> tf.Tensor:
-    outputs = tf.cast(outputs, tf.float32)
-    if probabilities:
-        # log-probabilities are logits up to a constant, which softmax ignores.
-        return tf.math.log(tf.clip_by_value(outputs, _EPS, 1.0))
-    return outputs
-
-
-def _has_pruning(model: Any) -> bool:
-    if not is_tf_keras_model(model):
-        return False
-    if not any(type(layer).__name__ == "PruneLowMagnitude" for layer in _all_layers(model)):
-        return False
-    return True
-
-
-def _all_layers(model: Any) -> list[Any]:
-    out = []
-    for layer in getattr(model, "layers", []):
-        out.append(layer)
-        if hasattr(layer, "layers") and layer is not model:
-            out.extend(_all_layers(layer))
-    return out
-
-
-# --------------------------------------------------------------------------- data classes
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherCache:
-    """Teacher outputs computed once for a data set, to train on without the teacher.
-
-    A large teacher costs a forward pass per batch per epoch; with the cache it
-    runs once. The cache is only valid for exactly these inputs: with random
-    data augmentation, run the teacher live instead.
-
-    Attributes:
-      x: the inputs.
-      y: the labels, or None.
-      teacher_logits: the teacher's outputs as logits, `(n, classes)`.
-      teacher_features: the teacher's intermediate outputs by layer name, for
-        the feature losses of the distiller that made the cache.
-      seconds: how long the teacher took to compute it.
-    """
-
-    x: np.ndarray
-    y: np.ndarray | None
-    teacher_logits: np.ndarray
-    teacher_features: dict[str, np.ndarray]
-    seconds: float
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def targets(self) -> dict[str, Any]:
-        """The `y` structure `Distiller.fit` understands: labels plus teacher outputs."""
-        targets: dict[str, Any] = {
-            "teacher_logits": self.teacher_logits,
-            "teacher_features": dict(self.teacher_features),
-        }
-        if self.y is not None:
-            targets["y"] = self.y
-        return targets
-
-    def dataset(
-        self, batch_size: int = 32, *, shuffle: bool = True, seed: int | None = None
-    ) -> tf.data.Dataset:
-        """A `tf.data.Dataset` of `(x, targets)` batches to pass to `Distiller.fit`.
-
-        Args:
-          batch_size: examples per batch (the global batch under a strategy).
-          shuffle: reshuffle the examples every epoch.
-          seed: seed of the shuffle.
-        """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise DistillationError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
-        ds = tf.data.Dataset.from_tensor_slices((self.x, self.targets()))
-        if shuffle:
-            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillationResult:
-    """What `distill` returns: the trained student and how training went.
-
-    Attributes:
-      student: the trained student (the same object that was passed in).
-      history: per-epoch metrics (`loss`, each loss term, `accuracy`, and the
-        same with a `val_` prefix when validation data was given).
-      epochs: epochs trained.
-      seconds: wall time of training.
-      cache_seconds: time spent computing the teacher cache (0 if not cached).
-      cached: whether teacher outputs were cached.
-      samples: training examples (None if unknown).
-      validation_samples: examples of the validation data, or None.
-    """
-
-    student: Any
-    history: dict[str, list[float]]
-    epochs: int
-    seconds: float
-    cache_seconds: float
-    cached: bool
-    samples: int | None = None
-    validation_samples: int | None = None
-
-    def summary(self, print_fn=print) -> None:
-        """Prints a short report of the run, naming the data each figure comes from."""
-        print_fn(
-            f"Distilled {self.student.name!r} for {self.epochs} epoch(s) in {self.seconds:.1f} s"
-            + (f" (teacher cached in {self.cache_seconds:.1f} s)" if self.cached else "")
-        )
-        last = {k: v[-1] for k, v in self.history.items() if v}
-        train = {k: v for k, v in last.items() if not k.startswith("val_")}
-        held = {k[4:]: v for k, v in last.items() if k.startswith("val_")}
-        n = f"{self.samples} " if self.samples is not None else ""
-        print_fn(f"  on the {n}training examples (last epoch, not held out):")
-        for key, value in train.items():
-            print_fn(f"    {key:<18} {value:.4f}")
-        if held:
-            m = f"{self.validation_samples} " if self.validation_samples is not None else ""
-            print_fn(f"  on the {m}validation examples (not trained on):")
-            for key, value in held.items():
-                print_fn(f"    {key:<18} {value:.4f}")
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -337,7 +148,7 @@ class Distiller:
                 raise DistillationError(
                     f"`student` must be a Keras 3 or tf_keras model, got {type(student).__name__}."
                 )
-            cls = _Keras3Distiller if generation == "keras3" else _tf_keras_distiller_class()
+            cls = _distiller_class(generation)
         return super(Distiller, cls).__new__(cls, *args, **kwargs)  # noqa: UP008 - cls is rebound
 
     # The generation subclasses call this from their __init__.
@@ -613,37 +424,8 @@ class Distiller:
         Raises:
           DistillationError: `x` is not an array, or `y` has a different length.
         """
-        if not isinstance(x, np.ndarray):
-            raise DistillationError(
-                f"cache_teacher needs `x` as a NumPy array, got {type(x).__name__}; "
-                "for a tf.data pipeline run the teacher live instead."
-            )
-        if y is not None:
-            y = np.asarray(y)
-            if len(y) != len(x):
-                raise DistillationError(
-                    f"`x` has {len(x)} examples but `y` has {len(y)}; they must match."
-                )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise DistillationError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
-
-        forward = self._teacher_forward()
-        start = time.perf_counter()
-        logits, feats = [], [[] for _ in self._pairs]
-        for i in range(0, len(x), batch_size):
-            lo, fe = forward(tf.convert_to_tensor(x[i : i + batch_size]))
-            logits.append(lo.numpy())
-            for store, f in zip(feats, fe, strict=True):
-                store.append(f.numpy())
-        seconds = time.perf_counter() - start
-        return TeacherCache(
-            x=x,
-            y=y,
-            teacher_logits=np.concatenate(logits),
-            teacher_features={
-                t: np.concatenate(store) for (t, _), store in zip(self._pairs, feats, strict=True)
-            },
-            seconds=seconds,
+        return _cache_teacher(
+            self._teacher_forward(), [t for t, _ in self._pairs], x, y, batch_size
         )
 
     def _teacher_forward(self):
@@ -693,187 +475,24 @@ class Distiller:
         )
 
 
-def _resolve_losses(temperature, alpha, feature_layers, feature_weight, losses):
-    if losses is not None:
-        given = [
-            n
-            for n, v in (
-                ("temperature", temperature),
-                ("alpha", alpha),
-                ("feature_layers", feature_layers),
-                ("feature_weight", feature_weight),
-            )
-            if v is not None
-        ]
-        if given:
-            raise DistillationError(
-                f"Pass either `losses=[...]` or {', '.join(given)}, not both: with `losses` the "
-                "list is complete (add SoftTargetLoss(temperature=...) etc. to it)."
-            )
-        losses = list(losses)
-        if not losses:
-            raise DistillationError("`losses` is empty; give at least one DistillationLoss.")
-        for loss in losses:
-            if not isinstance(loss, DistillationLoss):
-                raise DistillationError(
-                    f"`losses` must hold DistillationLoss objects, got {type(loss).__name__}."
-                )
-    else:
-        temperature = 4.0 if temperature is None else temperature
-        alpha = 0.1 if alpha is None else alpha
-        feature_weight = 1.0 if feature_weight is None else feature_weight
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, (int, float))
-            or not math.isfinite(alpha)
-            or not 0.0 <= alpha <= 1.0
-        ):
-            raise DistillationError(
-                f"`alpha` (weight of the ground-truth loss) must be in [0, 1], got {alpha!r}; "
-                "the soft-target loss gets 1 - alpha."
-            )
-        losses = [SoftTargetLoss(temperature=temperature, weight=1.0 - alpha)]
-        if alpha > 0:
-            losses.append(GroundTruthLoss(weight=alpha))
-        for pair in feature_layers or ():
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise DistillationError(
-                    "`feature_layers` must be (teacher_layer, student_layer) name pairs, got "
-                    f"{pair!r}."
-                )
-            losses.append(FeatureLoss(pair[0], pair[1], weight=feature_weight))
-    if sum(loss.weight for loss in losses) <= 0:
-        raise DistillationError(
-            "All loss weights are 0; at least one loss needs a weight > 0 to train the student."
-        )
-    return tuple(losses)
-
-
-def _check_models(teacher: Any, student: Any, *, allow_smaller_teacher: bool) -> None:
-    if _generation(teacher) is None:
-        raise DistillationError(
-            f"`teacher` must be a Keras 3 or tf_keras model, got {type(teacher).__name__}."
-        )
-    if teacher is student:
-        raise DistillationError("`teacher` and `student` are the same model; pass two models.")
-    if not getattr(student, "inputs", None) or not getattr(student, "outputs", None):
-        raise DistillationError(
-            f"The student {student.name!r} must be a Sequential or Functional model with a known "
-            "input shape (start it with an Input layer)."
-        )
-    _single_output(teacher, "teacher")
-    _single_output(student, "student")
-    if not student.trainable_weights:
-        raise DistillationError(
-            f"The student {student.name!r} has no trainable weights (is `trainable` False?); "
-            "distillation trains the student."
-        )
-    t_params = _param_count(teacher.weights)
-    s_params = _param_count(student.trainable_weights)
-    if t_params < s_params and not allow_smaller_teacher:
-        raise DistillationError(
-            f"The teacher {teacher.name!r} has {t_params:,} parameters, fewer than the "
-            f"student {student.name!r}'s {s_params:,} trainable ones: are teacher and student "
-            "swapped? The call is Distiller(teacher, student). Pass allow_smaller_teacher=True "
-            "if this is intended."
-        )
-    s_in = tuple(student.inputs[0].shape)
-    t_inputs = getattr(teacher, "inputs", None)
-    if t_inputs:
-        t_in = tuple(t_inputs[0].shape)
-        if len(t_in) != len(s_in) or any(
-            a is not None and b is not None and a != b
-            for a, b in zip(t_in[1:], s_in[1:], strict=True)
-        ):
-            raise DistillationError(
-                f"Teacher input shape {t_in} and student input shape {s_in} differ; both models "
-                "must take the same inputs."
-            )
-    probe = np.zeros((1, *[d if d is not None else 1 for d in s_in[1:]]), dtype=np.float32)
-    try:
-        t_out = tuple(np.shape(teacher(probe, training=False)))
-    except Exception as e:  # noqa: BLE001 - any failure means the teacher cannot take these inputs
-        raise DistillationError(
-            f"The teacher {teacher.name!r} cannot run on the student's input shape {s_in}: {e}"
-        ) from e
-    s_out = tuple(student.outputs[0].shape)
-    if len(t_out) != len(s_out) or t_out[1:] != tuple(s_out[1:]):
-        raise DistillationError(
-            f"Teacher output shape {(None, *t_out[1:])} and student output shape {s_out} differ; "
-            "both must output scores for the same classes."
-        )
-
-
 # --------------------------------------------------------------------------- generations
 
 
-@keras.saving.register_keras_serializable(package="tflight", name="Distiller")
-class _Keras3Distiller(Distiller, keras.Model):
-    """The Keras 3 generation of `Distiller` (see there)."""
-
-    def __init__(
-        self,
-        teacher: Any,
-        student: Any,
-        *,
-        temperature: float | None = None,
-        alpha: float | None = None,
-        feature_layers: Sequence[tuple[str, str]] | None = None,
-        feature_weight: float | None = None,
-        losses: Sequence[DistillationLoss] | None = None,
-        allow_smaller_teacher: bool = False,
-        name: str = "distiller",
-        **kwargs: Any,
-    ) -> None:
-        if keras.backend.backend() != "tensorflow":
-            raise DistillationError(
-                f"The Keras 3 Distiller needs the TensorFlow backend, got {keras.backend.backend()!r}; "
-                "set KERAS_BACKEND=tensorflow."
-            )
-        super().__init__(name=name, **kwargs)
-        self._setup(
-            teacher,
-            student,
-            temperature=temperature,
-            alpha=alpha,
-            feature_layers=feature_layers,
-            feature_weight=feature_weight,
-            losses=losses,
-            allow_smaller_teacher=allow_smaller_teacher,
-        )
-        self.built = True
-
-    def _apply(self, grads, weights) -> None:
-        self.optimizer.apply(grads, weights)
-
-    def compile(
-        self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any
-    ):
-        kwargs.setdefault("jit_compile", False)
-        return Distiller.compile(self, optimizer, loss, metrics, **kwargs)
-
-    @property
-    def trainable_weights(self) -> list[Any]:
-        return (
-            self._trained_weights() if hasattr(self, "projections") else super().trainable_weights
-        )
-
-    @property
-    def trainable_variables(self) -> list[Any]:
-        return self.trainable_weights
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None):
-        return cls._from_config(config, keras)
-
-
 @functools.cache
-def _tf_keras_distiller_class() -> type:
-    tfk = tf_keras()
+def _distiller_class(generation: str) -> type:
+    """The `Distiller` of one Keras generation ("keras3" or "tf_keras"), made once.
 
-    @tfk.saving.register_keras_serializable(package="tflight", name="Distiller")
-    class _TfKerasDistiller(Distiller, tfk.Model):
-        """The tf_keras generation of `Distiller` (see there)."""
+    One class body for both: the generation picks the base `Model`, the
+    serialization registry and the few calls that differ between Keras 3 and
+    tf_keras (how the optimizer applies gradients, the frozen teacher's
+    weights, TF-MOT's objects when loading).
+    """
+    k = _module_for(generation)
+    keras3 = generation == "keras3"
+
+    @k.saving.register_keras_serializable(package="tflight", name="Distiller")
+    class _GenerationDistiller(Distiller, k.Model):
+        __doc__ = f"The {generation} generation of `Distiller` (see there)."
 
         def __init__(
             self,
@@ -889,6 +508,11 @@ def _tf_keras_distiller_class() -> type:
             name: str = "distiller",
             **kwargs: Any,
         ) -> None:
+            if keras3 and keras.backend.backend() != "tensorflow":
+                raise DistillationError(
+                    "The Keras 3 Distiller needs the TensorFlow backend, got "
+                    f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow."
+                )
             super().__init__(name=name, **kwargs)
             self._setup(
                 teacher,
@@ -902,8 +526,18 @@ def _tf_keras_distiller_class() -> type:
             )
             self.built = True
 
-        def _apply(self, grads, weights) -> None:
-            self.optimizer.apply_gradients(zip(grads, weights, strict=True))
+        def _apply(self, grads: list[Any], weights: list[Any]) -> None:
+            if keras3:
+                self.optimizer.apply(grads, weights)
+            else:
+                self.optimizer.apply_gradients(zip(grads, weights, strict=True))
+
+        def compile(
+            self, optimizer: Any = "adam", loss: Any = None, metrics: Any = None, **kwargs: Any
+        ):
+            if keras3:
+                kwargs.setdefault("jit_compile", False)
+            return Distiller.compile(self, optimizer, loss, metrics, **kwargs)
 
         @property
         def trainable_weights(self) -> list[Any]:
@@ -912,102 +546,43 @@ def _tf_keras_distiller_class() -> type:
             return self._trained_weights()
 
         @property
-        def non_trainable_weights(self) -> list[Any]:
-            if not hasattr(self, "projections"):
-                return super().non_trainable_weights
-            # The frozen teacher's weights count as non-trainable here, so that
-            # `weights` (and weight saving) still covers every variable.
-            trained = {id(w) for w in self._trained_weights()}
-            seen: set[int] = set()
-            out = []
-            for w in super().trainable_weights + super().non_trainable_weights:
-                if id(w) not in trained and id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-            return out
+        def trainable_variables(self) -> list[Any]:
+            return self.trainable_weights
+
+        if not keras3:
+
+            @property
+            def non_trainable_weights(self) -> list[Any]:
+                if not hasattr(self, "projections"):
+                    return super().non_trainable_weights
+                # The frozen teacher's weights count as non-trainable here, so that
+                # `weights` (and weight saving) still covers every variable.
+                trained = {id(w) for w in self._trained_weights()}
+                seen: set[int] = set()
+                out = []
+                for w in super().trainable_weights + super().non_trainable_weights:
+                    if id(w) not in trained and id(w) not in seen:
+                        seen.add(id(w))
+                        out.append(w)
+                return out
 
         @classmethod
         def from_config(cls, config: dict[str, Any], custom_objects: Any = None):
-            with _io.tfmot_scope():
-                return cls._from_config(config, tfk)
+            # TF-MOT's wrappers must be known to tf_keras while the student loads.
+            with contextlib.nullcontext() if keras3 else _io.tfmot_scope():
+                return cls._from_config(config, k)
 
-    _TfKerasDistiller.__name__ = "Distiller"
-    _TfKerasDistiller.__qualname__ = "Distiller"
-    return _TfKerasDistiller
-
-
-_Keras3Distiller.__name__ = "Distiller"
-_Keras3Distiller.__qualname__ = "Distiller"
+    _GenerationDistiller.__name__ = "Distiller"
+    _GenerationDistiller.__qualname__ = "Distiller"
+    return _GenerationDistiller
 
 
-# --------------------------------------------------------------------------- loading
+# A saved Keras 3 distiller loads with plain `keras.saving.load_model` once this
+# module is imported (tf_keras's class is made, and registered, on first use).
+_distiller_class("keras3")
 
 
-def load_model(path: str | os.PathLike[str]) -> Any:
-    """Loads a `.keras` or `.h5` model in the Keras generation that saved it.
-
-    `.keras` files record their Keras version: 3.x loads in Keras 3, 2.x in
-    tf_keras. `.h5` files load in tf_keras. TF-MOT wrappers (pruned,
-    QAT-wrapped, clustered) are understood.
-
-    Args:
-      path: the model file.
-
-    Returns:
-      The model, uncompiled.
-
-    Raises:
-      DistillationError: the path is missing, has another extension, or the
-        file cannot be read as a model.
-    """
-    return _io.load_model(path, error=DistillationError)
-
-
-def load_distiller(path: str | os.PathLike[str]) -> Distiller:
-    """Loads a `Distiller` saved with `distiller.save("....keras")`.
-
-    The Keras generation is read from the file. Custom losses must be imported
-    (defined) before loading. A distiller whose student is QAT-wrapped does not
-    load back: TF-MOT's `QuantizeLayer` cannot reload from the `.keras` format
-    (true of a plain QAT model too); keep such a run with `save_weights` /
-    `load_weights` on a distiller built the same way.
-
-    Raises:
-      DistillationError: the file is missing, not a `.keras` file, or does not
-        hold a distiller.
-    """
-    path = os.fspath(path)
-    if not path.endswith(".keras"):
-        raise DistillationError(f"A distiller is saved as a .keras file, got {path!r}.")
-    if not os.path.isfile(path):
-        raise DistillationError(f"Distiller file {path!r} does not exist.")
-    generation = _io.model_file_generation(path, error=DistillationError)
-    try:
-        if generation == "keras3":
-            model = keras.saving.load_model(path)
-        else:
-            _tf_keras_distiller_class()
-            with _io.tfmot_scope():
-                model = tf_keras().models.load_model(path)
-    except DistillationError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise DistillationError(f"Could not load a distiller from {path!r}: {e}") from e
-    if not isinstance(model, Distiller):
-        raise DistillationError(f"{path!r} holds a {type(model).__name__}, not a Distiller.")
-    return model
-
-
-def _check_output_path(path: str | os.PathLike[str], student: Any = None) -> None:
-    """Raises `DistillationError` unless `path` is a model suffix the student can be saved as."""
-    path = os.fspath(path)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".keras", ".h5"):
-        raise DistillationError(f"Output path {path!r} must end in .keras or .h5.")
-    if student is not None and ext == ".h5" and is_keras3_model(student):
-        raise DistillationError(
-            f"Output path {path!r}: a Keras 3 model is saved as .keras, not .h5."
-        )
+# --------------------------------------------------------------------------- saving the student
 
 
 def _save_atomic(model: Any, path: str) -> None:
@@ -1028,106 +603,3 @@ def _save_atomic(model: Any, path: str) -> None:
         with open(staged, "rb") as f:
             data = f.read()
     write_atomic(path, data, error=DistillationError)
-
-
-# --------------------------------------------------------------------------- one call
-
-
-def distill(
-    teacher: Any,
-    student: Any,
-    x: np.ndarray,
-    y: np.ndarray | None = None,
-    *,
-    epochs: int = 5,
-    batch_size: int = 32,
-    temperature: float | None = None,
-    alpha: float | None = None,
-    feature_layers: Sequence[tuple[str, str]] | None = None,
-    feature_weight: float | None = None,
-    losses: Sequence[DistillationLoss] | None = None,
-    optimizer: Any = None,
-    learning_rate: float = 1e-3,
-    cache: bool = True,
-    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-    callbacks: Sequence[Any] | None = None,
-    seed: int | None = None,
-) -> DistillationResult:
-    """Distils `teacher` into `student` on arrays and returns the trained student.
-
-    A shortcut over `Distiller`: builds it, compiles it with Adam, caches the
-    teacher's outputs (unless `cache=False`) and fits.
-
-    Args:
-      teacher: the trained teacher.
-      student: the student to train (trained in place).
-      x: training inputs.
-      y: training labels (sparse or one-hot), or None.
-      epochs: epochs, >= 1.
-      batch_size: batch size, >= 1.
-      temperature, alpha, feature_layers, feature_weight, losses: as in
-        `Distiller`.
-      optimizer: an optimizer of the student's Keras generation; Adam with
-        `learning_rate` when None.
-      learning_rate: Adam's learning rate when `optimizer` is None.
-      cache: run the teacher once over `x` instead of every epoch.
-      validation_data: `(x_val, y_val)` evaluated after each epoch.
-      callbacks: extra Keras callbacks (e.g. progress output).
-      seed: seed of the shuffle.
-
-    Returns:
-      A `DistillationResult`.
-
-    Raises:
-      DistillationError: invalid arguments (see `Distiller`).
-    """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DistillationError(f"`{name}` must be an integer >= 1, got {value!r}.")
-    distiller = Distiller(
-        teacher,
-        student,
-        temperature=temperature,
-        alpha=alpha,
-        feature_layers=feature_layers,
-        feature_weight=feature_weight,
-        losses=losses,
-    )
-    k = _module_for(_generation(student))
-    distiller.compile(optimizer=optimizer or k.optimizers.Adam(learning_rate))
-    cache_seconds = 0.0
-    start = time.perf_counter()
-    if cache:
-        cached = distiller.cache_teacher(x, y)
-        cache_seconds = cached.seconds
-        history = distiller.fit(
-            cached.dataset(batch_size, seed=seed),
-            # The dataset shuffles itself every epoch; Keras would warn that it
-            # ignores its own shuffle for a dataset.
-            shuffle=False,
-            epochs=epochs,
-            validation_data=validation_data,
-            callbacks=list(callbacks or []),
-            verbose=0,
-        )
-    else:
-        history = distiller.fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=epochs,
-            validation_data=validation_data,
-            callbacks=list(callbacks or []),
-            verbose=0,
-        )
-    seconds = time.perf_counter() - start
-    return DistillationResult(
-        student=student,
-        history={k_: [float(v) for v in vs] for k_, vs in history.history.items()},
-        epochs=epochs,
-        seconds=seconds,
-        cache_seconds=cache_seconds,
-        cached=cache,
-        samples=len(x),
-        validation_samples=None if validation_data is None else len(validation_data[0]),
-    )
