@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tflight._keras import keras, tf_keras, tfmot
 from tflight.cli import cli
-from tflight.distill.distiller import load_model
+from tflight.distillation.distiller import load_model
 
 
 def _student(k):

@@ -150,8 +150,8 @@ def distill(
             raise DistillationError(f"{name}: model file {value!r} does not exist.")
 
     from tflight import _io
-    from tflight.distill.distiller import _check_output_path, _module_for, _save_atomic
-    from tflight.distill.run import distill as run_distill
+    from tflight.distillation.distiller import _check_output_path, _module_for, _save_atomic
+    from tflight.distillation.run import distill as run_distill
 
     say = progress_printer(progress)
     x, y = _io.load_xy(

@@ -258,7 +258,7 @@ def shrink(
             "distilled": distill,
             "final": {k: float(v[-1]) for k, v in history.history.items()},
         }
-    from tflight.distill.distiller import _save_atomic
+    from tflight.distillation.distiller import _save_atomic
 
     _save_atomic(result.model, out_path)
     if as_json:

@@ -12,7 +12,7 @@ import os
 
 from tflight import _io
 from tflight._keras import keras, tf_keras
-from tflight.distill.distiller import Distiller, _distiller_class
+from tflight.distillation.distiller import Distiller, _distiller_class
 from tflight.errors import DistillationError
 
 __all__ = ["load_distiller"]

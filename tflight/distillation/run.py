@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from tflight.distill.distiller import Distiller
-from tflight.distill.losses import DistillationLoss
-from tflight.distill.models import _generation, _module_for
-from tflight.distill.result import DistillationResult
+from tflight.distillation.distiller import Distiller
+from tflight.distillation.losses import DistillationLoss
+from tflight.distillation.models import _generation, _module_for
+from tflight.distillation.result import DistillationResult
 from tflight.errors import DistillationError
 
 __all__ = ["distill"]

@@ -41,9 +41,14 @@ import numpy as np
 
 from tflight import _io
 from tflight._keras import keras, tf, tfmot
-from tflight.distill.cache import TeacherCache, _cache_teacher
-from tflight.distill.losses import DistillationLoss, LossInputs, _resolve_losses, loss_from_config
-from tflight.distill.models import (
+from tflight.distillation.cache import TeacherCache, _cache_teacher
+from tflight.distillation.losses import (
+    DistillationLoss,
+    LossInputs,
+    _resolve_losses,
+    loss_from_config,
+)
+from tflight.distillation.models import (
     _as_logits,
     _check_models,
     _check_output_path,
