@@ -446,7 +446,8 @@ def test_bad_output_paths_fail_before_measuring(tmp_path, option, name, match):
 
 
 def test_child_failure_of_ours_is_an_internal_error_with_a_traceback(models, tmp_path):
-    from tflight.bench.run import BenchmarkInternalError, _run_child
+    from tflight.bench._runner import run_child as _run_child
+    from tflight.bench.run import BenchmarkInternalError
 
     # A request the child cannot use (a caller bug, not a user mistake).
     request = {"model": models["fp32"], "runs": "many", "traceback_dir": str(tmp_path)}
