@@ -22,13 +22,14 @@ Headline (pooled over all profiles' held-out predictions):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from converters.files import write_json  # noqa: E402
 
 
 def run() -> dict:
@@ -118,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run()
     render(result)
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        tmp.replace(args.json)
+        write_json(args.json, result, indent=1)
     return 0
 
 

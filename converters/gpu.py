@@ -47,6 +47,7 @@ __all__ = [
     "GpuRun",
     "compare_gpu_outputs",
     "parse_fallback",
+    "selected_adapter",
     "default_gpu_cache_dir",
     "setup_gpu",
     "run_on_gpu",
@@ -484,8 +485,7 @@ def run_on_gpu(
                 + (f" ({reason})" if reason else "")
             ) from None
         out, stderr = run.reply, run.stderr
-        found = _ADAPTER.search(stderr)
-        adapter = found.group(1).strip() if found else ""
+        adapter = selected_adapter(stderr)
         if not adapter:
             # With the CPU allowed as fallback, a missing Vulkan device would
             # otherwise pass silently as "not fully accelerated".
@@ -514,6 +514,12 @@ def run_on_gpu(
 _PARTITION = re.compile(
     r"(\d+) operations? will run on the GPU, and the remaining (\d+) operations? will run on the CPU"
 )
+
+
+def selected_adapter(log: str) -> str:
+    """The Vulkan adapter the GPU accelerator says it selected, from its log ("" if none)."""
+    found = _ADAPTER.search(log)
+    return found.group(1).strip() if found else ""
 
 
 def parse_fallback(log: str) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:

@@ -232,11 +232,12 @@ def _cached_ranges(env: Arm64Environment) -> list:
 
 
 def _store_ranges(env: Arm64Environment, ranges: list) -> None:
-    path = env.site.parent / "litert_ranges.json"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with contextlib.suppress(OSError):
-        tmp.write_text(json.dumps(ranges))
-        os.replace(tmp, path)
+    from converters.files import write_atomic
+
+    # A cache: if it cannot be written, the next run learns the ranges again.
+    with contextlib.suppress(OSError, DeviceError):
+        write_atomic(env.site.parent / "litert_ranges.json", json.dumps(ranges).encode(),
+                     error=DeviceError)
 
 
 def run_on_arm64(

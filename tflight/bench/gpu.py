@@ -9,7 +9,6 @@ outputs that fail the check raise.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +40,7 @@ def gpu_run(
         GpuUnavailableError,
         compare_gpu_outputs,
         parse_fallback,
+        selected_adapter,
         setup_gpu,
     )
 
@@ -90,14 +90,14 @@ def gpu_run(
             "Benchmark an fp32 or fp16 conversion, or use --accelerator cpu."
         )
     fallback, partitions = parse_fallback(log[0] if log else "")
-    adapter = re.search(r"Selected adapter: (.*?)(?:, arch=|$)", log[0] if log else "", re.M)
-    if adapter is None:
+    adapter = selected_adapter(log[0] if log else "")
+    if not adapter:
         raise DeviceError(
             "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it; run "
             "converters.gpu.setup_gpu(force=True) to rebuild the software Vulkan device"
         )
     report = GpuReport(
-        adapter=adapter.group(1).strip() if adapter else "",
+        adapter=adapter,
         fully_accelerated=bool(child.get("fully_accelerated")),
         fallback=fallback,
         partitions=partitions,
