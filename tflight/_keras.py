@@ -49,10 +49,12 @@ if _start_quietly():
         # CUDA is probed (and complains on a machine without a GPU) at the first
         # device query, so that happens here too.
         tf.config.list_physical_devices()
-    # absl's Python logger (TensorFlow's Python warnings) at ERROR, as TF_CPP_MIN_LOG_LEVEL=2.
+    # TensorFlow's Python loggers (absl's and `tf.get_logger()`, e.g. the retracing
+    # notices that tflight's repeated `predict` calls cause) at ERROR, as the C++ side.
     from absl import logging as _absl_logging
 
     _absl_logging.set_verbosity(_absl_logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
 else:
     import keras
     import tensorflow as tf
