@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from converters.files import write_json  # noqa: E402
+
 OUT = ROOT / "tflight" / "data" / "model_work.json"
 
 
@@ -182,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 "macs": work.macs,
                 "totals": work.totals(),
             }
-            tmp = out_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, out_path)
+            write_json(out_path, cache, indent=1, sort_keys=True)
             print(f"{name}/{mode}: {work.macs / 1e6:.0f} M MACs, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
         del model

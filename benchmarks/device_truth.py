@@ -35,7 +35,6 @@ Headline:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -74,6 +73,7 @@ def _unfitted() -> dict:
             "predictions": [list(p) for p in preds],
         }
     return out
+from converters.files import write_json  # noqa: E402
 
 
 def run() -> dict:
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run()
     render(result)
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        tmp.replace(args.json)
+        write_json(args.json, result, indent=1)
     return 0
 
 

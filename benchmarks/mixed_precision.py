@@ -38,10 +38,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,6 +50,7 @@ import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from converters.files import write_json  # noqa: E402
 from tflight.devices.profiles import estimate_latency  # noqa: E402
 from tflight.precision.int4 import quantize_int4  # noqa: E402
 from tflight.precision.model import list_layers  # noqa: E402
@@ -319,11 +318,7 @@ def main(argv=None) -> int:
             "guide_comparison": guides,
             "seconds": time.perf_counter() - start,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-        os.replace(tmp, args.json)
+        write_json(args.json, payload, default=str)
         print(f"wrote {args.json}")
     return 0
 
