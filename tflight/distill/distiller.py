@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -1011,23 +1010,10 @@ def _check_output_path(path: str | os.PathLike[str], student: Any = None) -> Non
 
 
 def _save_atomic(model: Any, path: str) -> None:
-    """Saves `model` to `path` in one step, with the permissions a plain open() gives.
+    """Saves `model` to `path` in one step (see `tflight._files.save_model`)."""
+    from tflight._files import save_model
 
-    Keras writes the file in a private temporary folder; its bytes then go
-    through `converters.files.write_atomic`, so that a failure at any point
-    leaves nothing at `path` (or the previous file untouched).
-    """
-    from converters.files import write_atomic
-
-    path = os.fspath(path)
-    _check_output_path(path, model)
-    ext = os.path.splitext(path)[1].lower()
-    with tempfile.TemporaryDirectory(prefix="tflight-save-") as tmp:
-        staged = os.path.join(tmp, "model" + ext)
-        model.save(staged)
-        with open(staged, "rb") as f:
-            data = f.read()
-    write_atomic(path, data, error=DistillationError)
+    save_model(model, path, error=DistillationError)
 
 
 # --------------------------------------------------------------------------- one call
