@@ -32,6 +32,11 @@ def _run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+# One epoch on the small fixture models can lose a few points of accuracy; the tests
+# that pass this check other behaviour, the accuracy budget has tests of its own.
+NO_BUDGET = ("--max-drop", "100")
+
+
 @pytest.mark.slow
 def test_compress_pqat_writes_a_verified_tflite(files):
     import converters
@@ -51,6 +56,9 @@ def test_compress_pqat_writes_a_verified_tflite(files):
         "1e-3",
         "--min-agreement",
         "0.95",
+        *NO_BUDGET,
+        "--schedule",  # the stage line names the schedule when it ramps (the default)
+        "constant",
         "--validation",
         str(root / "val.npz"),
         "-o",
@@ -191,7 +199,7 @@ def _umask():
 def test_compress_measures_on_held_out_data_and_prints_progress(files, tmp_path):
     root, model, data = files
     out = tmp_path / "pruned.tflite"
-    result = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1",
+    result = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1", *NO_BUDGET,
                   "--progress", "-o", str(out))
     assert result.exit_code == 0, result.output
     # 320 examples: 64 (20 %) held out, 256 trained on.
@@ -201,7 +209,7 @@ def test_compress_measures_on_held_out_data_and_prints_progress(files, tmp_path)
         result.stdout
     )
     assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()
-    quiet = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1",
+    quiet = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1", *NO_BUDGET,
                  "-o", str(tmp_path / "quiet.tflite"))
     assert quiet.exit_code == 0 and quiet.stderr == "", quiet.stderr  # not a terminal: quiet
 
@@ -275,7 +283,7 @@ def test_compress_loads_a_custom_layer_with_custom_objects(custom_model, files, 
     out = tmp_path / "custom.tflite"
     without = _one_error_line(_run("compress", model, "--data", data, "-o", str(out)))
     assert "--custom-objects my_layers.py" in without
-    result = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1",
+    result = _run("compress", model, "--data", data, "--technique", "prune", "--epochs", "1", *NO_BUDGET,
                   "--custom-objects", layers_py, "-o", str(out))
     assert result.exit_code == 0, result.output
     assert "sparsity: 50.0%" in result.output and out.read_bytes()[4:8] == b"TFL3"
@@ -398,7 +406,7 @@ def test_compress_skip_unsupported_leaves_layers_dense_for_pruning(tmp_path, dig
                                 "-o", str(tmp_path / "o.tflite")))
     assert "'prelu'" in line and "--skip-unsupported" in line
     out = tmp_path / "skip.tflite"
-    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1",
+    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1", *NO_BUDGET,
                   "--skip-unsupported", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert "prelu" in result.output and "cannot prune PReLU" in result.output
@@ -411,7 +419,7 @@ def test_compress_prints_the_original_accuracy_on_the_same_data(files, tmp_path,
     root, model_path, data = files
     val = str(root / "val.npz")
     result = _run("compress", model_path, "--data", data, "--validation", val,
-                  "--technique", "prune", "--epochs", "1", "-o", str(tmp_path / "o.tflite"))
+                  "--technique", "prune", "--epochs", "1", *NO_BUDGET, "-o", str(tmp_path / "o.tflite"))
     assert result.exit_code == 0, result.output
     model = keras.saving.load_model(model_path)
     pred = model.predict(digits.x_test[:64], verbose=0).argmax(-1)
@@ -431,7 +439,7 @@ def test_compress_notes_sparsity_far_below_target_from_frozen_layers(tmp_path, d
     path = _save(keras.Model(inp, out), tmp_path / "frozen.keras")
     data = tmp_path / "d.npz"
     np.savez(data, x=digits.x_train[:128], y=digits.y_train[:128])
-    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1",
+    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1", *NO_BUDGET,
                   "--sparsity", "0.5", "-o", str(tmp_path / "o.tflite"))
     assert result.exit_code == 0, result.output
     note = next(ln for ln in result.output.splitlines() if ln.startswith("note: sparsity"))
@@ -463,7 +471,7 @@ def test_compress_a_two_input_model_from_x0_x1(tmp_path, digits):
     data = tmp_path / "mi.npz"
     np.savez(data, x0=digits.x_train[:128], x1=x1, y=digits.y_train[:128])
     out = tmp_path / "mi.tflite"
-    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1",
+    result = _run("compress", path, "--data", str(data), "--technique", "prune", "--epochs", "1", *NO_BUDGET,
                   "-o", str(out))
     assert result.exit_code == 0, result.output
     assert "26 held-out samples" in result.output and "original model: accuracy" in result.output
