@@ -571,11 +571,11 @@ def test_frozen_backbone_stays_frozen_and_is_reported(data):
     before = {w.path: w.numpy().copy() for w in model.layers[1].weights}
     x, y = data
     pruned = tflight.prune(model, sparsity=0.5, compile=_k3_compile())
-    rep = tflight.compose.report(pruned)
+    rep = tflight.compression_report(pruned)
     assert rep.wrapped == ("logits",)
     assert ("b_conv", "frozen") in rep.skipped and ("b_conv2", "frozen") in rep.skipped
     qat = tflight.quantize(model, compile=_k3_compile())
-    qrep = tflight.compose.report(qat)
+    qrep = tflight.compression_report(qat)
     assert {"b_conv", "b_conv2"} <= set(qrep.wrapped)  # int8 needs them quantized
     assert {"b_conv", "b_conv2", "b_bn"} <= set(qrep.frozen)
     frozen_vars = {
@@ -698,7 +698,7 @@ def test_qat_message_never_lists_a_kind_as_both_unsupported_and_supported():
     assert message.count("BatchNormalization") == 1
     # A BatchNormalization right after a linear Conv2D is folded and quantized.
     qat = tflight.quantize(_model_with(lambda k: k.layers.BatchNormalization(name="bn")))
-    assert not tflight.compose.report(qat).kept_float
+    assert not tflight.compression_report(qat).kept_float
 
 
 def test_prune_wraps_an_lstm_and_converts(digits):
