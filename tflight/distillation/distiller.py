@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +49,6 @@ from tflight.distillation.losses import (
 from tflight.distillation.models import (
     _as_logits,
     _check_models,
-    _check_output_path,
     _find_layer,
     _generation,
     _has_pruning,
@@ -590,21 +587,3 @@ _distiller_class("keras3")
 # --------------------------------------------------------------------------- saving the student
 
 
-def _save_atomic(model: Any, path: str) -> None:
-    """Saves `model` to `path` in one step, with the permissions a plain open() gives.
-
-    Keras writes the file in a private temporary folder; its bytes then go
-    through `converters.files.write_atomic`, so that a failure at any point
-    leaves nothing at `path` (or the previous file untouched).
-    """
-    from converters.files import write_atomic
-
-    path = os.fspath(path)
-    _check_output_path(path, model)
-    ext = os.path.splitext(path)[1].lower()
-    with tempfile.TemporaryDirectory(prefix="tflight-save-") as tmp:
-        staged = os.path.join(tmp, "model" + ext)
-        model.save(staged)
-        with open(staged, "rb") as f:
-            data = f.read()
-    write_atomic(path, data, error=DistillationError)

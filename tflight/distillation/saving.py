@@ -3,7 +3,7 @@
 The file records the Keras generation that saved it; the distiller class of
 that generation is registered before Keras reads the file, so that the saved
 teacher, student and losses come back as one `Distiller`. (The student is
-saved on its own through `distiller._save_atomic`.)
+saved on its own through `tflight._files.save_model`.)
 """
 
 from __future__ import annotations
