@@ -53,9 +53,9 @@ DEVICES = {
     "edgetpu": Device("edgetpu", "edgetpu", "edgetpu", "full-int8 models only (int8 inputs and "
                       "outputs); ops the Edge TPU lacks, and every op after the first of them, "
                       "run on the CPU"),
-    "gpu": Device("gpu", "pixel4", "gpu", "every op taken by LiteRT's GPU accelerator (run for "
-                  "real on a software Vulkan device); latency is the pixel4 CPU profile's "
-                  "estimate, no GPU cost model exists"),
+    "gpu": Device("gpu", "pixel4-gpu", "gpu", "every op taken by LiteRT's GPU accelerator (run "
+                  "for real on a software Vulkan device); latency is the pixel4-gpu profile's "
+                  "estimate"),
     "npu": Device("npu", "pixel4", "npu", "builtin ops only, static shapes, integer compute, ops "
                   "NPU compilers commonly place (a static check, no vendor compiler); latency is "
                   "the pixel4 CPU profile's estimate"),
