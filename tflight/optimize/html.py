@@ -79,16 +79,18 @@ def _plot(result: OptimizeResult, axis: str) -> str:
         x, y = px(x_of(c)), py(100 * c.validation.accuracy)
         tip = (f"{c.name}: {c.size:,} bytes, {c.estimated_ms:.3f} ms estimated, validation "
                f"{c.validation.accuracy:.2%}")
+        is_chosen = c is result.chosen
         if c is result.baseline:
             mark = (f'<rect class="point baseline" x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" '
                     f'height="10" fill="#555"/>')
             text = "fp32 baseline"
         elif c.name == "int8":
-            mark = (f'<polygon class="point int8-ptq" points="{x:.1f},{y - 6:.1f} '
-                    f'{x + 6:.1f},{y + 5:.1f} {x - 6:.1f},{y + 5:.1f}" fill="#d80"/>')
-            text = "plain int8 PTQ"
+            mark = (f'<polygon class="point int8-ptq{" chosen" if is_chosen else ""}" '
+                    f'points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y + 6:.1f} {x - 7:.1f},'
+                    f'{y + 6:.1f}" fill="#d80" stroke="{"#000" if is_chosen else "none"}"/>')
+            text = "plain int8 PTQ" + (" (chosen)" if is_chosen else "")
         else:
-            chosen = c is result.chosen
+            chosen = is_chosen
             color = "#06c" if c.meets else "#aaa"
             r = 7 if chosen else 4
             mark = (f'<circle class="point{" chosen" if chosen else ""}" cx="{x:.1f}" '
@@ -142,8 +144,8 @@ def render(result: OptimizeResult) -> str:
                     f"{t.samples}).</p>")
     body.append("<h2>Pareto fronts</h2><div class='plots'>" + _plot(result, "latency")
                 + _plot(result, "size") + "</div><p class='legend'>square: fp32 baseline; "
-                "triangle: plain int8 PTQ; blue: meets the budgets; grey: does not; large "
-                "outlined circle: the chosen (or closest) candidate; green line: Pareto front."
+                "triangle: plain int8 PTQ; blue: meets the budgets; grey: does not; outlined: "
+                "the chosen (or closest) candidate; green line: Pareto front of the objective."
                 "</p>")
     body.append(f"<h2>Candidates</h2><table>{head}{rows}</table>")
     if chosen is not None:
