@@ -116,7 +116,7 @@ def _accuracy(content, x, y) -> float:
 
 def _host_rounds(contents: dict[str, bytes], rounds: int = 3) -> dict[str, float]:
     """Median host latency per model over interleaved rounds (measured)."""
-    from tflight.optimize.measure import host_ms
+    from tflight.optimization.measure import host_ms
 
     got: dict[str, list[float]] = {k: [] for k in contents}
     for _ in range(rounds):
@@ -126,8 +126,8 @@ def _host_rounds(contents: dict[str, bytes], rounds: int = 3) -> dict[str, float
 
 
 def run_one(name, model, splits, objective, args):
-    from tflight.optimize import optimize
-    from tflight.optimize.measure import estimated_ms
+    from tflight.optimization import optimize
+    from tflight.optimization.measure import estimated_ms
 
     (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = splits
     out = tempfile.mkdtemp(prefix=f"bench-optimize-{name}-")
@@ -141,7 +141,7 @@ def run_one(name, model, splits, objective, args):
     chosen = result.chosen
     winner = Path(out, "model.tflite").read_bytes() if result.met else None
     fp32 = Path(out, "fp32.tflite")
-    from tflight.optimize.search import _fp32_cpu
+    from tflight.optimization.search import _fp32_cpu
 
     fp32_bytes = _fp32_cpu(model, x_val)
     fp32.write_bytes(fp32_bytes)
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import keras
 
-    from tflight.optimize.demo import digits_cnn
+    from tflight.optimization.demo import digits_cnn
 
     start = time.perf_counter()
     train, val, test = _digits()

@@ -12,7 +12,7 @@ from tflight.cli import cli
 
 @pytest.mark.slow
 def test_demo_trains_optimizes_and_writes_the_report(tmp_path):
-    from tflight.optimize import demo
+    from tflight.optimization import demo
 
     lines: list[str] = []
     result, accuracy, _ = demo.run(str(tmp_path / "out"), epochs=5,

@@ -24,7 +24,7 @@ FEW = ("int8", "dynamic", "channels60-int8")
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, keras3_cnn, digits):
     """One search with clean test labels and one with poisoned test labels."""
-    from tflight.optimize import optimize
+    from tflight.optimization import optimize
 
     train, val = (digits.x_train, digits.y_train), (digits.x_test, digits.y_test)
     clean_dir = tmp_path_factory.mktemp("clean")
@@ -80,7 +80,7 @@ def test_selection_never_reads_the_test_split(searched):
 @pytest.mark.slow
 def test_a_budget_no_candidate_meets_is_reported_missed(searched, keras3_cnn, digits,
                                                          tmp_path):
-    from tflight.optimize import optimize
+    from tflight.optimization import optimize
 
     _, clean_dir, _ = searched
     result = optimize(keras3_cnn, (digits.x_train, digits.y_train),
@@ -100,7 +100,7 @@ def test_a_budget_no_candidate_meets_is_reported_missed(searched, keras3_cnn, di
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_without_repeating_finished_candidates(
         keras3_cnn, digits, tmp_path):
-    from tflight.optimize import optimize
+    from tflight.optimization import optimize
 
     args = dict(max_drop=3.0, techniques=("int8", "dynamic", "fp16"), output_dir=tmp_path,
                 measure_host=False)
@@ -122,7 +122,7 @@ def test_an_interrupted_search_resumes_without_repeating_finished_candidates(
 
 
 def test_bad_inputs_are_refused_before_any_training(keras3_cnn, digits, tmp_path):
-    from tflight.optimize import OptimizeError, optimize
+    from tflight.optimization import OptimizeError, optimize
 
     train, val = (digits.x_train, digits.y_train), (digits.x_test, digits.y_test)
     cases = [
@@ -143,7 +143,7 @@ def test_bad_inputs_are_refused_before_any_training(keras3_cnn, digits, tmp_path
 def test_tf_mot_candidates_under_a_strategy_say_which_technique_and_why(keras3_cnn, digits):
     import tensorflow as tf
 
-    from tflight.optimize import optimize
+    from tflight.optimization import optimize
 
     result = optimize(keras3_cnn, (digits.x_train, digits.y_train),
                       (digits.x_test, digits.y_test), max_drop=3.0, techniques=("qat-int8",),
@@ -165,7 +165,7 @@ _WORKER = textwrap.dedent(
     strategy = (tf.distribute.MultiWorkerMirroredStrategy()
                 if os.environ.get("TF_CONFIG") else None)
     from tflight.datasets import load_digits
-    from tflight.optimize import training
+    from tflight.optimization import training
     from tflight.shrink import prune_channels
 
     d = load_digits(seed=0)

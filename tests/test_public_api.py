@@ -38,7 +38,7 @@ TFLIGHT_ALL = {
     "Device", "DeviceProfile", "append_history", "benchmark", "benchmark_many",
     "estimate_latency", "plot_latency_vs_size", "read_history", "setup_arm64",
     # optimize
-    "OptimizeError", "CandidateResult", "OptimizeResult",
+    "OptimizeError", "CandidateResult", "OptimizeResult", "optimize",
 }
 
 CONVERTERS_ALL = {

@@ -32,7 +32,7 @@ STAGES = (
     "tflight.shrink",
     "tflight.precision",
     "tflight.bench",
-    "tflight.optimize",
+    "tflight.optimization",
 )
 
 # Names that belong to no stage.

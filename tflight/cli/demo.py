@@ -32,7 +32,7 @@ def demo(output_dir: str, epochs: int, objective: str, max_drop: float,
     Stages are shown on a terminal; --json output and piped output stay quiet.
     """
     from tflight.cli.optimize import parse_duration
-    from tflight.optimize import demo as _demo
+    from tflight.optimization import demo as _demo
 
     say = None if as_json and progress is None else progress_printer(progress)
     result, accuracy, seconds = _demo.run(

@@ -72,8 +72,8 @@ def optimize(model_path: str, data_path: str, validation_path: str | None, holdo
     says the closest and by how much; no model.tflite is written).
     """
     from tflight import _io
-    from tflight.optimize import OptimizeError
-    from tflight.optimize import optimize as run
+    from tflight.optimization import OptimizeError
+    from tflight.optimization import optimize as run
 
     seconds = parse_duration(time_budget)
     custom = _io.load_custom_objects(custom_objects_path, error=OptimizeError)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight.optimize.inputs import OptimizeError
+from tflight.optimization.inputs import OptimizeError
 
 __all__ = ["default_epochs", "fit", "from_logits", "refuse_under_strategy", "progress_callback"]
 

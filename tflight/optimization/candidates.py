@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tflight.optimize import training
-from tflight.optimize.inputs import Device, OptimizeError, Prepared
+from tflight.optimization import training
+from tflight.optimization.inputs import Device, OptimizeError, Prepared
 
 __all__ = ["Built", "Context", "Spec", "build", "plan", "shape_of"]
 

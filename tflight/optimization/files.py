@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight.optimize.result import CandidateResult, OptimizeResult
+from tflight.optimization.result import CandidateResult, OptimizeResult
 
 __all__ = ["commands_for", "write_outputs"]
 
@@ -116,7 +116,7 @@ def _reverify(path: str, expected: CandidateResult, data: Any, say: Callable[[st
 def write_outputs(result: OptimizeResult, data: Any, contents: dict[str, bytes],
                   base_content: bytes, say: Callable[[str], None]) -> None:
     """Writes every output file of `result` into `result.output_dir`, and records their paths."""
-    from tflight.optimize.html import write_report_html
+    from tflight.optimization.html import write_report_html
 
     out = result.output_dir
     os.makedirs(os.path.join(out, "data"), exist_ok=True)
@@ -144,7 +144,7 @@ def write_outputs(result: OptimizeResult, data: Any, contents: dict[str, bytes],
     if chosen is not None:
         model_path = data.paths.get("model") or _save_source(data.model, out, files)
         rel = {k: os.path.join(out, "data", f"{k}.npz") for k in splits}
-        from tflight.optimize.inputs import DEVICES
+        from tflight.optimization.inputs import DEVICES
 
         result.commands = commands_for(
             chosen, model=model_path, data=rel, device=result.device,

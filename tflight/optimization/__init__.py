@@ -10,15 +10,15 @@ chosen `.tflite`, `report.json` and a self-contained `report.html`.
 from tflight._lazy import attach
 
 _EXPORTS = {
-    "OptimizeError": "tflight.optimize.inputs",
-    "DEVICES": "tflight.optimize.inputs",
-    "CandidateResult": "tflight.optimize.result",
-    "OptimizeResult": "tflight.optimize.result",
-    "optimize": "tflight.optimize.search",
-    "write_report_html": "tflight.optimize.html",
+    "OptimizeError": "tflight.optimization.inputs",
+    "DEVICES": "tflight.optimization.inputs",
+    "CandidateResult": "tflight.optimization.result",
+    "OptimizeResult": "tflight.optimization.result",
+    "optimize": "tflight.optimization.search",
+    "write_report_html": "tflight.optimization.html",
 }
-# `tflight.optimize` is this package (the import system binds it), so the
-# function is reached as `tflight.optimize.optimize` / `from tflight.optimize import optimize`.
-_LOCAL = frozenset({"optimize", "DEVICES", "write_report_html"})
+# The stage is `tflight.optimization` so that `tflight.optimize` is the function
+# (a stage named like a public name would be rebound by the import system).
+_LOCAL = frozenset({"DEVICES", "write_report_html"})
 
 __getattr__, __dir__, __all__ = attach(__name__, _EXPORTS)

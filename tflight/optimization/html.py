@@ -13,7 +13,7 @@ import html
 import os
 from typing import Any
 
-from tflight.optimize.result import CandidateResult, OptimizeResult
+from tflight.optimization.result import CandidateResult, OptimizeResult
 
 __all__ = ["write_report_html", "render"]
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from tflight.optimize import candidates as C
-from tflight.optimize import measure, training
-from tflight.optimize.cache import Cache, search_key
-from tflight.optimize.inputs import OptimizeError, prepare, resolve_device
-from tflight.optimize.result import CandidateResult, OptimizeResult
+from tflight.optimization import candidates as C
+from tflight.optimization import measure, training
+from tflight.optimization.cache import Cache, search_key
+from tflight.optimization.inputs import OptimizeError, prepare, resolve_device
+from tflight.optimization.result import CandidateResult, OptimizeResult
 
 __all__ = ["optimize"]
 
@@ -62,7 +62,7 @@ def optimize(
         of the training data out.
       test_data: `(x, y)` or `.npz` measured once, after selection; None holds
         `test_fraction` of the training data back from the start.
-      device: a key of `tflight.optimize.DEVICES` (pixel4, pixel3, cortex-a53,
+      device: a key of `tflight.optimization.DEVICES` (pixel4, pixel3, cortex-a53,
         edgetpu, gpu, npu).
       max_drop: accuracy budget in points: a candidate counts only if the
         one-sided bound at `confidence` on its paired drop against the fp32
@@ -231,7 +231,7 @@ def optimize(
         output_dir=out, time_budget_s=time_budget, stopped_by_time=stopped, epochs=ctx.epochs,
     )
     if out is not None:
-        from tflight.optimize.files import write_outputs
+        from tflight.optimization.files import write_outputs
 
         write_outputs(result, d, contents, base_content, say)
     return result

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tflight.optimize.inputs import OptimizeError
-from tflight.optimize.result import OptimizeResult
+from tflight.optimization.inputs import OptimizeError
+from tflight.optimization.result import OptimizeResult
 
 __all__ = ["DEMO_TECHNIQUES", "digits_cnn", "run"]
 
@@ -100,7 +100,7 @@ def run(
     import keras
 
     from tflight.datasets import load_digits
-    from tflight.optimize.search import optimize
+    from tflight.optimization.search import optimize
 
     say = progress or (lambda _m: None)
     _prepare_output_dir(output_dir)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight.optimize.inputs import Device, drop_bound_pt
+from tflight.optimization.inputs import Device, drop_bound_pt
 
 __all__ = ["Paired", "device_check", "estimated_ms", "host_ms", "paired"]
 

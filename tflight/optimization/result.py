@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from tflight.optimize.measure import Paired
+from tflight.optimization.measure import Paired
 
 __all__ = ["CandidateResult", "OptimizeResult"]
 
