@@ -38,6 +38,8 @@ TFLIGHT_ALL = {
     "Accelerator", "BenchmarkConfig", "BenchmarkResult", "Comparison", "DEVICE_PROFILES",
     "Device", "DeviceProfile", "append_history", "benchmark", "benchmark_many",
     "estimate_latency", "plot_latency_vs_size", "read_history", "setup_arm64",
+    # language models
+    "lm", "LiteRTLM", "benchmark_lm", "convert_lm",
 }
 
 CONVERTERS_ALL = {

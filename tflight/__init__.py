@@ -107,6 +107,12 @@ if TYPE_CHECKING:
     from tflight.profiles import DeviceProfile
     from tflight.profiles import estimate_latency
 
+    # -- language models --
+    from tflight import lm
+    from tflight.lm import LiteRTLM
+    from tflight.lm import benchmark_lm
+    from tflight.lm import convert_lm
+
 __version__ = "0.1.0"
 
 # Where each public name lives. Nothing below is imported until it is first
@@ -197,6 +203,11 @@ _EXPORTS: dict[str, str] = {
     "DEVICE_PROFILES": "tflight.profiles",
     "DeviceProfile": "tflight.profiles",
     "estimate_latency": "tflight.profiles",
+    # -- language models --
+    "lm": "tflight",
+    "LiteRTLM": "tflight.lm",
+    "benchmark_lm": "tflight.lm",
+    "convert_lm": "tflight.lm",
 }
 # Public names that differ from the name inside their module.
 _RENAMED: dict[str, str] = {
@@ -291,6 +302,11 @@ __all__ = [
     "plot_latency_vs_size",
     "read_history",
     "setup_arm64",
+    # -- language models --
+    "lm",
+    "LiteRTLM",
+    "benchmark_lm",
+    "convert_lm",
 ]
 
 

@@ -1,0 +1,110 @@
+"""Measuring a prefill/decode `.tflite` LM: prefill and decode tokens/s, time to first token, memory.
+
+The measurement runs in a child process (`python -m tflight.lm._bench_child`),
+so that a file LiteRT crashes on cannot take the caller down, and so that the
+child's peak resident memory (`ru_maxrss`) is the model's and the runtime's,
+not the caller's TensorFlow. Rounds are repeated and the medians reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from tflight.errors import BenchmarkError
+
+__all__ = ["LMBenchmarkResult", "benchmark_lm", "is_lm_file"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LMBenchmarkResult:
+    """Speed and memory of one LM file (measured on this host, CPU, XNNPACK).
+
+    Attributes:
+      path: the file.
+      prompt_tokens: prompt length.
+      new_tokens: tokens generated per round.
+      prefill_tokens_per_second: median over rounds.
+      decode_tokens_per_second: median over rounds.
+      time_to_first_token_ms: median prefill time (the prompt to the first token).
+      peak_memory_mb: peak resident memory of the measuring process.
+      file_bytes: file size.
+      rounds: rounds run.
+      threads: interpreter threads.
+    """
+
+    path: str
+    prompt_tokens: int
+    new_tokens: int
+    prefill_tokens_per_second: float
+    decode_tokens_per_second: float
+    time_to_first_token_ms: float
+    peak_memory_mb: float
+    file_bytes: int
+    rounds: int
+    threads: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        return (f"{os.path.basename(self.path)}: prefill {self.prefill_tokens_per_second:,.0f} "
+                f"tokens/s ({self.prompt_tokens} tokens), decode "
+                f"{self.decode_tokens_per_second:,.1f} tokens/s ({self.new_tokens} tokens), "
+                f"time to first token {self.time_to_first_token_ms:.2f} ms, peak memory "
+                f"{self.peak_memory_mb:.0f} MB, {self.file_bytes:,} bytes "
+                f"(measured, this host, {self.threads} threads, median of {self.rounds})")
+
+
+def is_lm_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is a `.tflite` with `decode` and `prefill_<L>` signatures."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        sigs = Interpreter(model_path=str(path)).get_signature_list()
+    except (ValueError, RuntimeError):
+        return False
+    return "decode" in sigs and any(s.startswith("prefill_") for s in sigs)
+
+
+def benchmark_lm(
+    path: str | os.PathLike,
+    *,
+    prompt_tokens: int = 32,
+    new_tokens: int = 128,
+    rounds: int = 3,
+    threads: int = 2,
+    timeout: float = 900.0,
+) -> LMBenchmarkResult:
+    """Measures prefill and decode speed of an LM file in a child process.
+
+    Args:
+      path: a `.tflite` written by `convert_lm`.
+      prompt_tokens: prompt length (random byte ids, fixed seed).
+      new_tokens: tokens generated per round (greedy).
+      rounds: rounds; medians are reported.
+      threads: interpreter threads.
+      timeout: seconds before the child is killed.
+
+    Returns:
+      An `LMBenchmarkResult`.
+
+    Raises:
+      BenchmarkError: the file is not an LM file, does not fit the lengths, or
+        the child crashed.
+    """
+    from converters import _child
+
+    request = {"path": os.fspath(path), "prompt_tokens": prompt_tokens,
+               "new_tokens": new_tokens, "rounds": rounds, "threads": threads}
+    try:
+        run = _child.run_child(_child.python_command("-m", "tflight.lm._bench_child"),
+                               request=request, env=_child.child_env(project_path=True),
+                               timeout=timeout, name="tflight-lm-bench")
+    except _child.ChildFailed as e:
+        raise BenchmarkError(e.message) from None
+    except (_child.ChildCrashed, _child.ChildTimeout) as e:
+        raise BenchmarkError(f"the LM benchmark process {e}") from None
+    r = run.reply
+    return LMBenchmarkResult(path=os.fspath(path), file_bytes=os.path.getsize(path), **r)
