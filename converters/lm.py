@@ -243,7 +243,7 @@ def _convert(req: dict[str, Any]) -> bytes:
 
 
 def _quantize(model: bytes, mode: str, block_size: int | None) -> bytes:
-    from litert_quantizer import quantizer, qtyping
+    from litert_quantizer import qtyping, quantizer
 
     if os.environ.get(CRASH_HOOK) == "quantize":
         os.abort()
@@ -259,10 +259,40 @@ def _quantize(model: bytes, mode: str, block_size: int | None) -> bytes:
                                 f"quantize: {type(e).__name__}: {e}"[:4000]) from e
 
 
+def share_buffers(model: bytes) -> bytes:
+    """Points tensors with byte-identical constant buffers at one of them.
+
+    The converter shares a weight between signatures, but the quantizer writes
+    one copy per signature (and keeps the float table of a tied embedding once
+    per signature): merging identical buffers restores the sharing.
+    """
+    import hashlib
+
+    from converters.flatbuffer import build, parse
+
+    m = parse(model)
+    first: dict[bytes, int] = {}
+    remap: dict[int, int] = {}
+    for i, buf in enumerate(m.buffers):
+        if buf.data is None or len(buf.data) < 64:
+            continue
+        key = hashlib.sha256(bytes(buf.data)).digest()
+        remap[i] = first.setdefault(key, i)
+    if all(i == j for i, j in remap.items()):
+        return model
+    for sg in m.subgraphs:
+        for t in sg.tensors or []:
+            t.buffer = remap.get(t.buffer, t.buffer)
+    for i, j in remap.items():
+        if i != j:
+            m.buffers[i].data = None
+    return build(m)
+
+
 def _handle(req: dict[str, Any]) -> dict[str, Any]:
     model = _convert(req)
     if req["mode"] in ("int8", "int4"):
-        model = _quantize(model, req["mode"], req.get("block_size"))
+        model = share_buffers(_quantize(model, req["mode"], req.get("block_size")))
     with open(req["output"], "wb") as f:
         f.write(model)
     return {"bytes": len(model)}

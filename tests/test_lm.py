@@ -140,7 +140,7 @@ def test_signatures_and_cache_layout(gpt2_fp32):
     sigs = Interpreter(model_path=gpt2_fp32.path).get_signature_list()
     assert set(sigs) == {"prefill_8", "decode"}
     cache = [f"kv_cache_{kv}_{i}" for i in range(2) for kv in "kv"]
-    for name, n in (("prefill_8", 8), ("decode", 1)):
+    for name, _n in (("prefill_8", 8), ("decode", 1)):
         assert sorted(sigs[name]["inputs"]) == sorted(["tokens", "input_pos", *cache])
         assert sorted(sigs[name]["outputs"]) == sorted(["logits", *cache])
     ops_used = tflight_ops(gpt2_fp32.model)

@@ -159,6 +159,10 @@ def _register() -> None:
     cli.add_command(compress.compress)
     cli.add_command(quantize.quantize)
     cli.add_command(shrink.shrink)
+    from tflight.cli import convert_lm, generate
+
+    cli.add_command(convert_lm.convert_lm)
+    cli.add_command(generate.generate)
     # Further commands register here.
 
 

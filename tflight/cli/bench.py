@@ -137,6 +137,11 @@ def bench(
     statistics, peak memory; with --inputs labels, accuracy and agreement with
     the first model. Columns marked (est.) are estimates from device profiles.
     """
+    from tflight.lm import bench as lm_bench
+
+    if device == "host" and all(os.path.isfile(m) and lm_bench.is_lm_file(m) for m in models):
+        lm_bench.render_cli(models, threads=max(threads, 1), as_json=as_json, print_fn=click.echo)
+        return
     # `tflight.benchmark` is also the name of the function re-exported by the
     # package, so the module is taken from sys.modules explicitly.
     import importlib

@@ -9,16 +9,10 @@ Keras; `LiteRTLM` runs such a file; `benchmark_lm` measures it.
 
 from __future__ import annotations
 
-from tflight.lm.bench import LMBenchmarkResult
-from tflight.lm.bench import benchmark_lm
-from tflight.lm.data import TextCorpus
-from tflight.lm.data import stdlib_text
-from tflight.lm.export import CacheLayout
-from tflight.lm.export import LMConversionResult
-from tflight.lm.export import convert_lm
-from tflight.lm.generate import GenerationResult
-from tflight.lm.generate import LiteRTLM
-from tflight.lm.generate import Sampler
+from tflight.lm.bench import LMBenchmarkResult, benchmark_lm
+from tflight.lm.data import TextCorpus, stdlib_text
+from tflight.lm.export import CacheLayout, LMConversionResult, convert_lm
+from tflight.lm.generate import GenerationResult, LiteRTLM, Sampler
 from tflight.lm.tokenizer import ByteTokenizer
 from tflight.lm.verify import LMVerification
 

@@ -22,6 +22,10 @@ def _handle(req: dict[str, Any]) -> dict[str, Any]:
 
     try:
         lm = LiteRTLM(req["path"], num_threads=req["threads"])
+        if req["prompt_tokens"] is None:
+            req["prompt_tokens"] = min(32, lm.max_length // 4)
+        if req["new_tokens"] is None:
+            req["new_tokens"] = min(128, lm.max_length - req["prompt_tokens"])
         prompt = np.random.default_rng(0).integers(0, min(lm.vocabulary_size, 256),
                                                    size=req["prompt_tokens"]).tolist()
         lm._check(prompt, req["new_tokens"] - 1)

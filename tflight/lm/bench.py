@@ -9,12 +9,14 @@ not the caller's TensorFlow. Rounds are repeated and the medians reported.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tflight.errors import BenchmarkError
 
-__all__ = ["LMBenchmarkResult", "benchmark_lm", "is_lm_file"]
+__all__ = ["LMBenchmarkResult", "benchmark_lm", "is_lm_file", "render_cli"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +73,8 @@ def is_lm_file(path: str | os.PathLike) -> bool:
 def benchmark_lm(
     path: str | os.PathLike,
     *,
-    prompt_tokens: int = 32,
-    new_tokens: int = 128,
+    prompt_tokens: int | None = None,
+    new_tokens: int | None = None,
     rounds: int = 3,
     threads: int = 2,
     timeout: float = 900.0,
@@ -81,8 +83,10 @@ def benchmark_lm(
 
     Args:
       path: a `.tflite` written by `convert_lm`.
-      prompt_tokens: prompt length (random byte ids, fixed seed).
-      new_tokens: tokens generated per round (greedy).
+      prompt_tokens: prompt length (random byte ids, fixed seed) [default:
+        min(32, max_length / 4)].
+      new_tokens: tokens generated per round (greedy) [default: min(128, what
+        fits the cache after the prompt)].
       rounds: rounds; medians are reported.
       threads: interpreter threads.
       timeout: seconds before the child is killed.
@@ -108,3 +112,16 @@ def benchmark_lm(
         raise BenchmarkError(f"the LM benchmark process {e}") from None
     r = run.reply
     return LMBenchmarkResult(path=os.fspath(path), file_bytes=os.path.getsize(path), **r)
+
+
+def render_cli(models: Sequence[str], *, threads: int, as_json: bool,
+               print_fn: Callable[[str], None]) -> None:
+    """`tflight bench` on LM files: one line each (or JSON), decode speed relative to the first."""
+    results = [benchmark_lm(m, threads=threads) for m in models]
+    if as_json:
+        print_fn(json.dumps([r.as_dict() for r in results], indent=2))
+        return
+    base = results[0].decode_tokens_per_second
+    for r in results:
+        ratio = r.decode_tokens_per_second / base if base > 0 else float("nan")
+        print_fn(r.summary() + (f"; decode {ratio:.2f}x the first" if len(results) > 1 else ""))

@@ -216,7 +216,7 @@ def trace_lm(causal_lm: Any, layout: CacheLayout, prefill_lengths: Sequence[int]
     cache_specs = {n: tf.TensorSpec(layout.tensor_shape, tf.float32, name=n) for n in layout.names}
 
     def step(tokens: Any, input_pos: Any, caches: dict[str, Any]) -> dict[str, Any]:
-        mapping = [(v, tf.constant(a)) for v, a in zip(variables, values)]
+        mapping = [(v, tf.constant(a)) for v, a in zip(variables, values, strict=False)]
         with keras.StatelessScope(state_mapping=mapping):
             logits, _, cache = causal_lm.call_with_cache(tokens, layout.join(caches),
                                                          input_pos[0])
@@ -310,7 +310,6 @@ def convert_lm(
       ...                             output="lm.tflite")
     """
     from converters.lm import LM_MODES, LMConversionError, convert_saved_lm, tensor_groups
-
     from tflight.lm import verify
 
     _check_model(causal_lm)

@@ -140,7 +140,7 @@ def window_metrics(reference: list[np.ndarray], candidate: list[np.ndarray],
     agree = total = 0
     nll_ref = nll_cand = 0.0
     count = 0
-    for r, c, w in zip(reference, candidate, windows):
+    for r, c, w in zip(reference, candidate, windows, strict=False):
         agree += int((r.argmax(-1) == c.argmax(-1)).sum())
         total += r.shape[0]
         a, n = perplexity(r, w)
@@ -186,7 +186,6 @@ def verify_file(
       LanguageModelError: a gate failed (`value` holds the measurements).
     """
     from converters.verify import verify_tflite
-
     from tflight.lm.generate import LiteRTLM
 
     verify_tflite(model)
@@ -202,7 +201,7 @@ def verify_file(
     for p_index, prompt in enumerate(prompts):
         want = keras_greedy(causal_lm, layout, prompt, num_tokens)
         got = runner.generate(prompt, num_tokens).tokens
-        for step, (a, b) in enumerate(zip(want, got)):
+        for step, (a, b) in enumerate(zip(want, got, strict=False)):
             compared += 1
             if a != b:
                 first = first or (p_index, step)
