@@ -204,7 +204,6 @@ def convert_saved_lm(
 
 
 _OP_RE = re.compile(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op")
-_LOC_RE = re.compile(r'loc\(.*?"([^"]+)"')
 
 
 def _parse_failure(message: str) -> tuple[str, str | None, str | None, str]:
@@ -213,11 +212,12 @@ def _parse_failure(message: str) -> tuple[str, str | None, str | None, str]:
     op = op_match.group(1) if op_match else None
     layer = None
     if op_match:
-        # The converter names where the op came from: "callsite(\"a/b/c@...\")".
-        before = message[: op_match.start()]
-        locs = re.findall(r'"([^"@]+)@', before) or _LOC_RE.findall(before)
-        if locs:
-            layer = locs[-1].rsplit("/", 1)[0] if "/" in locs[-1] else locs[-1]
+        # The converter names the graph node: fused["<name>:", "<name>@<function>"]; a
+        # node inside a layer is "<layer path>/<op name>".
+        before = message[max(0, op_match.start() - 1500): op_match.start()]
+        names = [n for n in re.findall(r'"([^"@]+)@', before) if "/" in n]
+        if names:
+            layer = names[0].rsplit("/", 1)[0]
     return step, op, layer, message[-600:]
 
 
@@ -239,6 +239,9 @@ def _convert(req: dict[str, Any]) -> bytes:
         return conv.convert()
     except Exception as e:  # noqa: BLE001 - the converter's refusal is the user's model
         text = " ".join(str(e).split())
+        match = _OP_RE.search(text)
+        if match:  # keep the op's own error line and where it came from, not the whole graph
+            text = text[max(0, match.start() - 1500):match.end()]
         raise _child.ChildError("ConversionError", f"convert: {text[-4000:]}") from e
 
 
