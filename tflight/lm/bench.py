@@ -60,14 +60,23 @@ class LMBenchmarkResult:
 
 
 def is_lm_file(path: str | os.PathLike) -> bool:
-    """Whether `path` is a `.tflite` with `decode` and `prefill_<L>` signatures."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Whether `path` is a `.tflite` with `decode` and `prefill_<L>` signatures.
+
+    Reads the signature names with the flatbuffer reader (pure Python), not with
+    LiteRT, so that a malformed file cannot crash the caller here.
+    """
+    from converters.flatbuffer import parse, text
 
     try:
-        sigs = Interpreter(model_path=str(path)).get_signature_list()
-    except (ValueError, RuntimeError):
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[4:8] != b"TFL3":
+                return False
+            m = parse(head + f.read())
+        names = {text(s.signatureKey) for s in m.signatureDefs or []}
+    except Exception:  # noqa: BLE001 - anything unreadable is not an LM file; bench says why
         return False
-    return "decode" in sigs and any(s.startswith("prefill_") for s in sigs)
+    return "decode" in names and any(n.startswith("prefill_") for n in names)
 
 
 def benchmark_lm(

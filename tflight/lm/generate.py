@@ -139,7 +139,9 @@ class LiteRTLM:
         self.cache = {n: np.zeros(s, np.float32) for n, s in self._cache_shapes.items()}
         self.position = 0
 
-    def _check(self, ids: Sequence[int], new_tokens: int) -> np.ndarray:
+    def _check(self, ids: Sequence[int], new_tokens: int, asked: int | None = None) -> np.ndarray:
+        # `new_tokens` are the cache slots still needed after the prompt; the last
+        # generated token is never fed back, so asking for n tokens needs n - 1.
         a = np.asarray(list(ids), dtype=np.int64)
         if a.ndim != 1 or a.size == 0:
             raise LanguageModelError("the prompt is empty; give at least one token",
@@ -152,8 +154,9 @@ class LiteRTLM:
                 fix=f"use ids in [0, {self.vocabulary_size}) (the model's tokenizer)")
         if self.position + a.size + new_tokens > self.max_length:
             raise LanguageModelError(
-                f"the prompt ({a.size} tokens) plus {new_tokens} new tokens exceeds the cache "
-                f"of max_length={self.max_length}", argument="prompt", value=int(a.size),
+                f"the prompt ({a.size} tokens) plus {new_tokens if asked is None else asked} new "
+                f"tokens exceeds the cache of max_length={self.max_length} (the last new token "
+                "needs no slot)", argument="prompt", value=int(a.size),
                 fix=f"shorten the prompt or the new tokens to at most {self.max_length} in all, "
                     "or convert with a larger max_length")
         return a.astype(np.int32)
@@ -206,7 +209,7 @@ class LiteRTLM:
                                      argument="max_new_tokens", value=max_new_tokens)
         pick = _Pick(sampler or Sampler())
         self.reset()
-        self._check(prompt, max_new_tokens - 1)
+        self._check(prompt, max_new_tokens - 1, asked=max_new_tokens)
         t0 = time.perf_counter()
         token = pick(self.prefill(prompt)[-1])
         yield token, time.perf_counter() - t0
