@@ -91,3 +91,11 @@ def test_bench_learns_lm_files(lm_files):
     assert row["decode_tokens_per_second"] > 0 and row["time_to_first_token_ms"] > 0
     assert row["peak_memory_mb"] > 0 and row["new_tokens"] == 36 and row["prompt_tokens"] == 12
     assert np.isfinite(row["prefill_tokens_per_second"])
+
+
+def test_bench_lm_file_on_emulated_arm64(lm_files):
+    """The LM benchmark child runs under the emulated ARM64 device (set up on first use)."""
+    d, _ = lm_files
+    r = CliRunner().invoke(cli, ["bench", str(d / "lm.tflite"), "--device", "arm64"])
+    assert r.exit_code == 0, r.output
+    assert "emulated ARM64, qemu wall time" in r.output and "decode" in r.output

@@ -139,8 +139,9 @@ def bench(
     """
     from tflight.lm import bench as lm_bench
 
-    if device == "host" and all(os.path.isfile(m) and lm_bench.is_lm_file(m) for m in models):
-        lm_bench.render_cli(models, threads=max(threads, 1), as_json=as_json, print_fn=click.echo)
+    if all(os.path.isfile(m) and lm_bench.is_lm_file(m) for m in models):
+        lm_bench.render_cli(models, threads=max(threads, 1), device=device, as_json=as_json,
+                            print_fn=click.echo)
         return
     # `tflight.benchmark` is also the name of the function re-exported by the
     # package, so the module is taken from sys.modules explicitly.

@@ -18,6 +18,8 @@ from tflight.errors import BenchmarkError
 
 __all__ = ["LMBenchmarkResult", "benchmark_lm", "is_lm_file", "render_cli"]
 
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 @dataclasses.dataclass(frozen=True)
 class LMBenchmarkResult:
@@ -34,6 +36,7 @@ class LMBenchmarkResult:
       file_bytes: file size.
       rounds: rounds run.
       threads: interpreter threads.
+      device: "host" (measured) or "arm64" (emulated: qemu wall time).
     """
 
     path: str
@@ -46,6 +49,7 @@ class LMBenchmarkResult:
     file_bytes: int
     rounds: int
     threads: int
+    device: str = "host"
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,7 +60,8 @@ class LMBenchmarkResult:
                 f"{self.decode_tokens_per_second:,.1f} tokens/s ({self.new_tokens} tokens), "
                 f"time to first token {self.time_to_first_token_ms:.2f} ms, peak memory "
                 f"{self.peak_memory_mb:.0f} MB, {self.file_bytes:,} bytes "
-                f"(measured, this host, {self.threads} threads, median of {self.rounds})")
+                f"({'measured, this host' if self.device == 'host' else 'emulated ARM64, qemu wall time'}"
+                f", {self.threads} threads, median of {self.rounds})")
 
 
 def is_lm_file(path: str | os.PathLike) -> bool:
@@ -86,6 +91,7 @@ def benchmark_lm(
     new_tokens: int | None = None,
     rounds: int = 3,
     threads: int = 2,
+    device: str = "host",
     timeout: float = 900.0,
 ) -> LMBenchmarkResult:
     """Measures prefill and decode speed of an LM file in a child process.
@@ -98,6 +104,10 @@ def benchmark_lm(
         fits the cache after the prompt)].
       rounds: rounds; medians are reported.
       threads: interpreter threads.
+      device: "host", or "arm64": the same child under the emulated ARM64
+        device of `tflight.setup_arm64` (AArch64 LiteRT under qemu; its speeds
+        are emulator wall time, not phone time, and its peak memory includes
+        qemu's own).
       timeout: seconds before the child is killed.
 
     Returns:
@@ -109,24 +119,38 @@ def benchmark_lm(
     """
     from converters import _child
 
-    request = {"path": os.fspath(path), "prompt_tokens": prompt_tokens,
+    request = {"path": os.path.abspath(path), "prompt_tokens": prompt_tokens,
                "new_tokens": new_tokens, "rounds": rounds, "threads": threads}
+    if device == "host":
+        argv = _child.python_command("-m", "tflight.lm._bench_child")
+        env = _child.child_env(project_path=True)
+    elif device == "arm64":
+        import tflight
+
+        emulator = tflight.setup_arm64()
+        argv = emulator.command("-m", "tflight.lm._bench_child")
+        env = emulator.env()
+        # The child needs only numpy and LiteRT (the emulator's) and this
+        # project's pure-Python modules.
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], _PROJECT_ROOT])
+    else:
+        raise BenchmarkError(f"device must be 'host' or 'arm64', got {device!r}")
     try:
-        run = _child.run_child(_child.python_command("-m", "tflight.lm._bench_child"),
-                               request=request, env=_child.child_env(project_path=True),
-                               timeout=timeout, name="tflight-lm-bench")
+        run = _child.run_child(argv, request=request, env=env, timeout=timeout,
+                               name="tflight-lm-bench")
     except _child.ChildFailed as e:
         raise BenchmarkError(e.message) from None
     except (_child.ChildCrashed, _child.ChildTimeout) as e:
         raise BenchmarkError(f"the LM benchmark process {e}") from None
     r = run.reply
-    return LMBenchmarkResult(path=os.fspath(path), file_bytes=os.path.getsize(path), **r)
+    return LMBenchmarkResult(path=os.fspath(path), file_bytes=os.path.getsize(path),
+                             device=device, **r)
 
 
-def render_cli(models: Sequence[str], *, threads: int, as_json: bool,
+def render_cli(models: Sequence[str], *, threads: int, device: str, as_json: bool,
                print_fn: Callable[[str], None]) -> None:
     """`tflight bench` on LM files: one line each (or JSON), decode speed relative to the first."""
-    results = [benchmark_lm(m, threads=threads) for m in models]
+    results = [benchmark_lm(m, threads=threads, device=device) for m in models]
     if as_json:
         print_fn(json.dumps([r.as_dict() for r in results], indent=2))
         return
