@@ -16,7 +16,8 @@ side by side in one run:
   does) and vs Keras `generate` on the host, 128 generated tokens, medians of
   interleaved rounds;
 * time to first token and peak memory of each file (`tflight.lm.benchmark_lm`,
-  a child process per file).
+  a child process per file), and with `--arm64` the same under the emulated
+  ARM64 device (qemu wall time, not phone time).
 
 All figures are measured on this host (CPU, XNNPACK). The trained model is kept
 in `~/.cache/tflight/llm-bench/` so that a second run skips training.
@@ -172,6 +173,8 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arm64", action="store_true",
+                   help="Also run each file on the emulated ARM64 device (qemu wall time).")
     args = p.parse_args()
 
 
@@ -215,6 +218,11 @@ def main() -> None:
         b = benchmark_lm(r.path, prompt_tokens=PROMPT, new_tokens=NEW_TOKENS, rounds=args.rounds)
         results[name]["host"] = b.as_dict()
         print(b.summary(), flush=True)
+        if args.arm64:
+            a = benchmark_lm(r.path, prompt_tokens=PROMPT, new_tokens=NEW_TOKENS, rounds=1,
+                             device="arm64")
+            results[name]["arm64_emulated"] = a.as_dict()
+            print(a.summary(), flush=True)
 
     fp32, int4, int8 = results["fp32"], results["int4_b32"], results["int8"]
     headline = {

@@ -96,6 +96,13 @@ _MATRIX_OPS = {"FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D", "DEPTHWISE_CONV_2D"
 _EMBED_OPS = {"GATHER", "EMBEDDING_LOOKUP", "GATHER_ND"}
 
 
+def _buffer_bytes(buf: Any) -> int:
+    """Bytes of a buffer held inline (`data`) or after the flatbuffer (`offset`, `size`)."""
+    if buf.data is not None and len(buf.data):
+        return len(buf.data)
+    return int(buf.size) if buf.offset > 1 else 0
+
+
 def tensor_groups(model: bytes) -> TensorGroups:
     """Sizes the constant tensors of `model` per group; a buffer shared by signatures counts once.
 
@@ -121,8 +128,7 @@ def tensor_groups(model: bytes) -> TensorGroups:
                 if i >= 0:
                     users.setdefault(i, set()).add(name)
         for ti, t in enumerate(sg.tensors or []):
-            buf = m.buffers[t.buffer]
-            if buf.data is None or len(buf.data) == 0:
+            if _buffer_bytes(m.buffers[t.buffer]) == 0:
                 continue
             used = users.get(ti, set())
             g = "embedding" if used & _EMBED_OPS else "matrices" if used & _MATRIX_OPS else "other"
@@ -134,7 +140,7 @@ def tensor_groups(model: bytes) -> TensorGroups:
     sizes = {"embedding": 0, "matrices": 0, "other": 0}
     by_type: dict[str, int] = {}
     for b, g in group.items():
-        n = len(m.buffers[b].data)
+        n = _buffer_bytes(m.buffers[b])
         sizes[g] += n
         by_type[kind[b]] = by_type.get(kind[b], 0) + n
     # DEQUANTIZE-fed weights (weight-only recipes) are grouped by what reads the
@@ -277,12 +283,20 @@ def share_buffers(model: bytes) -> bytes:
     first: dict[bytes, int] = {}
     remap: dict[int, int] = {}
     for i, buf in enumerate(m.buffers):
-        if buf.data is None or len(buf.data) < 64:
+        data = (bytes(buf.data) if buf.data is not None and len(buf.data)
+                else model[buf.offset:buf.offset + buf.size] if buf.offset > 1 else b"")
+        if len(data) < 64:
             continue
-        key = hashlib.sha256(bytes(buf.data)).digest()
+        key = hashlib.sha256(data).digest()
         remap[i] = first.setdefault(key, i)
     if all(i == j for i, j in remap.items()):
         return model
+    # The rebuilt file holds every buffer inline (LiteRT reads both forms);
+    # buffers stored after the flatbuffer are brought in first.
+    for buf in m.buffers:
+        if (buf.data is None or len(buf.data) == 0) and buf.offset > 1:
+            buf.data = list(model[buf.offset:buf.offset + buf.size])
+            buf.offset, buf.size = 0, 0
     for sg in m.subgraphs:
         for t in sg.tensors or []:
             t.buffer = remap.get(t.buffer, t.buffer)
