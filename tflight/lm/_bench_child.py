@@ -16,6 +16,22 @@ import numpy as np
 from converters import _child
 
 
+def _peak_mb() -> float:
+    """Peak resident memory of this process image.
+
+    `VmHWM` is reset by exec; `ru_maxrss` is not on Linux (a child forked from a
+    large parent reports the parent's peak), so it is only the fallback.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _handle(req: dict[str, Any]) -> dict[str, Any]:
     from tflight.errors import TflightError
     from tflight.lm.generate import LiteRTLM
@@ -42,7 +58,7 @@ def _handle(req: dict[str, Any]) -> dict[str, Any]:
             "prefill_tokens_per_second": len(prompt) / ttft,
             "decode_tokens_per_second": statistics.median(dec),
             "time_to_first_token_ms": 1000 * ttft,
-            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_mb": _peak_mb(),
             "rounds": req["rounds"], "threads": req["threads"]}
 
 
