@@ -39,6 +39,8 @@ TFLIGHT_ALL = {
     "estimate_latency", "plot_latency_vs_size", "read_history", "setup_arm64",
     # optimize
     "OptimizeError", "CandidateResult", "OptimizeResult", "optimize",
+    # language models
+    "LiteRTLM", "benchmark_lm", "convert_lm",
 }
 
 CONVERTERS_ALL = {

@@ -7,7 +7,8 @@ the host, an emulated ARM64 device and LiteRT's GPU accelerator.
 
 The package is one sub-package per stage, in pipeline order:
 `tflight.devices`, `tflight.bridge`, `tflight.compress`, `tflight.distillation`,
-`tflight.shrink`, `tflight.precision`, `tflight.bench`. Each declares its public
+`tflight.shrink`, `tflight.precision`, `tflight.lm`, `tflight.bench`,
+`tflight.optimization`. Each declares its public
 names once (its `_EXPORTS`); this namespace re-exports them, lazily, so
 `import tflight` loads no TensorFlow. Importing `tflight` does not change what
 the user's `import keras` or `tf.keras` refers to.
@@ -31,6 +32,7 @@ STAGES = (
     "tflight.distillation",
     "tflight.shrink",
     "tflight.precision",
+    "tflight.lm",
     "tflight.bench",
     "tflight.optimization",
 )

@@ -18,6 +18,8 @@ __all__ = [
     "DeviceError",
     "PrecisionError",
     "PrecisionBudgetError",
+    "LanguageModelError",
+    "UnsupportedOpError",
     "TflightWarning",
 ]
 
@@ -95,6 +97,37 @@ class PrecisionBudgetError(PrecisionError):
     def __init__(self, message: str, best: object = None, **fields: object) -> None:
         super().__init__(message, kind=fields.pop("kind", "budget_missed"), **fields)
         self.best = best
+
+
+class LanguageModelError(TflightError):
+    """A causal language model, its arguments or its prompt cannot be used as asked.
+
+    Attributes:
+      argument: the argument (or CLI option without dashes) at fault, e.g. "max_length".
+      value: what was received.
+      fix: what would work.
+    """
+
+    def __init__(self, message: str, *, argument: str | None = None, value: object = None,
+                 fix: str | None = None, **fields: object) -> None:
+        super().__init__(message, option=fields.pop("option", argument), fix=fix, **fields)
+        self.argument = argument
+        self.value = value
+
+
+class UnsupportedOpError(UnsupportedLayerError, LanguageModelError):
+    """A layer of the model traces to an op that LiteRT has no builtin kernel for.
+
+    Attributes:
+      op: the TensorFlow op, e.g. "tf.MatrixInverse".
+      layer: the layer's name path in the traced graph, if the converter named it.
+    """
+
+    def __init__(self, message: str, *, op: str | None = None, layer: str | None = None,
+                 fix: str | None = None) -> None:
+        LanguageModelError.__init__(self, message, argument="causal_lm", value=layer, fix=fix)
+        self.op = op
+        self.layer = layer
 
 
 class TflightWarning(UserWarning):

@@ -162,6 +162,10 @@ def _register() -> None:
     from tflight.cli import optimize
 
     cli.add_command(optimize.optimize)
+    from tflight.cli import convert_lm, generate
+
+    cli.add_command(convert_lm.convert_lm)
+    cli.add_command(generate.generate)
     # Further commands register here.
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -93,6 +94,12 @@ def bench(
     statistics, peak memory; with --inputs labels, accuracy and agreement with
     the first model. Columns marked (est.) are estimates from device profiles.
     """
+    from tflight.lm import bench as lm_bench
+
+    if all(os.path.isfile(m) and lm_bench.is_lm_file(m) for m in models):
+        lm_bench.render_cli(models, threads=max(threads, 1), device=device, as_json=as_json,
+                            print_fn=click.echo)
+        return
     # The module, not its function: looked up when called (tests replace it).
     from tflight.bench import run
     from tflight.bench.files import check_output_path
