@@ -7,7 +7,7 @@ the host, an emulated ARM64 device and LiteRT's GPU accelerator.
 
 The package is one sub-package per stage, in pipeline order:
 `tflight.devices`, `tflight.bridge`, `tflight.compress`, `tflight.distillation`,
-`tflight.shrink`, `tflight.precision`, `tflight.lm`, `tflight.bench`,
+`tflight.shrink`, `tflight.precision`, `tflight.bench`, `tflight.lm`,
 `tflight.optimization`. Each declares its public
 names once (its `_EXPORTS`); this namespace re-exports them, lazily, so
 `import tflight` loads no TensorFlow. Importing `tflight` does not change what
@@ -32,8 +32,8 @@ STAGES = (
     "tflight.distillation",
     "tflight.shrink",
     "tflight.precision",
-    "tflight.lm",
     "tflight.bench",
+    "tflight.lm",
     "tflight.optimization",
 )
 

@@ -125,9 +125,9 @@ def benchmark_lm(
         argv = _child.python_command("-m", "tflight.lm._bench_child")
         env = _child.child_env(project_path=True)
     elif device == "arm64":
-        import tflight
+        from tflight.bench import setup_arm64
 
-        emulator = tflight.setup_arm64()
+        emulator = setup_arm64()
         argv = emulator.command("-m", "tflight.lm._bench_child")
         env = emulator.env()
         # The child needs only numpy and LiteRT (the emulator's) and this
