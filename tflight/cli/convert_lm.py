@@ -85,7 +85,7 @@ def convert_lm(model_path, output, max_length, prefill, mode, block_size, eval_t
                          max_ppl_increase_pct=max_ppl_increase)
     except LanguageModelError as e:
         flag = _OPTION.get(e.argument or "")
-        if flag and flag.startswith("--") and flag not in str(e):
+        if flag and flag.startswith("--"):
             raise LanguageModelError(f"{flag}: {e}", argument=e.argument, value=e.value,
                                      fix=e.fix) from None
         raise
