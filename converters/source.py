@@ -110,10 +110,18 @@ class Source:
 
         if not self._rnns:
             return trace(static_batch)
-        saved = [(layer, layer.unroll) for layer in self._rnns]
+        # tf_keras LSTM / GRU (what TF-MOT's QAT hands back) decide in their
+        # constructor to call a fused kernel that ignores `unroll`; it is
+        # switched off for the trace too.
+        saved = [
+            (layer, layer.unroll, getattr(layer, "_could_use_gpu_kernel", None))
+            for layer in self._rnns
+        ]
         try:
-            for layer, _ in saved:
+            for layer, _, fused in saved:
                 layer.unroll = True
+                if fused is not None:
+                    layer._could_use_gpu_kernel = False
             traced = trace(static_batch)
             self.recurrent = "unrolled"
             return traced
@@ -121,8 +129,10 @@ class Source:
             if "unroll" not in str(e).lower():
                 raise
         finally:
-            for layer, unroll in saved:
+            for layer, unroll, fused in saved:
                 layer.unroll = unroll
+                if fused is not None:
+                    layer._could_use_gpu_kernel = fused
         self.recurrent = "loop"
         return trace(static_batch or 1)
 
@@ -278,12 +288,11 @@ def _from_keras(model: Any) -> Source:
             ys = list(y) if isinstance(y, (list, tuple)) else [y]
         return dict(zip(out_names, ys, strict=False))
 
-    rnns: list[Any] = []
     if kind == "keras3":
         variables = [v.value for v in model.variables]
-        rnns = _keras3_rnns(model)
     else:
         variables = list(model.variables)
+    rnns = _recurrent_layers(model, kind)
     return Source(
         kind=kind,
         description=f"{label} model {name!r}",
@@ -304,9 +313,21 @@ def _structure(model: Any, which: str) -> Any:
         return None
 
 
-def _keras3_rnns(model: Any) -> list[Any]:
-    """Every Keras 3 recurrent layer in `model`, nested ones included."""
-    import keras
+def _recurrent_layers(model: Any, kind: str) -> list[Any]:
+    """Every recurrent layer of `model` (Keras 3 or tf_keras), nested ones included.
+
+    Nested models, Bidirectional and wrappers (TF-MOT's QuantizeWrapper,
+    PruneLowMagnitude) are looked into, so that the tf_keras model QAT
+    produces is unrolled like the Keras 3 model it came from.
+    """
+    if kind == "keras3":
+        import keras
+
+        rnn_class = keras.layers.RNN
+    else:
+        import tf_keras
+
+        rnn_class = tf_keras.layers.RNN
 
     found: list[Any] = []
     seen: set[int] = set()
@@ -315,13 +336,16 @@ def _keras3_rnns(model: Any) -> list[Any]:
         if id(layer) in seen:
             return
         seen.add(id(layer))
-        if isinstance(layer, keras.layers.RNN):
+        if isinstance(layer, rnn_class):
             found.append(layer)
-        for child in getattr(layer, "_layers", None) or []:
+        children = getattr(layer, "_layers", None) if kind == "keras3" else None
+        if kind != "keras3" and hasattr(layer, "layers") and layer is not model:
+            children = layer.layers
+        for child in children or []:
             walk(child)
         for attr in ("forward_layer", "backward_layer", "layer"):
             child = getattr(layer, attr, None)
-            if isinstance(child, keras.layers.Layer):
+            if child is not None and hasattr(child, "trainable_weights"):
                 walk(child)
 
     for layer in getattr(model, "layers", []):
