@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ModelLoadError, UnsupportedModelError
+from converters.errors import ConversionWarning, ModelLoadError, UnsupportedModelError
 
 __all__ = ["InputSpec", "Source", "load_source"]
 
@@ -50,6 +51,8 @@ class Source:
       description: a short human description, used in messages.
       inputs: the model inputs, in the order the model takes them.
       output_names: names of the outputs in the exported signature.
+      notes: what was done to the model to convert it (e.g. a float32 twin of
+        a mixed-precision model), said in every result.
     """
 
     kind: str
@@ -62,6 +65,7 @@ class Source:
     _keepalive: Any = None
     _rnns: list[Any] = dataclasses.field(default_factory=list)
     recurrent: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def recurrent_loop(self) -> bool:
@@ -243,15 +247,28 @@ def _from_keras(model: Any) -> Source:
         )
     name = getattr(model, "name", "model")
     label = "Keras 3" if kind == "keras3" else "tf_keras"
+    notes: list[str] = []
+    if kind == "keras3":
+        twin, why = _float32_twin(model)
+        if twin is not None:
+            model = twin
+            notes.append(why)
+            warnings.warn(why, ConversionWarning, stacklevel=3)
     try:
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         inputs = []
+    if not inputs and kind == "keras3":
+        # A subclassed model has no symbolic inputs, but the shapes of the
+        # call that built it (`fit` or a first call) are recorded: trace that.
+        inputs = _called_inputs(model)
     if not inputs:
         raise UnsupportedModelError(
-            f"The {label} model {name!r} ({type(model).__name__}) has no defined inputs: "
-            "subclassed or unbuilt models cannot be traced. Build it as a Sequential model "
-            "with an Input, as a Functional model, or pass a SavedModel directory."
+            f"The {label} model {name!r} ({type(model).__name__}) has no defined inputs: it "
+            "has not been built (subclassed models are built by their first call or `fit`). "
+            "Call it once on a batch of inputs, build it as a Sequential or Functional model, "
+            "or pass a SavedModel directory.",
+            fix="call the model once on a batch of inputs",
         )
     # Models with dict inputs (keras-hub backbones: token_ids, segment_ids,
     # padding_mask) are called with a dict and their inputs named by key.
@@ -267,7 +284,10 @@ def _from_keras(model: Any) -> Source:
         InputSpec(n, tuple(None if d is None else int(d) for d in t.shape), _np_dtype(t.dtype))
         for n, t in zip(names, inputs, strict=False)
     ]
-    n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
+    try:
+        n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic outputs
+        n_out = 1
     out_structure = _structure(model, "output")
     out_keys = list(out_structure) if isinstance(out_structure, dict) else None
     if out_keys is not None and len(out_keys) == n_out:
@@ -300,8 +320,99 @@ def _from_keras(model: Any) -> Source:
         output_names=out_names,
         _call=call,
         _variables=variables,
-        _keepalive=None,
+        _keepalive=model if notes else None,
         _rnns=rnns,
+        notes=notes,
+    )
+
+
+@dataclasses.dataclass
+class _CalledInput:
+    """The shape and dtype a built subclassed model was called with."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+def _called_inputs(model: Any) -> list[_CalledInput]:
+    """Inputs of a subclassed Keras 3 model, from the shapes its build recorded."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not shapes or not getattr(model, "built", False):
+        return []
+    found = []
+    dtype = getattr(model, "input_dtype", None) or "float32"
+    for key, shape in shapes.items():
+        if not isinstance(shape, (tuple, list)) or not all(
+            d is None or isinstance(d, int) for d in shape
+        ):
+            return []  # a nested structure of inputs: not traced from its shapes
+        found.append(_CalledInput(str(key), (None, *tuple(shape)[1:]), str(dtype)))
+    return found
+
+
+def _float32_twin(model: Any) -> tuple[Any, str]:
+    """A float32 copy (same weights) of a model built under a mixed-precision policy.
+
+    The TFLite converter wants float32 compute: a `mixed_float16` (or
+    `mixed_bfloat16`) model fails even in mode fp32. Its variables are float32
+    already; the twin is rebuilt from the model's config with every layer's
+    policy set to float32, and given the same weights.
+
+    Returns:
+      (twin, note) for a mixed-precision model, (None, "") for any other.
+    """
+    mixed = sorted(
+        {
+            str(layer.dtype_policy.name)
+            for layer in model._flatten_layers(include_self=True)
+            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+            in ("float16", "bfloat16")
+        }
+    )
+    if not mixed:
+        return None, ""
+    label = f"{model.name!r} ({', '.join(mixed)})"
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        config = None
+    if config is None:
+        raise UnsupportedModelError(
+            f"The Keras 3 model {label} computes in reduced precision, which the TFLite "
+            "converter cannot convert, and it has no get_config() to rebuild it in float32. "
+            "Build the model again under keras.mixed_precision.set_global_policy('float32'), "
+            "load the trained weights into it and convert that.",
+            fix="rebuild the model under the float32 policy with the same weights",
+        )
+
+    def to_float32(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(
+                value.get("config"), dict
+            ):
+                return {**value, "config": {**value["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [to_float32(v) for v in value]
+        if value in ("mixed_float16", "mixed_bfloat16"):
+            return "float32"
+        return value
+
+    try:
+        twin = type(model).from_config(to_float32(config))
+        twin.set_weights(model.get_weights())
+    except Exception as e:  # noqa: BLE001 - user models raise anything here
+        raise UnsupportedModelError(
+            f"The Keras 3 model {label} computes in reduced precision, which the TFLite "
+            f"converter cannot convert, and rebuilding it in float32 failed: {_first_line(e)}. "
+            "Build it again under keras.mixed_precision.set_global_policy('float32'), load "
+            "the trained weights and convert that.",
+            fix="rebuild the model under the float32 policy with the same weights",
+        ) from e
+    return twin, (
+        f"converted a float32 twin of {label} with the same weights: the TFLite converter "
+        "needs float32 compute"
     )
 
 
