@@ -161,6 +161,14 @@ def _handle(directory: Path, emit: Any) -> None:
         start = time.perf_counter()
         try:
             flatbuffer = converter.convert(spec, calibration)
+            if spec["mode"] in ("int8", "int16x8"):
+                # Scales a LiteRT kernel would refuse at prepare time (QAT
+                # ranges into HARD_SWISH) are raised to what it accepts.
+                from converters.repair import repair
+
+                flatbuffer, repaired = repair(flatbuffer)
+                if repaired:
+                    outcome["notes"] = [*outcome.get("notes", []), *repaired]
         except Exception as e:  # noqa: BLE001 - the converter raises many types
             outcome.update(ok=False, stage="convert", error=_error_line(e)[:2000],
                            error_type=type(e).__name__)
