@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
+from tflight.compress._kernels import has_kernel, no_kernel_reason
 from tflight.compress.pipeline import (
     CompressionReport,
     Selector,
@@ -372,6 +373,8 @@ class Prune:
                 skipped.append((layer.name, "not selected"))
             elif not layer.trainable:
                 skipped.append((layer.name, "frozen"))
+            elif not _supports(layer) and not has_kernel(layer):
+                skipped.append((layer.name, no_kernel_reason(layer, "prune")))
             elif not _supports(layer):
                 bad.append((layer, f"TF-MOT cannot prune {type(layer).__name__}"))
             elif _prunable_weight_names(layer) == [] and not hasattr(layer, "get_prunable_weights"):
