@@ -27,7 +27,7 @@ import numpy as np
 
 from converters import flatbuffer as fb
 from converters._isolate import run_request
-from converters.analysis import ModelStats, analyze_flatbuffer
+from converters.analysis import ModelStats, analyze_flatbuffer, float_ops_note
 from converters.data import as_arrays, random_inputs
 from converters.errors import (
     ConversionError,
@@ -762,6 +762,9 @@ def _result(
 ) -> ConversionResult:
     stats = analyze_flatbuffer(flatbuffer)
     report = check_model(tgt, m, flatbuffer, stats)
+    # An integer model with float islands says so: never silently float.
+    floats = float_ops_note(stats, m.value) if m.needs_calibration else None
+    notes = (*notes, floats) if floats else tuple(notes)
     validation = None
     if got.get("validation") is not None:
         validation = ValidationReport.from_dict(got["validation"])
