@@ -24,7 +24,7 @@ import numpy as np
 
 from converters.errors import ConversionWarning, ModelLoadError, UnsupportedModelError
 
-__all__ = ["InputSpec", "Source", "load_source"]
+__all__ = ["InputSpec", "Source", "float32_twin", "load_source"]
 
 _SIGNATURE_KEY = "serving_default"
 
@@ -249,9 +249,13 @@ def _from_keras(model: Any) -> Source:
     label = "Keras 3" if kind == "keras3" else "tf_keras"
     notes: list[str] = []
     if kind == "keras3":
-        twin, why = _float32_twin(model)
+        twin, label = float32_twin(model)
         if twin is not None:
             model = twin
+            why = (
+                f"converted a float32 twin of {label} with the same weights: the TFLite "
+                "converter needs float32 compute"
+            )
             notes.append(why)
             warnings.warn(why, ConversionWarning, stacklevel=3)
     try:
@@ -351,7 +355,7 @@ def _called_inputs(model: Any) -> list[_CalledInput]:
     return found
 
 
-def _float32_twin(model: Any) -> tuple[Any, str]:
+def float32_twin(model: Any) -> tuple[Any, str]:
     """A float32 copy (same weights) of a model built under a mixed-precision policy.
 
     The TFLite converter wants float32 compute: a `mixed_float16` (or
@@ -360,7 +364,8 @@ def _float32_twin(model: Any) -> tuple[Any, str]:
     policy set to float32, and given the same weights.
 
     Returns:
-      (twin, note) for a mixed-precision model, (None, "") for any other.
+      (twin, label) for a mixed-precision model — the label names the model
+      and its policies, for messages — and (None, "") for any other.
     """
     mixed = sorted(
         {
@@ -380,7 +385,7 @@ def _float32_twin(model: Any) -> tuple[Any, str]:
     if config is None:
         raise UnsupportedModelError(
             f"The Keras 3 model {label} computes in reduced precision, which the TFLite "
-            "converter cannot convert, and it has no get_config() to rebuild it in float32. "
+            "converter and TF-MOT need in float32, and it has no get_config() to rebuild it. "
             "Build the model again under keras.mixed_precision.set_global_policy('float32'), "
             "load the trained weights into it and convert that.",
             fix="rebuild the model under the float32 policy with the same weights",
@@ -405,15 +410,13 @@ def _float32_twin(model: Any) -> tuple[Any, str]:
     except Exception as e:  # noqa: BLE001 - user models raise anything here
         raise UnsupportedModelError(
             f"The Keras 3 model {label} computes in reduced precision, which the TFLite "
-            f"converter cannot convert, and rebuilding it in float32 failed: {_first_line(e)}. "
+            "converter and TF-MOT need in float32, and rebuilding it in float32 failed: "
+            f"{_first_line(e)}. "
             "Build it again under keras.mixed_precision.set_global_policy('float32'), load "
             "the trained weights and convert that.",
             fix="rebuild the model under the float32 policy with the same weights",
         ) from e
-    return twin, (
-        f"converted a float32 twin of {label} with the same weights: the TFLite converter "
-        "needs float32 compute"
-    )
+    return twin, label
 
 
 def _structure(model: Any, which: str) -> Any:

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.errors import CompressionError, MissingCallbackError
+from tflight.errors import CompressionError, MissingCallbackError, TflightWarning
 
 __all__ = [
     "CompressionReport",
@@ -102,8 +103,20 @@ def _own(model: Any) -> Any:
 def _as_tf_keras(model: Any, *, what: str) -> Any:
     """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
     if is_keras3_model(model):
+        from converters.source import float32_twin
         from tflight.bridge.core import to_tf_keras
 
+        # TF-MOT's wrappers compute in float32: a mixed_float16 model trains
+        # as a float32 twin with its weights (raw dtype errors otherwise).
+        twin, label = float32_twin(model)
+        if twin is not None:
+            warnings.warn(
+                f"{what} trains a float32 twin of {label} with the same weights: TF-MOT's "
+                "wrappers compute in float32.",
+                TflightWarning,
+                stacklevel=3,
+            )
+            model = twin
         return to_tf_keras(model)
     if is_tf_keras_model(model):
         if getattr(model, _OWNED_ATTR, False):
