@@ -53,6 +53,8 @@ class Source:
       output_names: names of the outputs in the exported signature.
       notes: what was done to the model to convert it (e.g. a float32 twin of
         a mixed-precision model), said in every result.
+      qat_float_kernels: in a quantization-aware-trained model, the layers
+        with a kernel that QAT left float (named when int8 fails).
     """
 
     kind: str
@@ -66,6 +68,7 @@ class Source:
     _rnns: list[Any] = dataclasses.field(default_factory=list)
     recurrent: str | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    qat_float_kernels: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def recurrent_loop(self) -> bool:
@@ -327,7 +330,21 @@ def _from_keras(model: Any) -> Source:
         _keepalive=model if notes else None,
         _rnns=rnns,
         notes=notes,
+        qat_float_kernels=_qat_float_kernels(model),
     )
+
+
+def _qat_float_kernels(model: Any) -> list[str]:
+    """Layers with a kernel left float in a TF-MOT QAT model (none if it is not one)."""
+    layers = list(getattr(model, "layers", []) or [])
+    if not any(type(layer).__name__.startswith("QuantizeWrapper") for layer in layers):
+        return []
+    return [
+        layer.name
+        for layer in layers
+        if not type(layer).__name__.startswith(("QuantizeWrapper", "QuantizeLayer"))
+        and any(len(w.shape) >= 2 for w in layer.trainable_weights)
+    ]
 
 
 @dataclasses.dataclass
