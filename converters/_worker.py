@@ -80,13 +80,13 @@ class _Converter:
             self._keep = wrapped
         return self._frozen
 
-    def convert(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> bytes:
+    def _converter(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> Any:
+        """A TFLite converter configured for the mode of `spec`."""
         import tensorflow as tf
 
-        from converters.convert import _add_signature, _configure, _reorder_io, _run_converter
+        from converters.convert import _configure
         from converters.modes import Mode
 
-        mode = Mode(spec["mode"])
         req = self.request
         src = req["source"]
         options = dict(
@@ -100,16 +100,46 @@ class _Converter:
                 [self._frozen_function()], trackable_obj=tf.Module()
             )
             converter.experimental_lower_to_saved_model = False
-            _configure(converter, mode, input_names=None, **options)
-            flatbuffer = _run_converter(converter)
+            _configure(converter, Mode(spec["mode"]), input_names=None, **options)
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(src["path"])
+            _configure(converter, Mode(spec["mode"]), input_names=req["input_names"], **options)
+        return converter
+
+    def _finish(self, flatbuffer: bytes) -> bytes:
+        from converters.convert import _add_signature, _reorder_io
+
+        req = self.request
+        if req["source"]["kind"] == "frozen":
             flatbuffer = _add_signature(
                 flatbuffer, req["input_names"], sorted(req["output_names"])
             )
-        else:
-            converter = tf.lite.TFLiteConverter.from_saved_model(src["path"])
-            _configure(converter, mode, input_names=req["input_names"], **options)
-            flatbuffer = _run_converter(converter)
         return _reorder_io(flatbuffer, req["input_names"], req["output_names"])
+
+    def convert(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> bytes:
+        from converters.convert import _run_converter
+
+        return self._finish(_run_converter(self._converter(spec, calibration)))
+
+    def convert_selectively(
+        self, spec: dict[str, Any], calibration: list[np.ndarray] | None, samples: Any,
+        reference: Any,
+    ) -> tuple[bytes, list[str]]:
+        """Int8 with the ops that lose the signal kept float (`converters.selective`)."""
+        from converters.selective import convert_selectively
+
+        def validate(flatbuffer: bytes) -> dict[str, Any] | None:
+            if spec.get("thresholds") is None or samples is None:
+                return None
+            return _validate(self._finish(flatbuffer), spec, self.request, samples, reference)
+
+        flatbuffer, notes, _ = convert_selectively(
+            lambda: self._converter(spec, calibration),
+            dict(zip(self.request["input_names"], calibration or [], strict=True)),
+            validate,
+            max_float_ops=int(spec["selective"].get("max_float_ops", 16)),
+        )
+        return self._finish(flatbuffer), notes
 
 
 def _validate(
@@ -160,7 +190,13 @@ def _handle(directory: Path, emit: Any) -> None:
         outcome: dict[str, Any] = {"mode": mode}
         start = time.perf_counter()
         try:
-            flatbuffer = converter.convert(spec, calibration)
+            if spec.get("selective"):
+                flatbuffer, notes = converter.convert_selectively(
+                    spec, calibration, samples, reference
+                )
+                outcome["notes"] = notes
+            else:
+                flatbuffer = converter.convert(spec, calibration)
             if spec["mode"] in ("int8", "int16x8"):
                 # Scales a LiteRT kernel would refuse at prepare time (QAT
                 # ranges into HARD_SWISH) are raised to what it accepts.

@@ -488,6 +488,7 @@ def convert_many(
     validation_data: Any = None,
     sample_data: Any = None,
     progress: Callable[[str, str], None] | None = None,
+    selective: bool = False,
 ) -> dict[str, ConversionResult]:
     """Converts a model to several modes from a single trace.
 
@@ -653,6 +654,7 @@ def convert_many(
                     "input_dtype": io[m][0],
                     "output_dtype": io[m][1],
                     "thresholds": dataclasses.asdict(limits[m]) if validate else None,
+                    "selective": {} if selective and m is Mode.INT8 else None,
                 }
                 for m in pending
             ]
@@ -843,6 +845,7 @@ def convert(
     sparse: bool = False,
     validation_data: Any = None,
     sample_data: Any = None,
+    selective: bool = False,
 ) -> ConversionResult:
     """Converts a Keras model or SavedModel to a checked `.tflite` flatbuffer.
 
@@ -890,6 +893,11 @@ def convert(
         or on uniform random inputs. `result.validation.sample_source` says
         which.
       sample_data: the older name of `validation_data`.
+      selective: mode `int8` only: if full int8 fails validation, keep float
+        the fewest ops that lose the signal (ranked by TensorFlow's
+        `QuantizationDebugger`) so that it passes — a selective int8 model,
+        labelled as such in `result.notes`, which needs float kernels besides
+        the int8 ones (`converters.selective`).
 
     Returns:
       A `ConversionResult`.
@@ -924,5 +932,6 @@ def convert(
         sparse=sparse,
         validation_data=validation_data,
         sample_data=sample_data,
+        selective=selective,
     )
     return next(iter(results.values()))
