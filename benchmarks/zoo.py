@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -36,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from converters.files import write_json  # noqa: E402
 
 N_SAMPLES = 48
 # The first N_FIT samples train the compressed models and calibrate the
@@ -287,7 +288,7 @@ def custom_layer() -> Zoo:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "factor": self.factor}
 
-    from tflight.bridge import core as bridge
+    from tflight import bridge
 
     # The documented path: a translation from the Keras 3 layer to its tf_keras twin.
     bridge.register(Scale, lambda layer: TfkScale(**layer.get_config()))
@@ -644,9 +645,7 @@ def _headline(cells: list[Cell]) -> dict[str, int]:
 
 def _write(path: Path, cells: list[Cell]) -> None:
     payload = {"headline": _headline(cells), "cells": [dataclasses.asdict(c) for c in cells]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    write_json(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ events from the file descriptor named by `CONVERTERS_STATUS_FD`, one
 `{"event": "start", "mode": m}`, `{"event": "end", "mode": m}` and
 `{"event": "done"}` once every mode of the request has its
 `<mode>.tflite` / `<mode>.json` files. The request directory holds
-`request.json` (see `converters.convert._request`) and the `.npz` arrays it
+`request.json` (written by `converters.convert.convert_many`) and the `.npz` arrays it
 names. The process exits when stdin closes.
 
 Test hook: if the environment variable `CONVERTERS_TEST_CRASH_MODE` names a
@@ -84,7 +84,7 @@ class _Converter:
         """A TFLite converter configured for the mode of `spec`."""
         import tensorflow as tf
 
-        from converters.convert import _configure
+        from converters._recipes import configure
         from converters.modes import Mode
 
         req = self.request
@@ -100,26 +100,26 @@ class _Converter:
                 [self._frozen_function()], trackable_obj=tf.Module()
             )
             converter.experimental_lower_to_saved_model = False
-            _configure(converter, Mode(spec["mode"]), input_names=None, **options)
+            configure(converter, Mode(spec["mode"]), input_names=None, **options)
         else:
             converter = tf.lite.TFLiteConverter.from_saved_model(src["path"])
-            _configure(converter, Mode(spec["mode"]), input_names=req["input_names"], **options)
+            configure(converter, Mode(spec["mode"]), input_names=req["input_names"], **options)
         return converter
 
     def _finish(self, flatbuffer: bytes) -> bytes:
-        from converters.convert import _add_signature, _reorder_io
+        from converters._recipes import add_signature, reorder_io
 
         req = self.request
         if req["source"]["kind"] == "frozen":
-            flatbuffer = _add_signature(
+            flatbuffer = add_signature(
                 flatbuffer, req["input_names"], sorted(req["output_names"])
             )
-        return _reorder_io(flatbuffer, req["input_names"], req["output_names"])
+        return reorder_io(flatbuffer, req["input_names"], req["output_names"])
 
     def convert(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> bytes:
-        from converters.convert import _run_converter
+        from converters._recipes import run_converter
 
-        return self._finish(_run_converter(self._converter(spec, calibration)))
+        return self._finish(run_converter(self._converter(spec, calibration)))
 
     def convert_selectively(
         self, spec: dict[str, Any], calibration: list[np.ndarray] | None, samples: Any,

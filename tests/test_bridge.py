@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import tflight
+from tflight import bridge
 from tflight._keras import is_keras3_model, is_tf_keras_model, keras, tf_keras, tfmot
-from tflight.bridge import core as bridge
 from tflight.errors import BridgeError, UnsupportedLayerError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tflight
+from tflight import bridge
 from tflight._keras import keras, tf_keras, tfmot
-from tflight.bridge import core as bridge
 
 
 @pytest.fixture(scope="module")

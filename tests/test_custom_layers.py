@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import tflight
+from tflight import bridge
 from tflight._keras import keras, tf_keras
-from tflight.bridge import core as bridge
+from tflight.bridge import registry
 from tflight.errors import BridgeError, UnsupportedLayerError
 
 
@@ -36,10 +37,10 @@ def test_register_docstring_example_runs_as_written(tmp_path):
     script = tmp_path / "register_example.py"
     script.write_text("".join(line if line.endswith("\n") else line + "\n" for line in lines))
     results: list = []
-    registered = list(bridge._TRANSLATIONS)
+    registered = list(registry._TRANSLATIONS)
     exec(compile(script.read_text(), str(script), "exec"), {"_results": results})
     assert [repr(r) for r in results] == wanted
-    assert bridge._TRANSLATIONS == registered  # the example unregisters what it added
+    assert registry._TRANSLATIONS == registered  # the example unregisters what it added
 
 
 MY_LAYERS = '''

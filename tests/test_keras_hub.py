@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import tflight
+from tflight import bridge
 from tflight._keras import is_tf_keras_model, keras, tfmot
-from tflight.bridge import core as bridge
 from tflight.errors import UnsupportedLayerError
 
 keras_hub = pytest.importorskip("keras_hub")
