@@ -126,7 +126,7 @@ class _Converter:
         reference: Any,
     ) -> tuple[bytes, list[str]]:
         """Int8 with the ops that lose the signal kept float (`converters.selective`)."""
-        from converters.selective import convert_selectively
+        from converters.selective import DEFAULT_MAX_FLOAT_OPS, convert_selectively
 
         def validate(flatbuffer: bytes) -> dict[str, Any] | None:
             if spec.get("thresholds") is None or samples is None:
@@ -137,7 +137,7 @@ class _Converter:
             lambda: self._converter(spec, calibration),
             dict(zip(self.request["input_names"], calibration or [], strict=True)),
             validate,
-            max_float_ops=int(spec["selective"].get("max_float_ops", 16)),
+            max_float_ops=int(spec["selective"].get("max_float_ops", DEFAULT_MAX_FLOAT_OPS)),
         )
         return self._finish(flatbuffer), notes
 

@@ -6,8 +6,12 @@ and layer-norm statistics, GELU tails, the residual adds of attention blocks)
 account for most of it. TensorFlow's `QuantizationDebugger` measures, op by op,
 the error that quantizing that op adds: here the SNR of the op's int8 output
 against the float op run on the same inputs. The ops with the lowest SNR are
-kept float, worst first, in growing sets (1, 2, 4, ... ops) until the model
-passes validation on the held-out samples; everything else stays int8.
+kept float, worst first, in growing sets (1, 2, 4 ops) until the model
+passes validation on the held-out samples; everything else stays int8. An
+op's own error does not always show where the output's signal goes (it can
+be lost downstream), so if no such set passes, whole op types are tried:
+each kept float alone and measured on the validation samples, then the most
+helpful types together, until the model passes.
 
 The result is labelled: it is not a full-int8 model. Its notes list the ops
 kept float, it needs float kernels next to the integer ones (fine on CPU and
@@ -30,7 +34,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_MAX_FLOAT_OPS", "convert_selectively", "rank_ops"]
 
-DEFAULT_MAX_FLOAT_OPS = 16
+DEFAULT_MAX_FLOAT_OPS = 4
 
 
 def _layer_snr_db(f: np.ndarray, q: np.ndarray, scale: float, zero_point: int) -> float:
@@ -46,7 +50,7 @@ def _layer_snr_db(f: np.ndarray, q: np.ndarray, scale: float, zero_point: int) -
     r = float(np.corrcoef(a, b)[0, 1])
     if not math.isfinite(r):
         return -200.0
-    r2 = min(r * r, 1.0 - 1e-20)
+    r2 = min(r * r, 1.0 - 1e-12)
     return 10.0 * math.log10(r2 / (1.0 - r2))
 
 
@@ -120,7 +124,7 @@ def convert_selectively(
     """
     import tensorflow as tf
 
-    def debugger_for(nodes: list[str]) -> Any:
+    def debugger_for(nodes: list[str], ops: list[str] | None = None) -> Any:
         converter = make_converter()
         # Ops kept float need float kernels beside the integer ones.
         converter.target_spec.supported_ops = [
@@ -129,6 +133,7 @@ def convert_selectively(
         options = tf.lite.experimental.QuantizationDebugOptions(
             layer_direct_compare_metrics={"snr_db": _layer_snr_db},
             denylisted_nodes=nodes or None,
+            denylisted_ops=ops or None,
             fully_quantize=True,
         )
         holder: dict[str, Any] = {}
@@ -166,7 +171,41 @@ def convert_selectively(
         if k >= len(suspects):
             break
         k = min(2 * k, len(suspects))
+    # The per-op ranking can miss where the signal goes (the loss of an op
+    # may only show downstream). Then op types are tried: each kept float
+    # alone, measured on the validation samples, and the most helpful ones
+    # added together until the model passes.
+    types = sorted({_op_type(debugger, n) for n, _ in ranked} - {None})
+    gains = []
+    for op in types:
+        got = validate(bytes(debugger_for([], [op]).get_nondebug_quantized_model()))
+        gains.append((_snr(got), op))
+    gains.sort(reverse=True)
+    chosen: list[str] = []
+    for _, op in gains[: max(1, min(len(gains), max_float_ops))]:
+        chosen.append(op)
+        candidate = bytes(debugger_for([], chosen).get_nondebug_quantized_model())
+        got = validate(candidate)
+        notes = [
+            f"selective int8: every {', '.join(chosen)} op kept float because int8 loses the "
+            "signal there (measured on the validation samples); every other op is int8, and "
+            "the file needs float kernels besides int8 ones"
+        ]
+        if got is not None and not got.get("failures"):
+            return candidate, notes, got
+        if got is not None and _snr(got) > _snr(best[2]):
+            best = (candidate, notes, got)
     return best
+
+
+def _op_type(debugger: Any, tensor_name: str) -> str | None:
+    """The builtin op type (e.g. "BATCH_MATMUL") whose output is `tensor_name`."""
+    interp = debugger._quant_interpreter
+    for op in interp._get_ops_details():
+        outs = [interp._get_tensor_details(i, subgraph_index=0)["name"] for i in op["outputs"]]
+        if tensor_name in outs:
+            return op["op_name"]
+    return None
 
 
 def _snr(report: dict[str, Any] | None) -> float:
