@@ -265,7 +265,8 @@ def _mixed(gen: modelgen.Generated) -> str:
             str(path), held, y[modelgen.N_CALIBRATION:], max_drop=30.0, calibration_data=cal,
             output=0 if raise_multi else None,
         )
-    return f"{found}".splitlines()[0][:120]
+    mix = collections.Counter(p.value for p in found.model.assignment.values())
+    return f"precision mix {dict(mix)} within the 30 pt budget"
 
 
 def run_cell(gen: modelgen.Generated, technique: str) -> Cell:
