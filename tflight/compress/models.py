@@ -35,7 +35,7 @@ def own(model: Any) -> Any:
 def _as_tf_keras(model: Any, *, what: str) -> Any:
     """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
     if is_keras3_model(model):
-        from converters.source import float32_twin
+        from converters.twin import float32_twin
         from tflight.bridge.core import to_tf_keras
 
         # TF-MOT's wrappers compute in float32: a mixed_float16 model trains
