@@ -6,7 +6,10 @@ converter's modes (fp32, fp16, dynamic, int8) and `check_agreement` (fp32
 `.tflite` against Keras). Each cell either works and is checked (sparsity
 reached inside nested layers, quantize wrappers on nested layers, LiteRT output
 agreeing with Keras) or ends in a documented tflight/converters error whose
-message is part of the expectation (`EXPECTED_ERRORS`).
+message is part of the expectation (`EXPECTED_ERRORS`). Conversion and
+agreement cells compare on held-out samples that neither training nor
+calibration saw; the cells with QAT convert the model they trained to int8 and
+run it.
 
 This module is the one definition of the matrix: `tests/test_zoo.py` imports it
 (a test may import a benchmark; the benchmark never imports tests), so the
@@ -35,7 +38,11 @@ import numpy as np  # noqa: E402
 
 from converters.files import write_json  # noqa: E402
 
-N_SAMPLES = 32
+N_SAMPLES = 48
+# The first N_FIT samples train the compressed models and calibrate the
+# integer conversions; the rest are held out: every conversion and agreement
+# check compares on samples calibration never saw.
+N_FIT = 32
 BATCH = 16
 SEED = 0
 
@@ -54,6 +61,22 @@ class Zoo:
     y: Any  # array, list or dict
     loss: Any  # a loss name or a list/dict of them
     nested: tuple[str, ...] = ()  # names of nested sub-models that must be reached
+
+    def fit_part(self, data: Any = None) -> Any:
+        """The training / calibration samples of `data` (default: the inputs)."""
+        return _take(self.x if data is None else data, slice(0, N_FIT))
+
+    def held_out(self) -> Any:
+        """The inputs calibration and training never saw."""
+        return _take(self.x, slice(N_FIT, None))
+
+
+def _take(data: Any, part: slice) -> Any:
+    if isinstance(data, dict):
+        return {k: v[part] for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [v[part] for v in data]
+    return data[part]
 
 
 def _rng() -> np.random.Generator:
@@ -488,29 +511,35 @@ def _check_compressed(zoo: Zoo, technique: str, out: Any) -> str:
     return "; ".join(notes)
 
 
-def _convert(zoo: Zoo, mode: str) -> tuple[Any, str]:
-    """Converts and checks; int8 of a random-weight model is compared, not validated.
+def _convert(zoo: Zoo, mode: str, model: Any = None) -> tuple[Any, str]:
+    """Converts and checks on held-out samples; int8 of random weights is compared, not validated.
 
-    The converter's int8 validation asks for 85 % top-1 agreement, which
-    random, untrained weights (near-ties everywhere) do not always give; the
-    cell checks instead that the int8 `.tflite` runs and agrees with Keras on
-    most samples (`check_agreement`, at least 50 %).
+    Calibration uses the first `N_FIT` samples, validation and agreement the
+    others. The converter's int8 validation asks for 85 % top-1 agreement,
+    which random, untrained weights (near-ties everywhere) do not always give;
+    the cell checks instead that the int8 `.tflite` runs and agrees with Keras
+    on most held-out samples (`check_agreement`, at least 50 %), or that its
+    outputs are close.
     """
     import converters
     import tflight
 
+    model = zoo.model if model is None else model
     int8 = mode == "int8"
+    held = zoo.held_out()
     result = converters.convert(
-        zoo.model,
+        model,
         mode,
-        representative_data=zoo.x if int8 else None,
-        sample_data=zoo.x,
+        representative_data=zoo.fit_part() if int8 else None,
+        validation_data=held,
         validate=not int8,
     )
     size = f"{len(result.flatbuffer) / 1024:.0f} KiB"
     if not int8:
-        return result, f"{size}, validated"
-    report = tflight.check_agreement(zoo.model, result, zoo.x, min_agreement=0.0)
+        if result.validation is None or result.validation.sample_source != "validation_data":
+            raise AssertionError("not validated on the held-out samples")
+        return result, f"{size}, validated on {result.validation.samples} held-out samples"
+    report = tflight.check_agreement(model, result, held, min_agreement=0.0)
     # Near-uniform outputs of a random network make top-1 a coin toss: then the
     # outputs themselves must be close.
     if report.agreement < 0.5 and report.max_abs_diff > 0.01:
@@ -534,19 +563,25 @@ def run_cell(zoo: Zoo, technique: str) -> Cell:
         if technique in COMPRESS:
             out = tflight.Pipeline(_pipeline(technique)).fit(
                 zoo.model,
-                zoo.x,
-                zoo.y,
+                zoo.fit_part(),
+                zoo.fit_part(zoo.y),
                 compile={"optimizer": "adam", "loss": zoo.loss},
                 epochs=1,
                 batch_size=BATCH,
                 verbose=0,
             )
             what = _check_compressed(zoo, technique, out)
+            if "qat" in {r.technique for r in out.reports}:
+                # What QAT trained is what ships: convert it to int8 and run it.
+                _, converted = _convert(zoo, "int8", out.model)
+                what += f"; int8 {converted}"
         elif technique in CONVERT:
             _, what = _convert(zoo, technique)
         else:
             result, _ = _convert(zoo, "fp32")
-            report = tflight.check_agreement(zoo.model, result, zoo.x, min_agreement=0.99)
+            report = tflight.check_agreement(
+                zoo.model, result, zoo.held_out(), min_agreement=0.99
+            )
             what = f"agreement {report.agreement:.0%}, max |diff| {report.max_abs_diff:.1e}"
     except Exception as e:  # noqa: BLE001 - every failure is a cell outcome
         message = " ".join(str(e).split())

@@ -20,6 +20,14 @@ def _hint(mode: Mode, source: Source) -> str:
             "give the model's Input a fixed sequence length (e.g. keras.Input((T, features))) "
             "so that they can be unrolled."
         )
+    if mode.needs_calibration and source.qat_float_kernels:
+        names = ", ".join(repr(n) for n in source.qat_float_kernels[:6])
+        return (
+            f" Quantization-aware training left layers with kernels in float ({names}) "
+            "between quantized ones, and the int8 converter cannot always join the two: "
+            "quantize those layers too (give them a QuantizeConfig), or convert this model "
+            "with mode 'dynamic' or 'fp16'."
+        )
     if mode.needs_calibration:
         return " Some ops have no integer kernels; try mode 'dynamic' or 'fp16'."
     return ""
@@ -33,6 +41,9 @@ def converter_error(
         text += f" (converting through a SavedModel instead failed too: {fallback[:300]})"
     e = UnsupportedModelError(text.rstrip(".") + "." + _hint(mode, source))
     e.mode = mode.value
+    if mode.needs_calibration and source.qat_float_kernels:
+        e.layer = source.qat_float_kernels[0]
+        e.fix = "quantize the layers QAT kept float, or use mode 'dynamic'"
     return e
 
 

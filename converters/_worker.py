@@ -80,13 +80,13 @@ class _Converter:
             self._keep = wrapped
         return self._frozen
 
-    def convert(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> bytes:
+    def _converter(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> Any:
+        """A TFLite converter configured for the mode of `spec`."""
         import tensorflow as tf
 
-        from converters._recipes import add_signature, configure, reorder_io, run_converter
+        from converters._recipes import configure
         from converters.modes import Mode
 
-        mode = Mode(spec["mode"])
         req = self.request
         src = req["source"]
         options = dict(
@@ -100,16 +100,46 @@ class _Converter:
                 [self._frozen_function()], trackable_obj=tf.Module()
             )
             converter.experimental_lower_to_saved_model = False
-            configure(converter, mode, input_names=None, **options)
-            flatbuffer = run_converter(converter)
+            configure(converter, Mode(spec["mode"]), input_names=None, **options)
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(src["path"])
+            configure(converter, Mode(spec["mode"]), input_names=req["input_names"], **options)
+        return converter
+
+    def _finish(self, flatbuffer: bytes) -> bytes:
+        from converters._recipes import add_signature, reorder_io
+
+        req = self.request
+        if req["source"]["kind"] == "frozen":
             flatbuffer = add_signature(
                 flatbuffer, req["input_names"], sorted(req["output_names"])
             )
-        else:
-            converter = tf.lite.TFLiteConverter.from_saved_model(src["path"])
-            configure(converter, mode, input_names=req["input_names"], **options)
-            flatbuffer = run_converter(converter)
         return reorder_io(flatbuffer, req["input_names"], req["output_names"])
+
+    def convert(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> bytes:
+        from converters._recipes import run_converter
+
+        return self._finish(run_converter(self._converter(spec, calibration)))
+
+    def convert_selectively(
+        self, spec: dict[str, Any], calibration: list[np.ndarray] | None, samples: Any,
+        reference: Any,
+    ) -> tuple[bytes, list[str]]:
+        """Int8 with the ops that lose the signal kept float (`converters.selective`)."""
+        from converters.selective import DEFAULT_MAX_FLOAT_OPS, convert_selectively
+
+        def validate(flatbuffer: bytes) -> dict[str, Any] | None:
+            if spec.get("thresholds") is None or samples is None:
+                return None
+            return _validate(self._finish(flatbuffer), spec, self.request, samples, reference)
+
+        flatbuffer, notes, _ = convert_selectively(
+            lambda: self._converter(spec, calibration),
+            dict(zip(self.request["input_names"], calibration or [], strict=True)),
+            validate,
+            max_float_ops=int(spec["selective"].get("max_float_ops", DEFAULT_MAX_FLOAT_OPS)),
+        )
+        return self._finish(flatbuffer), notes
 
 
 def _validate(
@@ -160,7 +190,21 @@ def _handle(directory: Path, emit: Any) -> None:
         outcome: dict[str, Any] = {"mode": mode}
         start = time.perf_counter()
         try:
-            flatbuffer = converter.convert(spec, calibration)
+            if spec.get("selective"):
+                flatbuffer, notes = converter.convert_selectively(
+                    spec, calibration, samples, reference
+                )
+                outcome["notes"] = notes
+            else:
+                flatbuffer = converter.convert(spec, calibration)
+            if spec["mode"] in ("int8", "int16x8"):
+                # Scales a LiteRT kernel would refuse at prepare time (QAT
+                # ranges into HARD_SWISH) are raised to what it accepts.
+                from converters.repair import repair
+
+                flatbuffer, repaired = repair(flatbuffer)
+                if repaired:
+                    outcome["notes"] = [*outcome.get("notes", []), *repaired]
         except Exception as e:  # noqa: BLE001 - the converter raises many types
             outcome.update(ok=False, stage="convert", error=_error_line(e)[:2000],
                            error_type=type(e).__name__)

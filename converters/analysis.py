@@ -12,7 +12,8 @@ from typing import Any
 
 from converters import flatbuffer
 
-__all__ = ["TensorInfo", "ModelStats", "analyze_flatbuffer", "op_sequence", "prefix_models"]
+__all__ = ["TensorInfo", "ModelStats", "analyze_flatbuffer", "float_ops", "float_ops_note",
+           "op_sequence", "prefix_models"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +186,33 @@ def analyze_flatbuffer(content: bytes) -> ModelStats:
         weights_bytes=weights,
         graph_bytes=max(len(content) - weights, 0),
         signatures=tuple(signatures),
+    )
+
+
+# Ops that convert between float and integer at a float model's edges.
+_CASTS = frozenset({"QUANTIZE", "DEQUANTIZE", "CAST"})
+
+
+def float_ops(stats: ModelStats) -> dict[str, int]:
+    """Ops (besides quantize/dequantize) computing in float, by type, with their counts."""
+    return {
+        op: n
+        for op, dtypes in stats.op_dtypes.items()
+        if op not in _CASTS
+        for n in [sum(c for d, c in dtypes.items() if d.startswith("float"))]
+        if n
+    }
+
+
+def float_ops_note(stats: ModelStats, mode: str) -> str | None:
+    """The sentence saying which ops of an integer-mode model stay float, or None."""
+    found = float_ops(stats)
+    if not found:
+        return None
+    listed = ", ".join(f"{op} x{n}" for op, n in sorted(found.items()))
+    return (
+        f"{sum(found.values())} op(s) compute in float in this {mode} model (the converter "
+        f"kept them float: no integer kernel, or not quantizable): {listed}"
     )
 
 

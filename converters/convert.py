@@ -29,7 +29,7 @@ from converters._failures import converter_error, crash_error, recurrent_loop_er
 from converters._isolate import run_request
 from converters._native_log import keep_log, native_output_to_log
 from converters._options import io_dtype, parse_modes, resolve_thresholds
-from converters.analysis import analyze_flatbuffer
+from converters.analysis import analyze_flatbuffer, float_ops_note
 from converters.data import as_arrays, random_inputs
 from converters.errors import (
     ConversionError,
@@ -67,6 +67,7 @@ def convert_many(
     validation_data: Any = None,
     sample_data: Any = None,
     progress: Callable[[str, str], None] | None = None,
+    selective: bool = False,
 ) -> dict[str, ConversionResult]:
     """Converts a model to several modes from a single trace.
 
@@ -233,6 +234,7 @@ def convert_many(
                     "input_dtype": io[m][0],
                     "output_dtype": io[m][1],
                     "thresholds": dataclasses.asdict(limits[m]) if validate else None,
+                    "selective": {} if selective and m is Mode.INT8 else None,
                 }
                 for m in pending
             ]
@@ -276,6 +278,7 @@ def convert_many(
                 try:
                     results[m.value] = _result(
                         m, tgt, flatbuffer, got, io[m], sparse,
+                        notes=(*source.notes, *got.get("notes", ())),
                         seconds=got.get("seconds", elapsed / max(1, len(pending)))
                         + (export.seconds if not results and not failures else 0.0),
                     )
@@ -319,9 +322,13 @@ def _result(
     sparse: bool,
     *,
     seconds: float,
+    notes: tuple[str, ...] = (),
 ) -> ConversionResult:
     stats = analyze_flatbuffer(flatbuffer)
     report = check_model(tgt, m, flatbuffer, stats)
+    # An integer model with float islands says so: never silently float.
+    floats = float_ops_note(stats, m.value) if m.needs_calibration else None
+    notes = (*notes, floats) if floats else tuple(notes)
     validation = None
     if got.get("validation") is not None:
         validation = ValidationReport.from_dict(got["validation"])
@@ -337,6 +344,7 @@ def _result(
         output_dtype=io[1],
         sparse=bool(sparse),
         seconds=seconds,
+        notes=tuple(notes),
     )
 
 
@@ -354,6 +362,7 @@ def convert(
     sparse: bool = False,
     validation_data: Any = None,
     sample_data: Any = None,
+    selective: bool = False,
 ) -> ConversionResult:
     """Converts a Keras model or SavedModel to a checked `.tflite` flatbuffer.
 
@@ -401,6 +410,11 @@ def convert(
         or on uniform random inputs. `result.validation.sample_source` says
         which.
       sample_data: the older name of `validation_data`.
+      selective: mode `int8` only: if full int8 fails validation, keep float
+        the fewest ops that lose the signal (ranked by TensorFlow's
+        `QuantizationDebugger`) so that it passes — a selective int8 model,
+        labelled as such in `result.notes`, which needs float kernels besides
+        the int8 ones (`converters.selective`).
 
     Returns:
       A `ConversionResult`.
@@ -435,5 +449,6 @@ def convert(
         sparse=sparse,
         validation_data=validation_data,
         sample_data=sample_data,
+        selective=selective,
     )
     return next(iter(results.values()))

@@ -40,6 +40,9 @@ class ConversionResult:
       sparse: whether TFLite's sparse weight storage was requested.
       seconds: time spent converting this mode (for the first mode of a
         `convert_many` call, including the shared trace and freeze).
+      notes: what was done beyond the plain conversion recipe, one sentence
+        each (a float32 twin of a mixed-precision model, quantization
+        parameters raised to what a LiteRT kernel accepts, ...).
     """
 
     mode: Mode
@@ -52,6 +55,7 @@ class ConversionResult:
     output_dtype: str
     sparse: bool
     seconds: float
+    notes: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -114,6 +118,7 @@ class ConversionResult:
             "stats": self.stats.to_dict(),
             "validation": None if self.validation is None else self.validation.to_dict(),
             "target_report": None if self.target_report is None else self.target_report.to_dict(),
+            "notes": list(self.notes),
         }
 
     def summary(self, print_fn: Any = None) -> str:
@@ -134,6 +139,7 @@ class ConversionResult:
             lines.append(f"  target {self.target.value}: {self.target_report.short()}")
             lines.extend(f"    - {x}" for x in self.target_report.issues)
             lines.extend(f"    * {x}" for x in self.target_report.notes)
+        lines.extend(f"  note: {x}" for x in self.notes)
         if self.validation is None:
             lines.append("  validation: skipped")
         else:

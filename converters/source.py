@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.errors import ModelLoadError, UnsupportedModelError
+from converters.errors import ConversionWarning, ModelLoadError, UnsupportedModelError
+from converters.twin import float32_twin
 
 __all__ = ["InputSpec", "Source", "load_source"]
 
@@ -50,6 +52,10 @@ class Source:
       description: a short human description, used in messages.
       inputs: the model inputs, in the order the model takes them.
       output_names: names of the outputs in the exported signature.
+      notes: what was done to the model to convert it (e.g. a float32 twin of
+        a mixed-precision model), said in every result.
+      qat_float_kernels: in a quantization-aware-trained model, the layers
+        with a kernel that QAT left float (named when int8 fails).
     """
 
     kind: str
@@ -62,6 +68,8 @@ class Source:
     _keepalive: Any = None
     _rnns: list[Any] = dataclasses.field(default_factory=list)
     recurrent: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    qat_float_kernels: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def recurrent_loop(self) -> bool:
@@ -110,10 +118,18 @@ class Source:
 
         if not self._rnns:
             return trace(static_batch)
-        saved = [(layer, layer.unroll) for layer in self._rnns]
+        # tf_keras LSTM / GRU (what TF-MOT's QAT hands back) decide in their
+        # constructor to call a fused kernel that ignores `unroll`; it is
+        # switched off for the trace too.
+        saved = [
+            (layer, layer.unroll, getattr(layer, "_could_use_gpu_kernel", None))
+            for layer in self._rnns
+        ]
         try:
-            for layer, _ in saved:
+            for layer, _, fused in saved:
                 layer.unroll = True
+                if fused is not None:
+                    layer._could_use_gpu_kernel = False
             traced = trace(static_batch)
             self.recurrent = "unrolled"
             return traced
@@ -121,8 +137,10 @@ class Source:
             if "unroll" not in str(e).lower():
                 raise
         finally:
-            for layer, unroll in saved:
+            for layer, unroll, fused in saved:
                 layer.unroll = unroll
+                if fused is not None:
+                    layer._could_use_gpu_kernel = fused
         self.recurrent = "loop"
         return trace(static_batch or 1)
 
@@ -233,15 +251,32 @@ def _from_keras(model: Any) -> Source:
         )
     name = getattr(model, "name", "model")
     label = "Keras 3" if kind == "keras3" else "tf_keras"
+    notes: list[str] = []
+    if kind == "keras3":
+        twin, label = float32_twin(model)
+        if twin is not None:
+            model = twin
+            why = (
+                f"converted a float32 twin of {label} with the same weights: the TFLite "
+                "converter needs float32 compute"
+            )
+            notes.append(why)
+            warnings.warn(why, ConversionWarning, stacklevel=3)
     try:
         inputs = list(model.inputs)
     except (AttributeError, ValueError):
         inputs = []
+    if not inputs and kind == "keras3":
+        # A subclassed model has no symbolic inputs, but the shapes of the
+        # call that built it (`fit` or a first call) are recorded: trace that.
+        inputs = _called_inputs(model)
     if not inputs:
         raise UnsupportedModelError(
-            f"The {label} model {name!r} ({type(model).__name__}) has no defined inputs: "
-            "subclassed or unbuilt models cannot be traced. Build it as a Sequential model "
-            "with an Input, as a Functional model, or pass a SavedModel directory."
+            f"The {label} model {name!r} ({type(model).__name__}) has no defined inputs: it "
+            "has not been built (subclassed models are built by their first call or `fit`). "
+            "Call it once on a batch of inputs, build it as a Sequential or Functional model, "
+            "or pass a SavedModel directory.",
+            fix="call the model once on a batch of inputs",
         )
     # Models with dict inputs (keras-hub backbones: token_ids, segment_ids,
     # padding_mask) are called with a dict and their inputs named by key.
@@ -257,7 +292,10 @@ def _from_keras(model: Any) -> Source:
         InputSpec(n, tuple(None if d is None else int(d) for d in t.shape), _np_dtype(t.dtype))
         for n, t in zip(names, inputs, strict=False)
     ]
-    n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
+    try:
+        n_out = len(model.outputs) if getattr(model, "outputs", None) else 1
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic outputs
+        n_out = 1
     out_structure = _structure(model, "output")
     out_keys = list(out_structure) if isinstance(out_structure, dict) else None
     if out_keys is not None and len(out_keys) == n_out:
@@ -278,12 +316,11 @@ def _from_keras(model: Any) -> Source:
             ys = list(y) if isinstance(y, (list, tuple)) else [y]
         return dict(zip(out_names, ys, strict=False))
 
-    rnns: list[Any] = []
     if kind == "keras3":
         variables = [v.value for v in model.variables]
-        rnns = _keras3_rnns(model)
     else:
         variables = list(model.variables)
+    rnns = _recurrent_layers(model, kind)
     return Source(
         kind=kind,
         description=f"{label} model {name!r}",
@@ -291,9 +328,49 @@ def _from_keras(model: Any) -> Source:
         output_names=out_names,
         _call=call,
         _variables=variables,
-        _keepalive=None,
+        _keepalive=model if notes else None,
         _rnns=rnns,
+        notes=notes,
+        qat_float_kernels=_qat_float_kernels(model),
     )
+
+
+def _qat_float_kernels(model: Any) -> list[str]:
+    """Layers with a kernel left float in a TF-MOT QAT model (none if it is not one)."""
+    layers = list(getattr(model, "layers", []) or [])
+    if not any(type(layer).__name__.startswith("QuantizeWrapper") for layer in layers):
+        return []
+    return [
+        layer.name
+        for layer in layers
+        if not type(layer).__name__.startswith(("QuantizeWrapper", "QuantizeLayer"))
+        and any(len(w.shape) >= 2 for w in layer.trainable_weights)
+    ]
+
+
+@dataclasses.dataclass
+class _CalledInput:
+    """The shape and dtype a built subclassed model was called with."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+def _called_inputs(model: Any) -> list[_CalledInput]:
+    """Inputs of a subclassed Keras 3 model, from the shapes its build recorded."""
+    shapes = getattr(model, "_build_shapes_dict", None)
+    if not shapes or not getattr(model, "built", False):
+        return []
+    found = []
+    dtype = getattr(model, "input_dtype", None) or "float32"
+    for key, shape in shapes.items():
+        if not isinstance(shape, (tuple, list)) or not all(
+            d is None or isinstance(d, int) for d in shape
+        ):
+            return []  # a nested structure of inputs: not traced from its shapes
+        found.append(_CalledInput(str(key), (None, *tuple(shape)[1:]), str(dtype)))
+    return found
 
 
 def _structure(model: Any, which: str) -> Any:
@@ -304,9 +381,21 @@ def _structure(model: Any, which: str) -> Any:
         return None
 
 
-def _keras3_rnns(model: Any) -> list[Any]:
-    """Every Keras 3 recurrent layer in `model`, nested ones included."""
-    import keras
+def _recurrent_layers(model: Any, kind: str) -> list[Any]:
+    """Every recurrent layer of `model` (Keras 3 or tf_keras), nested ones included.
+
+    Nested models, Bidirectional and wrappers (TF-MOT's QuantizeWrapper,
+    PruneLowMagnitude) are looked into, so that the tf_keras model QAT
+    produces is unrolled like the Keras 3 model it came from.
+    """
+    if kind == "keras3":
+        import keras
+
+        rnn_class = keras.layers.RNN
+    else:
+        import tf_keras
+
+        rnn_class = tf_keras.layers.RNN
 
     found: list[Any] = []
     seen: set[int] = set()
@@ -315,13 +404,16 @@ def _keras3_rnns(model: Any) -> list[Any]:
         if id(layer) in seen:
             return
         seen.add(id(layer))
-        if isinstance(layer, keras.layers.RNN):
+        if isinstance(layer, rnn_class):
             found.append(layer)
-        for child in getattr(layer, "_layers", None) or []:
+        children = getattr(layer, "_layers", None) if kind == "keras3" else None
+        if kind != "keras3" and hasattr(layer, "layers") and layer is not model:
+            children = layer.layers
+        for child in children or []:
             walk(child)
         for attr in ("forward_layer", "backward_layer", "layer"):
             child = getattr(layer, attr, None)
-            if isinstance(child, keras.layers.Layer):
+            if child is not None and hasattr(child, "trainable_weights"):
                 walk(child)
 
     for layer in getattr(model, "layers", []):

@@ -193,12 +193,18 @@ class ValidationReport:
                 "give calibration data closer to real inputs, or pass validate=False to skip "
                 "the check."
             )
+            fix = None
             if self.mode is Mode.INT8:
-                advice += (
-                    " Mode 'dynamic' keeps activations in float and often agrees where int8 "
-                    "does not (e.g. a model whose quantization-aware training kept layers float)."
+                fix = (
+                    "convert(..., selective=True) keeps float just the ops that lose the "
+                    "signal (a selective int8 model, labelled as such)"
                 )
-            e = ValidationError(self.finding() + advice)
+                advice += (
+                    f" Or {fix}. Mode 'dynamic' keeps activations in float and often agrees "
+                    "where int8 does not (e.g. a model whose quantization-aware training kept "
+                    "layers float)."
+                )
+            e = ValidationError(self.finding() + advice, fix=fix)
             e.report = self
             e.finding = self.finding()
             e.mode = self.mode.value

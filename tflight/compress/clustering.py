@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
+from tflight.compress._kernels import has_kernel, no_kernel_reason
 from tflight.compress.compile import compile_model
 from tflight.compress.models import is_frozen, prepare
 from tflight.compress.report import CompressionReport, attach_report, compression_report
@@ -204,6 +205,8 @@ class Cluster:
             elif _nothing_to_cluster(layer):
                 # TF-MOT lists them (BatchNormalization, DepthwiseConv2D) to cluster nothing.
                 skipped.append((layer.name, f"TF-MOT clusters no weight of {type(layer).__name__}"))
+            elif not has_kernel(layer) and _clusterable(layer, self.n_clusters, self.per_channel):
+                skipped.append((layer.name, no_kernel_reason(layer, "cluster")))
             else:
                 why = _clusterable(layer, self.n_clusters, self.per_channel)
                 if why:

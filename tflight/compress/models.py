@@ -9,10 +9,11 @@ is wrapped as it is.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot
-from tflight.errors import CompressionError
+from tflight.errors import CompressionError, TflightWarning
 
 __all__ = [
     "is_frozen",
@@ -34,8 +35,20 @@ def own(model: Any) -> Any:
 def _as_tf_keras(model: Any, *, what: str) -> Any:
     """A fresh tf_keras copy of `model` (Keras 3 through the bridge)."""
     if is_keras3_model(model):
+        from converters.twin import float32_twin
         from tflight.bridge.core import to_tf_keras
 
+        # TF-MOT's wrappers compute in float32: a mixed_float16 model trains
+        # as a float32 twin with its weights (raw dtype errors otherwise).
+        twin, label = float32_twin(model)
+        if twin is not None:
+            warnings.warn(
+                f"{what} trains a float32 twin of {label} with the same weights: TF-MOT's "
+                "wrappers compute in float32.",
+                TflightWarning,
+                stacklevel=3,
+            )
+            model = twin
         return to_tf_keras(model)
     if is_tf_keras_model(model):
         if getattr(model, _OWNED_ATTR, False):

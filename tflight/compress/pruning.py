@@ -20,6 +20,7 @@ import dataclasses
 from typing import Any
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
+from tflight.compress._kernels import has_kernel, no_kernel_reason
 from tflight.compress.checks import check_finite
 from tflight.compress.compile import compile_model
 from tflight.compress.models import is_frozen, prepare
@@ -219,6 +220,8 @@ class Prune:
                 skipped.append((layer.name, "not selected"))
             elif not layer.trainable:
                 skipped.append((layer.name, "frozen"))
+            elif not _supports(layer) and not has_kernel(layer):
+                skipped.append((layer.name, no_kernel_reason(layer, "prune")))
             elif not _supports(layer):
                 bad.append((layer, f"TF-MOT cannot prune {type(layer).__name__}"))
             elif _prunable_weight_names(layer) == [] and not hasattr(layer, "get_prunable_weights"):

@@ -1,0 +1,242 @@
+"""Everyday models that broke, kept as regression tests.
+
+Each was found by trying one more model than the zoo names (issue: "every
+model, round two"); the shared mechanism each fix goes through is named in
+the test's docstring.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _split(x: np.ndarray, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    return x[:n], x[n:]
+
+
+def test_mobilenet_v3_qat_int8_runs_in_litert():
+    """QAT ranges into HARD_SWISH are raised to what LiteRT's kernel accepts (`converters.repair`)."""
+    import keras
+
+    import converters
+    import tflight
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=4, include_preprocessing=False
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (48, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 48)
+    out = tflight.Pipeline([tflight.QAT(unsupported="keep_float")]).fit(
+        model, x[:32], y[:32], compile={"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+        epochs=1, batch_size=16, verbose=0,
+    )
+    cal, held = _split(x)
+    result = converters.convert(out.model, "int8", representative_data=cal, validate=False)
+    # What was refused at prepare before (`output_multiplier_exponent <= 0`) runs now.
+    got = converters.TFLiteModel(result.flatbuffer).predict(held)
+    assert np.isfinite(got).all() and got.shape == (16, 4)
+    assert "HARD_SWISH" in result.ops
+
+
+def test_repair_raises_a_hard_swish_output_scale_litert_refuses():
+    """The repair itself, on a file whose HARD_SWISH output scale is made too small."""
+    import keras
+
+    import converters
+    from converters import flatbuffer as fb
+    from converters.repair import repair
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    h = keras.layers.Activation("hard_swish")(h)
+    out = keras.layers.Dense(3)(keras.layers.Flatten()(h))
+    x = np.random.default_rng(0).uniform(-3, 3, (40, 6, 6, 2)).astype(np.float32)
+    result = converters.convert(keras.Model(inp, out), "int8", representative_data=x, validate=False)
+    model = fb.parse(bytearray(result.flatbuffer))
+    names = fb.enum_names(fb.schema().BuiltinOperator)
+    codes = [fb.op_name(c, names) for c in model.operatorCodes]
+    sg = model.subgraphs[0]
+    op = next(o for o in sg.operators if codes[o.opcodeIndex] == "HARD_SWISH")
+    s_in = float(sg.tensors[op.inputs[0]].quantization.scale[0])
+    sg.tensors[op.outputs[0]].quantization.scale[0] = s_in / 512  # what QAT ranges can give
+    broken = fb.build(model)
+    with pytest.raises(converters.errors.InvalidTFLiteError, match="output_multiplier_exponent"):
+        converters.TFLiteModel(broken).predict(x[:2])
+    fixed, notes = repair(broken)
+    assert notes and "HARD_SWISH" in notes[0]
+    got = converters.TFLiteModel(fixed).predict(x[:4])
+    assert np.isfinite(got).all()
+    assert repair(fixed) == (fixed, [])  # nothing left to change
+
+
+def test_trained_subclassed_model_converts():
+    """A subclassed model `fit` built is traced from the shapes its build recorded."""
+    import keras
+
+    import converters
+
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+            self.flat = keras.layers.Flatten()
+            self.out = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.out(self.flat(self.conv(x)))
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (48, 8, 8, 1)).astype(np.float32)
+    model = Net()
+    model.compile("adam", "mse")
+    model.fit(x[:32], rng.normal(size=(32, 3)), epochs=1, verbose=0)
+    cal, held = _split(x)
+    fp32 = converters.convert(model, "fp32", validation_data=held)
+    assert fp32.validation.passed and fp32.validation.sample_source == "validation_data"
+    int8 = converters.convert(model, "int8", representative_data=cal, validation_data=held)
+    assert int8.validation.passed
+
+    with pytest.raises(converters.ConversionError, match="call it once|Call it once"):
+        converters.convert(Net(), "fp32")  # never built: the error says how to build it
+
+
+def test_mixed_float16_model_converts_through_a_float32_twin():
+    """A `mixed_float16` model converts as a float32 twin with its weights, and says so."""
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential(
+            [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+             keras.layers.Flatten(), keras.layers.Dense(3, dtype="float32")]
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (48, 8, 8, 1)).astype(np.float32)
+    model.compile("adam", "mse")
+    model.fit(x[:32], rng.normal(size=(32, 3)), epochs=1, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = converters.convert(model, "fp32", validation_data=x[32:])
+    assert any("float32 twin" in str(w.message) for w in caught)
+    assert any("float32 twin" in n for n in result.notes)
+    # The twin has the trained weights: fp32 agrees with the float16-computing model
+    # to float16 precision.
+    assert result.validation.passed
+    assert model.layers[0].dtype_policy.name == "mixed_float16"  # the input is untouched
+
+
+def test_efficientnet_b0_prunes_and_lists_layers_with_nothing_to_prune():
+    """Layers without a kernel (Normalization, Rescaling, ...) are left alone and listed."""
+    import keras
+
+    import tflight
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=4)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    out = tflight.Pipeline([tflight.Prune(sparsity=0.5)]).fit(
+        model, x, rng.integers(0, 4, 8),
+        compile={"optimizer": "adam", "loss": "sparse_categorical_crossentropy"},
+        epochs=1, batch_size=8, verbose=0,
+    )
+    rep = out.reports[0]
+    skipped = dict(rep.skipped)
+    assert "normalization" in skipped and "nothing to prune" in skipped["normalization"]
+    assert len(rep.wrapped) > 50
+    wrapped = set(rep.wrapped)
+    rows = [r for r in tflight.sparsity_report(out.model).layers if r.layer in wrapped]
+    assert rows and min(r.sparsity for r in rows) >= 0.45
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_recurrent_model_through_qat_converts_to_int8(cell):
+    """The tf_keras model QAT returns is unrolled like a Keras 3 one (`converters.source`)."""
+    import keras
+
+    import converters
+    import tflight
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6, 4)), getattr(keras.layers, cell)(8), keras.layers.Dense(3)]
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 6, 4)).astype(np.float32)
+    out = tflight.Pipeline([tflight.QAT(unsupported="keep_float")]).fit(
+        model, x[:32], rng.integers(0, 3, 32),
+        compile={"optimizer": "adam",
+                 "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+        epochs=1, batch_size=16, verbose=0,
+    )
+    cal, held = _split(x)
+    result = converters.convert(out.model, "int8", representative_data=cal, validation_data=held)
+    assert result.validation.passed
+    assert "WHILE" not in result.ops
+
+
+def _digits_vit(patch: int):
+    import keras
+    import keras_hub
+
+    import tflight
+
+    data = tflight.load_digits()
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(8, 8, 1), patch_size=patch, num_layers=2, num_heads=2, hidden_dim=32,
+        mlp_dim=64, dropout_rate=0.0, attention_dropout=0.0,
+    )
+    inp = keras.Input((8, 8, 1))
+    model = keras.Model(inp, keras.layers.Dense(10)(backbone(inp)[:, 0, :]))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data.x_train, data.y_train, epochs=3, batch_size=32, verbose=0)
+    return model, data
+
+
+@pytest.mark.xfail(
+    reason="selective int8 does not yet find where this ViT loses its signal: keeping float its "
+    "4 worst ops (by their own int8 SNR) or any one op type leaves it at 18.0 dB; keeping "
+    "every op float reaches 40.9 dB",
+    strict=False,
+)
+def test_vit_selective_int8_keeps_the_lossy_ops_float():
+    """Ops that lose the signal in int8 are found and kept float, labelled (`converters.selective`).
+
+    Full int8 of this small keras-hub ViT (trained on digits) stays below an
+    SNR of 25 dB against Keras on held-out digits; the selective conversion
+    passes that mark by keeping float only the ops the QuantizationDebugger
+    ranks worst, and says which.
+    """
+    import converters
+    from converters import Thresholds
+
+    model, data = _digits_vit(2)
+    cal, held = data.x_train[:200], data.x_test[:32]
+    limits = {"int8": Thresholds(min_snr_db=25.0, min_top1=0.85)}
+    with pytest.raises(converters.errors.ValidationError) as info:
+        converters.convert(model, "int8", representative_data=cal, validation_data=held,
+                           thresholds=limits)
+    assert "selective=True" in str(info.value) and info.value.fix
+    full_snr = info.value.report.snr_db
+    result = converters.convert(model, "int8", representative_data=cal, validation_data=held,
+                                thresholds=limits, selective=True)
+    assert result.validation.passed and result.validation.snr_db > full_snr
+    note = next(n for n in result.notes if n.startswith("selective int8"))
+    assert "kept float" in note
+    assert any("float" in d for d in result.op_dtypes.get("FULLY_CONNECTED", {})) or any(
+        "compute in float" in n for n in result.notes
+    )
