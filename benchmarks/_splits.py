@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Selection", "Splits", "TestSplitSealed", "digits_splits"]
+__all__ = ["Selection", "Splits", "TestSplitSealed", "choose", "digits_splits"]
 
 
 class TestSplitSealed(RuntimeError):
@@ -182,3 +182,26 @@ def digits_splits(*, seed: int = 0, validation_fraction: float = 0.2) -> Splits:
         (data.x_train[va], data.y_train[va]),
         (data.x_test, data.y_test),
     )
+
+
+def choose(
+    candidates: Iterable[Any],
+    score: Callable[[Any], float],
+    *,
+    maximize: bool = True,
+    rule: str,
+) -> Selection:
+    """Chooses a setting measured apart from the report (a speed setting, say).
+
+    For settings scored by timing rather than on data: `score` measures each
+    candidate on selection models or selection rounds that the report does not
+    reuse; `rule` says which, for the report. The returned `Selection` has no
+    test split.
+    """
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("`candidates` is empty")
+    scores = tuple((c, float(score(c))) for c in candidates)
+    pick = (max if maximize else min)(range(len(scores)), key=lambda i: scores[i][1])
+    return Selection(choice=scores[pick][0], scores=scores, rule=rule,
+                     _test=_SealedArrays(np.empty(0)))
