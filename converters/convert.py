@@ -31,6 +31,7 @@ from converters.analysis import ModelStats, analyze_flatbuffer
 from converters.data import as_arrays, random_inputs
 from converters.errors import (
     ConversionError,
+    ConverterCrashError,
     PartialConversionError,
     RepresentativeDataError,
     UnsupportedModelError,
@@ -732,7 +733,7 @@ def _crash_error(mode: Mode, source: Source, how: str, log: str) -> ConversionEr
         if mode.needs_calibration
         else ""
     )
-    e = ConversionError(
+    e = ConverterCrashError(
         f"The converter process {how} while converting {source.description} in mode "
         f"{mode.value!r}; the other modes are not affected."
         + (f" Its last output: {tail}." if tail else "")

@@ -19,6 +19,8 @@ __all__ = [
     "PrecisionError",
     "PrecisionBudgetError",
     "TflightWarning",
+    "InternalError",
+    "BridgeInternalError",
 ]
 
 
@@ -37,7 +39,12 @@ class TflightError(Exception):
       kind: a short machine-readable word for the failure (e.g.
         "unsupported_layer", "budget_missed"), or None.
       details: any further fields (e.g. measured figures), as a dict.
+      internal: False for every error a user can cause; True (class
+        `InternalError` and its children) for a failure of ours, which the
+        command line reports as an internal error with exit code 1.
     """
+
+    internal: bool = False
 
     def __init__(
         self,
@@ -95,6 +102,21 @@ class PrecisionBudgetError(PrecisionError):
     def __init__(self, message: str, best: object = None, **fields: object) -> None:
         super().__init__(message, kind=fields.pop("kind", "budget_missed"), **fields)
         self.best = best
+
+
+class InternalError(TflightError):
+    """A failure of tflight's own (or of a library underneath), not a mistake of the user's.
+
+    The command line reports it as "internal error" with the log path and exit
+    code 1. The fields (`layer`, `fix`, ...) still say what is known and any
+    workaround.
+    """
+
+    internal = True
+
+
+class BridgeInternalError(InternalError, BridgeError):
+    """The bridge failed on a built-in Keras layer: a gap of ours, not the user's."""
 
 
 class TflightWarning(UserWarning):
