@@ -35,6 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from tflight._keras import is_keras3_model, is_tf_keras_model, tf_keras, tfmot, tfmot_internal
+from tflight.compress.rezero import check_refills, measure_refills, pruned_masks, rezero
 from tflight.errors import CompressionError, MissingCallbackError
 
 __all__ = [
@@ -321,6 +322,9 @@ class CompressionReport:
         (dense / unclustered) by pruning or clustering.
       inlined: nested models replaced by their layers so the technique could
         reach them.
+      rezeroed: `(layer, re-zeroed, pruned)` per pruned layer in a stage after
+        `Prune`: how many pruned weights this stage refilled and the pipeline
+        set back to zero (`tflight.compress.rezero`), counted before the repair.
       frozen: layers that were not trained (`trainable=False` on them or on an
         enclosing model). Prune and Cluster skip frozen layers (changing
         weights that may not train would break the frozen model); QAT wraps
@@ -334,10 +338,16 @@ class CompressionReport:
     skipped: tuple[tuple[str, str], ...] = ()
     inlined: tuple[str, ...] = ()
     frozen: tuple[str, ...] = ()
+    rezeroed: tuple[tuple[str, int, int], ...] = ()
 
     def lines(self) -> list[str]:
         """The report as text lines (what `summary` prints)."""
         out = [f"{self.technique}: {len(self.wrapped)} layer(s) wrapped"]
+        for layer, refilled, pruned in self.rezeroed:
+            out.append(
+                f"  re-zeroed after training: {layer}, {refilled} of its {pruned} pruned "
+                "weights (this stage refilled them; pruning's zeros were put back)"
+            )
         if self.inlined:
             out.append(f"  nested models inlined: {', '.join(self.inlined)}")
         if self.frozen:
@@ -700,18 +710,23 @@ class Pipeline:
             if train is not None:
                 freeze(wrapped, train=train)
             _compile(wrapped, _fresh_optimizer(compile))
-            zeros = _zero_masks(wrapped, pruned_zeros) if pruned_zeros else []
+            masks = pruned_masks(wrapped, pruned_zeros) if pruned_zeros else []
             history = fit(
                 wrapped, x, y, epochs=n_epochs, callbacks=list(user_callbacks), **fit_kwargs
             )
             _check_finite(wrapped, history.history, stage=_label(technique))
-            for variable, keep in zeros:
-                variable.assign(variable.numpy() * keep)
+            if masks:
+                # Counted and checked before the repair, so that the check can fire.
+                refills = measure_refills(masks)
+                kept_sparse = set(rep.wrapped) if rep is not None else set()
+                check_refills(refills, kept_sparse, technique, preserve)
+                rezero(masks)
+                if rep is not None:
+                    rep = dataclasses.replace(rep, rezeroed=tuple(
+                        (r.layer, r.refilled, r.pruned) for r in refills if r.refilled))
             current = _own(technique.strip(wrapped))
             if "sparsity" in technique.provides:
                 pruned_zeros = _zeros_by_layer(current)
-            elif pruned_zeros:
-                _check_sparsity_kept(pruned_zeros, current, technique, preserve)
             if rep is not None:
                 reports.append(rep)
                 _attach(current, rep)
@@ -758,61 +773,6 @@ def _zeros_by_layer(model: Any) -> dict[str, float]:
     from tflight.compress.pruning import sparsity_report
 
     return {row.layer: row.sparsity for row in sparsity_report(model).layers}
-
-
-def _zero_masks(wrapped: Any, pruned: dict[str, float]) -> list[tuple[Any, np.ndarray]]:
-    """The zero patterns of the pruned kernels, to put back after a later stage.
-
-    Layers a later stage keeps float or skips train as plain float layers and
-    would refill their zeros; TF-MOT's prune-preserving QAT also lets a few
-    zeros drift in small layers. The pattern pruning made is put back after
-    the stage (a projection of the trained kernel onto it), so the result is as
-    sparse as pruning left it.
-    """
-    masks = []
-    for layer in wrapped.layers:
-        inner = getattr(layer, "layer", layer)
-        if inner.name not in pruned or pruned[inner.name] <= 0:
-            continue
-        # A QuantizeWrapper holds the inner layer's kernel itself: look at both.
-        seen: set[int] = set()
-        for w in [*layer.weights, *inner.weights]:
-            if id(w) in seen:
-                continue
-            seen.add(id(w))
-            if _short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
-                values = w.numpy()
-                masks.append((w, (values != 0).astype(values.dtype)))
-    return masks
-
-
-def _check_sparsity_kept(
-    before: dict[str, float], model: Any, technique: Any, preserve: frozenset[str]
-) -> None:
-    """A later stage must not refill the zeros pruning made."""
-    after = _zeros_by_layer(model)
-    lost = [
-        f"{name} {before[name]:.0%} -> {after.get(name, 0.0):.0%}"
-        for name in before
-        if before[name] > 0.05 and after.get(name, 0.0) < before[name] - 0.02
-    ]
-    if not lost:
-        return
-    if "clusters" in preserve:
-        advice = (
-            "Sparsity-preserving QAT after clustering keeps zeros only in clustered layers: "
-            "cluster every pruned layer (widen Cluster's `select`), or prune only the layers "
-            "you cluster."
-        )
-    else:
-        advice = (
-            "Sparsity-preserving QAT keeps zeros only in the layers it quantizes: quantize "
-            "every pruned layer (do not keep it float), or prune only the layers QAT wraps."
-        )
-    raise CompressionError(
-        f"{type(technique).__name__} did not preserve the pruned sparsity: {', '.join(lost)}. "
-        + advice
-    )
 
 
 def _check_finite(model: Any, history: dict[str, list[float]] | None = None, *, stage: str) -> None:
