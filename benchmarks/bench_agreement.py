@@ -38,6 +38,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from converters.files import write_json  # noqa: E402
+
 
 def _models(tmp: Path) -> dict[str, Path]:
     import keras
@@ -165,9 +167,7 @@ def main() -> None:
           f"{min(loads):.2f}-{max(loads):.2f} during the rounds, "
           f"{figures['loadavg_end']:.2f} at the end")
     if args.json:
-        tmp_json = args.json.with_name(f".{args.json.name}.part")
-        tmp_json.write_text(json.dumps(figures, indent=2))
-        os.replace(tmp_json, args.json)
+        write_json(args.json, figures)
         print(f"figures written to {args.json}")
 
 

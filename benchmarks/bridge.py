@@ -18,10 +18,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -30,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from converters.files import write_json  # noqa: E402
 
 # (name, input side): the smallest sizes the architectures accept are 32 (most),
 # 71 (Xception) and 75 (InceptionV3).
@@ -112,15 +112,7 @@ def render(rows: list[dict], *, atol: float) -> str:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from converters.files import write_json  # noqa: E402
 from tflight._keras import tf_keras  # noqa: E402
 
 SEED = 0
@@ -277,11 +276,7 @@ def main(argv=None) -> int:
             },
             "targets": checks,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, payload)
         print(f"wrote {args.json}")
     return 0
 

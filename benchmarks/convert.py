@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import statistics
@@ -53,6 +52,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from converters.files import write_json  # noqa: E402
 
 MODES = ["fp32", "fp16", "dynamic", "int8"]
 TARGET_TIME_RATIO = 0.6
@@ -253,8 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"(>= {TARGET_FP16_RATIO}: {mark(checks['size_ratio_fp16'])})"
     )
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        write_json(args.json, figures)
         print(f"wrote {args.json}")
     return figures
 

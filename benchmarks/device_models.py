@@ -1,13 +1,13 @@
 """Builds the architectures of the published latency tables and caches their work.
 
-The device profiles (`tflight/profiles.py`) are fitted to published latencies
-of real devices (`tflight/data/published_latency.csv`). To cost those models,
+The device profiles (`tflight/devices/profiles.py`) are fitted to published latencies
+of real devices (`tflight/devices/data/published_latency.csv`). To cost those models,
 this script rebuilds each architecture with `keras.applications`
 (`weights=None`: timing does not depend on the weights) at the published input
 size, converts it with `converters.convert` to the published precision (fp32,
 or full int8 with int8 input and output, calibrated on random data: enough to
 count the work), and stores the per-op work summed per operator class and
-arithmetic in `tflight/data/model_work.json`. Tests and `device_truth.py` read
+arithmetic in `tflight/devices/data/model_work.json`. Tests and `device_truth.py` read
 that file instead of converting dozens of large models on every run.
 
 Run (about 20-30 minutes on 2 cores; models already in the file are skipped
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from converters.files import write_json  # noqa: E402
+
 OUT = ROOT / "tflight" / "data" / "model_work.json"
 
 
@@ -100,7 +102,16 @@ def architectures() -> dict[str, tuple]:
     for a in ("0.25", "0.50", "0.75", "1.0"):
         for r in (128, 160, 192, 224):
             out[f"mobilenet_v1_{a}_{r}"] = _app("MobileNet", r, alpha=float(a))
-    out["mobilenet_v2_1.0_224"] = _app("MobileNetV2", 224)
+    for a in ("0.35", "0.5", "0.75", "1.0", "1.3", "1.4"):
+        for r in (96, 128, 160, 192, 224):
+            out[f"mobilenet_v2_{a}_{r}"] = _app("MobileNetV2", r, alpha=float(a))
+    for size in ("large", "small"):
+        fn = f"MobileNetV3{size.title()}"
+        for a in ("0.75", "1.0"):
+            out[f"mobilenet_v3_{size}_{a}_224"] = _app(fn, 224, alpha=float(a),
+                                                       include_preprocessing=False)
+        out[f"mobilenet_v3_{size}_minimalistic_224"] = _app(
+            fn, 224, minimalistic=True, include_preprocessing=False)
     out["nasnet_mobile"] = _app("NASNetMobile", 224)
     out["nasnet_large"] = _app("NASNetLarge", 331)
     out["inception_v3"] = _app("InceptionV3", 299)
@@ -173,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 "macs": work.macs,
                 "totals": work.totals(),
             }
-            tmp = out_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, out_path)
+            write_json(out_path, cache, indent=1, sort_keys=True)
             print(f"{name}/{mode}: {work.macs / 1e6:.0f} M MACs, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
         del model

@@ -43,7 +43,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -58,6 +57,7 @@ import numpy as np  # noqa: E402
 import converters  # noqa: E402
 import tflight  # noqa: E402
 from benchmarks._splits import Splits, digits_splits  # noqa: E402
+from converters.files import write_json  # noqa: E402
 from tflight._keras import keras, tf, tf_keras  # noqa: E402
 
 
@@ -420,10 +420,7 @@ def main(argv=None) -> int:
             "summary": summary,
             "cache_timings": timings,
         }
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=2)
-        os.replace(tmp, args.json)
+        write_json(args.json, out)
         print(f"wrote {args.json}")
     return 0
 

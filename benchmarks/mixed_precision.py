@@ -38,10 +38,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,8 +50,11 @@ import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from converters.files import write_json  # noqa: E402
 from tflight.devices.profiles import estimate_latency  # noqa: E402
-from tflight.precision import recipes as P  # noqa: E402
+from tflight.precision.int4 import quantize_int4  # noqa: E402
+from tflight.precision.model import list_layers  # noqa: E402
+from tflight.precision.recipes import quantize_layers  # noqa: E402
 from tflight.precision.search import search  # noqa: E402
 
 SEED = 0
@@ -145,20 +146,20 @@ def run_model(name, model, data, profile, rows, args):
 
     add("fp32", fp32)
     add("int8 (converter)", converters.convert(model, "int8", representative_data=cal).flatbuffer)
-    add("int4 where kernels", P.quantize_int4(fp32, calibration_data=cal).flatbuffer)
+    add("int4 where kernels", quantize_int4(fp32, calibration_data=cal).flatbuffer)
     # Blockwise int4 where litert-quantizer can (FULLY_CONNECTED with input dims
     # divisible by 32), per-channel int4 on other FC/CONV_2D layers, int8 elsewhere.
     blockwise = {}
-    for layer in P.list_layers(fp32):
+    for layer in list_layers(fp32):
         choice = "int4" if layer.op in ("FULLY_CONNECTED", "CONV_2D") else "int8"
         try:
-            trial = P.quantize_layers(fp32, {layer.name: "int4-block"}, calibration_data=cal)
+            trial = quantize_layers(fp32, {layer.name: "int4-block"}, calibration_data=cal)
             if not trial.not_as_assigned:
                 choice = "int4-block"
         except tflight.errors.PrecisionError:
             pass
         blockwise[layer.name] = choice
-    q = P.quantize_layers(fp32, blockwise, calibration_data=cal, other="int8")
+    q = quantize_layers(fp32, blockwise, calibration_data=cal, other="int8")
     add("int4-block where able", q.flatbuffer, assignment=blockwise)
     out = {}
     for key, objective, guide in (("size", "size", "alone"),
@@ -221,7 +222,7 @@ def main(argv=None) -> int:
     ]).fit(m, x_tr, y_tr, epochs=6, batch_size=32, verbose=0,
            compile={"optimizer": keras.optimizers.Adam(1e-4), "loss": loss})
     pc8 = converters.convert(pc.model, "int8", representative_data=cal).flatbuffer
-    pc4 = P.quantize_int4(pc.model, calibration_data=cal).flatbuffer
+    pc4 = quantize_int4(pc.model, calibration_data=cal).flatbuffer
     for variant, content in (("pcqat int8", pc8), ("pcqat int4 storage", pc4)):
         acc = _accuracy(content, x_te, y_te)
         rows.append(Row("cnn", variant, len(content), _gzip(content), acc,
@@ -317,11 +318,7 @@ def main(argv=None) -> int:
             "guide_comparison": guides,
             "seconds": time.perf_counter() - start,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=args.json.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=str)
-        os.replace(tmp, args.json)
+        write_json(args.json, payload, default=str)
         print(f"wrote {args.json}")
     return 0
 

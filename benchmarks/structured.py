@@ -17,7 +17,7 @@ Three parts, each measured side by side in one run:
   work done, much less disturbed by other processes than wall time). The
   1-minute load average is recorded every round. Beside each file: the
   latency estimated from its per-op work on the `pixel4` and `cortex-a53`
-  device profiles (`tflight.profiles.estimate_latency`, labelled estimated),
+  device profiles (`tflight.devices.profiles.estimate_latency`, labelled estimated),
   and for MobileNetV2 the guest AArch64 instructions per invoke executed in
   LiteRT's libraries under the ARM64 emulator (`tflight.benchmark(...,
   device="arm64")`, emulated; one thread, a few counted invokes).

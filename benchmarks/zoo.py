@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -33,6 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from converters.files import write_json  # noqa: E402
 
 N_SAMPLES = 32
 BATCH = 16
@@ -609,9 +610,7 @@ def _headline(cells: list[Cell]) -> dict[str, int]:
 
 def _write(path: Path, cells: list[Cell]) -> None:
     payload = {"headline": _headline(cells), "cells": [dataclasses.asdict(c) for c in cells]}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
+    write_json(path, payload)
 
 
 def main(argv: list[str] | None = None) -> int:

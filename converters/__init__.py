@@ -11,11 +11,12 @@ Example:
 
 from converters import errors
 from converters.analysis import ModelStats, TensorInfo
-from converters.convert import ConversionResult, convert, convert_many
+from converters.convert import convert, convert_many
 from converters.errors import ConversionError, PartialConversionError
 from converters.gpu import GpuRun, run_on_gpu, setup_gpu
 from converters.inspection import InspectReport, inspect
 from converters.modes import Mode, Target
+from converters.result import ConversionResult
 from converters.runtime import TFLiteModel
 from converters.targets import TargetReport
 from converters.validate import Thresholds, ValidationReport, default_thresholds

@@ -1,7 +1,8 @@
-"""Fetching Debian packages into a private folder, without installing them.
+"""Installing Debian packages into a private cache folder, without installing them system-wide.
 
-The ARM64 emulator (`tflight.device`) and the software Vulkan device
-(`converters.gpu`) both need packages newer than, or foreign to, the host
+The one installer of the project's set-ups: the ARM64 emulator
+(`tflight.bench.emulator`) and the software Vulkan device (`converters.gpu`)
+both need packages newer than, or foreign to, the host
 system: qemu 10 and mesa 25 from Debian bookworm-backports, an AArch64 Python
 from Debian bookworm. Both are fetched the same way: `apt-get` with its own
 sources list, package lists, cache and an empty dpkg status, so nothing on the
@@ -14,6 +15,12 @@ What this needs from the host: `apt-get`, `dpkg` and Debian's archive key
 `debian-archive-keyring`, present on every Debian system and installable on
 Ubuntu). `TFLIGHT_DEBIAN_MIRROR` overrides the mirror (default
 `http://deb.debian.org/debian`).
+
+`install_once` is the shared life cycle of such a set-up: a folder under
+`cache_dir(name)` (`$TFLIGHT_CACHE_DIR/<name>`, default
+`~/.cache/tflight/<name>`) built once, under a lock, in a staging folder that
+is renamed into place when complete, so an interrupted set-up never looks
+finished and two processes never build it at the same time.
 """
 
 from __future__ import annotations
@@ -21,15 +28,24 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
+    "CACHE_ENV",
     "DebianFetchError",
     "RegistryUnreachable",
     "KEYRING",
     "PrivateApt",
+    "cache_dir",
+    "install_once",
+    "run",
+    "unpack",
+    "package_name",
 ]
+
+CACHE_ENV = "TFLIGHT_CACHE_DIR"
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 MIRROR_ENV = "TFLIGHT_DEBIAN_MIRROR"
@@ -173,3 +189,58 @@ def package_name(pin_or_deb: str) -> str:
     """`libfoo1` from `libfoo1=1.2-3`, `libfoo1:arm64=...` or `libfoo1_1.2-3_amd64.deb`."""
     name = pin_or_deb.split("=", 1)[0].split("_", 1)[0]
     return name.split(":", 1)[0]
+
+
+def cache_dir(name: str) -> Path:
+    """`$TFLIGHT_CACHE_DIR/<name>`, or `~/.cache/tflight/<name>`."""
+    base = os.environ.get(CACHE_ENV)
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "tflight"
+    return root / name
+
+
+def install_once(
+    final: Path,
+    build: Callable[[Path], None],
+    *,
+    ready: Callable[[Path], bool],
+    on_wait: Callable[[Path], None] | None = None,
+) -> bool:
+    """Builds the set-up folder `final` once, atomically and under a lock.
+
+    `build(work)` fills a staging folder next to `final`; when it returns,
+    the staging folder replaces `final` in one rename. If it raises, the
+    staging folder is deleted and `final` is left as it was.
+
+    Args:
+      final: the set-up's folder.
+      build: fills the staging folder it is given.
+      ready: whether a finished set-up is at `final` (checked again once
+        the lock is held, as another process may have just built it); return
+        False to force a rebuild.
+      on_wait: called with the lock's path before waiting for it.
+
+    Returns:
+      True if this call built the set-up, False if one was ready.
+    """
+    if ready(final):
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = final.parent / f".{final.name}.lock"
+    with open(lock_path, "w") as lock:
+        import fcntl
+
+        if on_wait is not None:
+            on_wait(lock_path)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready(final):
+            return False
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+        try:
+            build(work)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(work, final)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    return True

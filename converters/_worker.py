@@ -12,7 +12,7 @@ events from the file descriptor named by `CONVERTERS_STATUS_FD`, one
 `{"event": "start", "mode": m}`, `{"event": "end", "mode": m}` and
 `{"event": "done"}` once every mode of the request has its
 `<mode>.tflite` / `<mode>.json` files. The request directory holds
-`request.json` (see `converters.convert._request`) and the `.npz` arrays it
+`request.json` (written by `converters.convert.convert_many`) and the `.npz` arrays it
 names. The process exits when stdin closes.
 
 Test hook: if the environment variable `CONVERTERS_TEST_CRASH_MODE` names a
@@ -83,7 +83,7 @@ class _Converter:
     def convert(self, spec: dict[str, Any], calibration: list[np.ndarray] | None) -> bytes:
         import tensorflow as tf
 
-        from converters.convert import _add_signature, _configure, _reorder_io, _run_converter
+        from converters._recipes import add_signature, configure, reorder_io, run_converter
         from converters.modes import Mode
 
         mode = Mode(spec["mode"])
@@ -100,16 +100,16 @@ class _Converter:
                 [self._frozen_function()], trackable_obj=tf.Module()
             )
             converter.experimental_lower_to_saved_model = False
-            _configure(converter, mode, input_names=None, **options)
-            flatbuffer = _run_converter(converter)
-            flatbuffer = _add_signature(
+            configure(converter, mode, input_names=None, **options)
+            flatbuffer = run_converter(converter)
+            flatbuffer = add_signature(
                 flatbuffer, req["input_names"], sorted(req["output_names"])
             )
         else:
             converter = tf.lite.TFLiteConverter.from_saved_model(src["path"])
-            _configure(converter, mode, input_names=req["input_names"], **options)
-            flatbuffer = _run_converter(converter)
-        return _reorder_io(flatbuffer, req["input_names"], req["output_names"])
+            configure(converter, mode, input_names=req["input_names"], **options)
+            flatbuffer = run_converter(converter)
+        return reorder_io(flatbuffer, req["input_names"], req["output_names"])
 
 
 def _validate(

@@ -20,7 +20,7 @@ import numpy as np
 from converters.errors import RepresentativeDataError
 from converters.source import InputSpec
 
-__all__ = ["as_arrays", "random_inputs"]
+__all__ = ["as_arrays", "random_inputs", "read_arrays"]
 
 
 def as_arrays(
@@ -48,7 +48,7 @@ def as_arrays(
       RepresentativeDataError: the data cannot be read or does not match the inputs.
     """
     if data is None:
-        raise RepresentativeDataError(f"`{what}` is None.")
+        raise RepresentativeDataError.about(what, " is None.")
     if isinstance(data, (str, os.PathLike)):
         data = _load_file(Path(data), inputs, what)
     arrays = _collect(data, inputs, what, max_samples)
@@ -70,33 +70,64 @@ def random_inputs(inputs: Sequence[InputSpec], n: int, *, seed: int = 0) -> list
     ]
 
 
-def _load_file(path: Path, inputs: Sequence[InputSpec], what: str) -> Any:
+def read_arrays(
+    path: str | os.PathLike, *, what: str = "representative_data"
+) -> np.ndarray | dict[str, np.ndarray]:
+    """Reads a `.npy` file (its array) or an `.npz` file (its arrays by name, in file order).
+
+    The one reader of the project's `.npy` / `.npz` data files: pickled
+    objects are refused (a data file must not run code), every array is read
+    at once and the file is closed. Callers check the arrays against what
+    they need and word the errors in their own terms from `kind`.
+
+    Args:
+      path: the file.
+      what: the argument the file was given as, for the error's `option`.
+
+    Returns:
+      The array of a `.npy` file, or a dict from name to array for `.npz`.
+
+    Raises:
+      RepresentativeDataError: `kind="missing"` if there is no such file,
+        `kind="unreadable"` if numpy cannot read it (numpy's own error is the
+        `__cause__`).
+    """
+    path = Path(path)
     if not path.is_file():
-        raise RepresentativeDataError(
-            f"`{what}`: no such file {str(path)!r}; pass a .npy or .npz file."
+        raise RepresentativeDataError.about(
+            what, f": no such file {str(path)!r}; pass a .npy or .npz file.", kind="missing"
         )
     try:
         loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
     except Exception as e:  # noqa: BLE001 - numpy raises several types for bad files
-        raise RepresentativeDataError(
-            f"`{what}`: {str(path)!r} is not a .npy/.npz file numpy can read ({e})."
+        raise RepresentativeDataError.about(
+            what, f": {str(path)!r} is not a .npy/.npz file numpy can read ({e}).",
+            kind="unreadable",
         ) from e
+
+
+def _load_file(path: Path, inputs: Sequence[InputSpec], what: str) -> Any:
+    loaded = read_arrays(path, what=what)
     if isinstance(loaded, np.ndarray):
         return loaded
-    with loaded:
-        keys = list(loaded.files)
-        names = [s.name for s in inputs]
-        if not keys:
-            raise RepresentativeDataError(f"`{what}`: {str(path)!r} holds no arrays.")
-        if set(names) <= set(keys):
-            return [loaded[n] for n in names]
-        if len(keys) < len(inputs):
-            raise RepresentativeDataError(
-                f"`{what}`: {str(path)!r} holds {len(keys)} array(s) ({', '.join(keys)}) but the "
-                f"model has {len(inputs)} inputs ({', '.join(names)}); store one array per input, "
-                "named after the inputs or in input order."
-            )
-        return [loaded[k] for k in keys[: len(inputs)]]
+    keys = list(loaded)
+    names = [s.name for s in inputs]
+    if not keys:
+        raise RepresentativeDataError.about(what, f": {str(path)!r} holds no arrays.")
+    if set(names) <= set(keys):
+        return [loaded[n] for n in names]
+    if len(keys) < len(inputs):
+        raise RepresentativeDataError.about(
+            what,
+            f": {str(path)!r} holds {len(keys)} array(s) ({', '.join(keys)}) but the "
+            f"model has {len(inputs)} inputs ({', '.join(names)}); store one array per input, "
+            "named after the inputs or in input order.",
+        )
+    return [loaded[k] for k in keys[: len(inputs)]]
 
 
 def _is_array_like(x: Any) -> bool:
@@ -111,8 +142,9 @@ def _as_list(item: Any, inputs: Sequence[InputSpec], what: str) -> list[Any] | N
         if missing and len(item) == len(inputs):
             return list(item.values())
         if missing:
-            raise RepresentativeDataError(
-                f"`{what}`: a sample dict has keys {sorted(item)} but the model inputs are "
+            raise RepresentativeDataError.about(
+                what,
+                f": a sample dict has keys {sorted(item)} but the model inputs are "
                 f"{names}; missing: {missing}."
             )
         return [item[n] for n in names]
@@ -142,10 +174,11 @@ def _collect(
         try:
             data = data()
         except Exception as e:  # noqa: BLE001 - user code
-            raise RepresentativeDataError(f"`{what}`: calling it raised {e!r}.") from e
+            raise RepresentativeDataError.about(what, f": calling it raised {e!r}.") from e
     if not isinstance(data, Iterable):
-        raise RepresentativeDataError(
-            f"`{what}` must be a numpy array, a list of arrays, a .npy/.npz path, a "
+        raise RepresentativeDataError.about(
+            what,
+            f" must be a numpy array, a list of arrays, a .npy/.npz path, a "
             f"tf.data.Dataset or a generator; got {type(data).__name__}."
         )
     parts: list[list[np.ndarray]] = [[] for _ in inputs]
@@ -169,8 +202,9 @@ def _collect(
                 sample = sample[:1]
             if sample is None or len(sample) != len(inputs):
                 got = "?" if sample is None else len(sample)
-                raise RepresentativeDataError(
-                    f"`{what}`: each element must hold {len(inputs)} array(s), one per model "
+                raise RepresentativeDataError.about(
+                    what,
+                    f": each element must hold {len(inputs)} array(s), one per model "
                     f"input ({', '.join(s.name for s in inputs)}); got {got} "
                     f"({type(item).__name__})."
                 )
@@ -185,14 +219,15 @@ def _collect(
     except RepresentativeDataError:
         raise
     except Exception as e:  # noqa: BLE001 - user iterables raise anything
-        raise RepresentativeDataError(f"`{what}`: iterating over it raised {e!r}.") from e
+        raise RepresentativeDataError.about(what, f": iterating over it raised {e!r}.") from e
     if count == 0:
-        raise RepresentativeDataError(f"`{what}` yielded no samples.")
+        raise RepresentativeDataError.about(what, " yielded no samples.")
     try:
         return [np.concatenate(p, axis=0) for p in parts]
     except ValueError as e:
-        raise RepresentativeDataError(
-            f"`{what}`: the samples do not all have the same shape ({e})."
+        raise RepresentativeDataError.about(
+            what,
+            f": the samples do not all have the same shape ({e})."
         ) from e
 
 
@@ -201,40 +236,46 @@ def _check(
 ) -> list[np.ndarray]:
     names = ", ".join(s.describe() for s in inputs)
     if len(arrays) != len(inputs):
-        raise RepresentativeDataError(
-            f"`{what}` has {len(arrays)} array(s) but the model has {len(inputs)} input(s) "
+        raise RepresentativeDataError.about(
+            what,
+            f" has {len(arrays)} array(s) but the model has {len(inputs)} input(s) "
             f"({names}); pass one array per input, in input order."
         )
     out = []
     n = None
     for a, spec in zip(arrays, inputs, strict=False):
         if a.ndim != len(spec.shape):
-            raise RepresentativeDataError(
-                f"`{what}` for input {spec.name!r} has shape {a.shape} but the model expects "
+            raise RepresentativeDataError.about(
+                what,
+                f" for input {spec.name!r} has shape {a.shape} but the model expects "
                 f"(samples, {', '.join('None' if d is None else str(d) for d in spec.shape[1:])})."
             )
         for axis, (got, want) in enumerate(zip(a.shape[1:], spec.shape[1:], strict=False), start=1):
             if want is not None and got != want:
-                raise RepresentativeDataError(
-                    f"`{what}` for input {spec.name!r} has shape {a.shape} but the model "
+                raise RepresentativeDataError.about(
+                    what,
+                    f" for input {spec.name!r} has shape {a.shape} but the model "
                     f"expects {spec.shape} (axis {axis}: got {got}, expected {want})."
                 )
         if np.issubdtype(spec.dtype, np.floating):
             if not np.issubdtype(a.dtype, np.floating):
-                raise RepresentativeDataError(
-                    f"`{what}` for input {spec.name!r} has dtype {a.dtype} but the model expects "
+                raise RepresentativeDataError.about(
+                    what,
+                    f" for input {spec.name!r} has dtype {a.dtype} but the model expects "
                     f"{spec.dtype}; convert it to floats scaled the way the model was trained "
                     "(e.g. `x.astype('float32') / 255`)."
                 )
             a = a.astype(spec.dtype, copy=False)
             if not np.all(np.isfinite(a)):
-                raise RepresentativeDataError(
-                    f"`{what}` for input {spec.name!r} contains NaN or infinite values."
+                raise RepresentativeDataError.about(
+                    what,
+                    f" for input {spec.name!r} contains NaN or infinite values."
                 )
         elif np.issubdtype(spec.dtype, np.integer) or spec.dtype == np.bool_:
             if not (np.issubdtype(a.dtype, np.integer) or a.dtype == np.bool_):
-                raise RepresentativeDataError(
-                    f"`{what}` for input {spec.name!r} has dtype {a.dtype} but the model expects "
+                raise RepresentativeDataError.about(
+                    what,
+                    f" for input {spec.name!r} has dtype {a.dtype} but the model expects "
                     f"{spec.dtype}."
                 )
             a = a.astype(spec.dtype, copy=False)
@@ -245,12 +286,13 @@ def _check(
         if n is None:
             n = a.shape[0]
         elif a.shape[0] != n:
-            raise RepresentativeDataError(
-                f"`{what}`: the arrays have different numbers of samples ({n} and {a.shape[0]})."
+            raise RepresentativeDataError.about(
+                what,
+                f": the arrays have different numbers of samples ({n} and {a.shape[0]})."
             )
         out.append(a)
     if n == 0:
-        raise RepresentativeDataError(f"`{what}` has no samples.")
+        raise RepresentativeDataError.about(what, " has no samples.")
     if max_samples is not None:
         out = [a[:max_samples] for a in out]
     return out

@@ -7,6 +7,8 @@ can turn it into one readable line and a non-zero exit code.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConversionError",
     "ModelLoadError",
@@ -36,6 +38,9 @@ class ConversionError(Exception):
       internal: True for a failure that is not the user's to fix (the
         converter process crashed natively); a front end reports it as an
         internal error, not as a mistake of the user's.
+      wording: for an error about one argument (made with `about`), the
+        message's text before and after the argument's name, so that a front
+        end can name it in its own words (`message_for`); else None.
 
     The fields let a front end say the fix in its own flags without reading
     the message text.
@@ -48,6 +53,7 @@ class ConversionError(Exception):
     fix: str | None = None
     kind: str | None = None
     internal: bool = False
+    wording: tuple[str, str] | None = None
 
     def __init__(
         self,
@@ -62,6 +68,29 @@ class ConversionError(Exception):
         for name, value in (("option", option), ("layer", layer), ("fix", fix), ("kind", kind)):
             if value is not None:
                 setattr(self, name, value)
+
+    @classmethod
+    def about(cls, option: str, rest: str, *, lead: str = "", **fields: Any) -> ConversionError:
+        """An error about the argument `option`: the message is `lead`, `option` in backticks, `rest`.
+
+        Example:
+          >>> e = RepresentativeDataError.about("representative_data", " has no samples.")
+          >>> str(e), e.message_for("--calibration x.npy")
+          ('`representative_data` has no samples.', '--calibration x.npy has no samples.')
+        """
+        e = cls(f"{lead}`{option}`{rest}", option=option, **fields)
+        e.wording = (lead, rest)
+        return e
+
+    def message_for(self, name: str | None) -> str:
+        """The message, with the argument it is about called `name` (a front end's flag).
+
+        Without a `wording` (or a `name`) this is `str(self)`.
+        """
+        if self.wording is None or name is None:
+            return str(self)
+        lead, rest = self.wording
+        return f"{lead}{name}{rest}"
 
 
 class ModelLoadError(ConversionError):

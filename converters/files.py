@@ -9,15 +9,17 @@ model or data.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from converters.errors import ConversionError
 
-__all__ = ["KERAS_SUFFIXES", "check_output", "default_file_mode", "write_atomic"]
+__all__ = ["KERAS_SUFFIXES", "check_output", "default_file_mode", "write_atomic", "write_json"]
 
 # Suffixes of Keras model files: `.tflite` bytes must never be written under them.
 KERAS_SUFFIXES = frozenset({".keras", ".h5", ".hdf5"})
@@ -79,6 +81,23 @@ def write_atomic(
             raise error(f"Cannot write to {str(path)!r}: {e.strerror or e}.") from e
         raise
     return path
+
+
+def write_json(
+    path: str | os.PathLike, payload: Any, *, indent: int = 2, **dumps: Any
+) -> Path:
+    """Writes `payload` as JSON (and a final newline) to `path` through `write_atomic`.
+
+    Args:
+      path: where to write; missing parent directories are created.
+      payload: anything `json.dumps` takes.
+      indent: the JSON indentation.
+      **dumps: further `json.dumps` arguments (`default=str`, `sort_keys=True`).
+
+    Returns:
+      `path` as a `Path`.
+    """
+    return write_atomic(path, (json.dumps(payload, indent=indent, **dumps) + "\n").encode())
 
 
 def _same_file(a: Path, b: Path) -> bool:

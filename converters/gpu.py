@@ -47,6 +47,7 @@ __all__ = [
     "GpuRun",
     "compare_gpu_outputs",
     "parse_fallback",
+    "selected_adapter",
     "default_gpu_cache_dir",
     "setup_gpu",
     "run_on_gpu",
@@ -56,7 +57,7 @@ __all__ = [
 GPU_PACKAGES = ("mesa-vulkan-drivers", "libvulkan1")
 _RELEASE = "bookworm-backports"
 _MIN_MESA = 23
-CACHE_ENV = "TFLIGHT_CACHE_DIR"
+CACHE_ENV = _debian.CACHE_ENV
 TIMING_LABEL = "software Vulkan (llvmpipe), not GPU timing; each run includes reading the outputs back"
 _CHILD = Path(__file__).with_name("_gpu_child.py")
 _ADAPTER = re.compile(r"Selected adapter: (.*?)(?:, arch=|$)", re.M)
@@ -68,9 +69,7 @@ class GpuUnavailableError(ConversionError):
 
 def default_gpu_cache_dir() -> Path:
     """`$TFLIGHT_CACHE_DIR/vulkan`, or `~/.cache/tflight/vulkan`."""
-    base = os.environ.get(CACHE_ENV)
-    root = Path(base).expanduser() if base else Path.home() / ".cache" / "tflight"
-    return root / "vulkan"
+    return _debian.cache_dir("vulkan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,23 +139,12 @@ def setup_gpu(
             f"the software Vulkan device is set up from Debian packages on Linux; this is "
             f"{platform.system()}"
         )
-    final.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = final.parent / ".vulkan.lock"
-    with open(lock_path, "w") as lock:
-        import fcntl
-
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and not force:
-            return _load_marker(marker)
-        work = Path(tempfile.mkdtemp(prefix=".vulkan-", dir=final.parent))
-        try:
-            _build(work, progress)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(work, final)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+    built = _debian.install_once(
+        final, lambda work: _build(work, progress),
+        ready=lambda f: (f / "ready.json").exists() and not force,
+    )
+    if not built:
+        return _load_marker(marker)
     env = _load_marker(marker)
     _say(progress, "[gpu] checking LiteRT's GPU accelerator on llvmpipe")
     try:
@@ -497,8 +485,7 @@ def run_on_gpu(
                 + (f" ({reason})" if reason else "")
             ) from None
         out, stderr = run.reply, run.stderr
-        found = _ADAPTER.search(stderr)
-        adapter = found.group(1).strip() if found else ""
+        adapter = selected_adapter(stderr)
         if not adapter:
             # With the CPU allowed as fallback, a missing Vulkan device would
             # otherwise pass silently as "not fully accelerated".
@@ -527,6 +514,12 @@ def run_on_gpu(
 _PARTITION = re.compile(
     r"(\d+) operations? will run on the GPU, and the remaining (\d+) operations? will run on the CPU"
 )
+
+
+def selected_adapter(log: str) -> str:
+    """The Vulkan adapter the GPU accelerator says it selected, from its log ("" if none)."""
+    found = _ADAPTER.search(log)
+    return found.group(1).strip() if found else ""
 
 
 def parse_fallback(log: str) -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:

@@ -20,6 +20,20 @@ from converters.verify import verify_tflite
 
 __all__ = ["TFLiteModel"]
 
+_started: list[bool] = []
+
+
+def _first_interpreter() -> Any:
+    """`quiet_start_up` around the process's first interpreter; nothing afterwards."""
+    import contextlib
+
+    from converters._native_log import quiet_start_up
+
+    if _started:
+        return contextlib.nullcontext()
+    _started.append(True)
+    return quiet_start_up()
+
 
 def _quant_params(detail: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
     q = detail.get("quantization_parameters") or {}
@@ -77,8 +91,10 @@ class TFLiteModel:
         self.num_threads = num_threads
         self.xnnpack = True
         try:
-            self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate once per process, on stderr.
+            with _first_interpreter():
+                self._interpreter = Interpreter(model_content=content, num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as first:
             # XNNPACK refuses some valid graphs (e.g. sparse int8 fully-connected
             # layers); LiteRT's builtin kernels still run them.

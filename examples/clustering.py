@@ -8,11 +8,9 @@ model whose kernels hold at most 16 distinct values: it compresses very well,
 and converts to int8 like any other model.
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402

@@ -10,18 +10,16 @@ zeros and the centroids. We also show parameter-efficient fine-tuning: train
 only the classifier head during a compression stage.
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from tflight._keras import keras  # noqa: E402 - imports TensorFlow quietly
 
 data = tflight.load_digits(seed=0)
 loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -22,7 +22,6 @@ import os
 import sys
 from typing import ClassVar
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import converters  # noqa: E402
@@ -100,14 +99,14 @@ def main() -> None:
     print(f"student .tflite (fp32): {fp32.size:,} bytes")
 
     # 3. Distil during quantization-aware training. TF-MOT works on tf_keras
-    #    models only; tflight.quantize bridges the Keras 3 student, and the
+    #    models only; tflight.qat bridges the Keras 3 student, and the
     #    Distiller becomes a tf_keras model because its student is one. The
     #    Keras 3 teacher keeps running as it is.
-    qat = tflight.quantize(student)
+    qat = tflight.qat(student)
     qat_distiller = tflight.Distiller(teacher, qat, temperature=4.0, alpha=0.1)
     qat_distiller.compile(optimizer=tf_keras().optimizers.Adam(1e-3))
     qat_distiller.fit(qat_distiller.cache_teacher(x, y).dataset(32, seed=0), epochs=5, verbose=0)
-    int8 = converters.convert(tflight.strip_quantization(qat), "int8", representative_data=x[:256])
+    int8 = converters.convert(tflight.strip_qat(qat), "int8", representative_data=x[:256])
     pred = converters.TFLiteModel(int8.flatbuffer).predict(x_test)
     print(
         f"int8 student .tflite: {int8.size:,} bytes, "

@@ -11,20 +11,17 @@ budget, so it needs enough validation samples to say so; with too few it
 refuses and tells you how many it needs.
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from tflight._keras import keras  # noqa: E402 - imports TensorFlow quietly
 from tflight.errors import PrecisionError  # noqa: E402
-from tflight.precision.recipes import quantize_int4, sensitivity  # noqa: E402
-from tflight.precision.search import search  # noqa: E402
+from tflight.precision import precision_sensitivity, quantize_int4, search_precision  # noqa: E402
 
 data = tflight.load_digits(seed=0)
 # Train on part of the training digits; keep the rest as validation data the
@@ -49,19 +46,19 @@ print(f"float .tflite: {len(fp32):,} bytes")
 # 2. Per-layer sensitivity, both ways: "int8 alone" / "int4 alone" quantize one
 #    layer of the float model; "kept float" keeps one layer float in an
 #    all-int4 model. Cells: output SNR against float / accuracy points lost.
-report = sensitivity(fp32, x_val, y_val, calibration_data=calibration,
-                     precisions=["int8", "int4"])
+report = precision_sensitivity(fp32, x_val, y_val, calibration_data=calibration,
+                               precisions=["int8", "int4"])
 report.summary()
 
 # 3. A budget the data cannot resolve is refused, with the number needed:
 #    0.5 pt at 95% confidence needs ~600 search samples without a single loss.
 try:
-    search(fp32, x_val[:300], y_val[:300], calibration_data=calibration, max_drop=0.5)
+    search_precision(fp32, x_val[:300], y_val[:300], calibration_data=calibration, max_drop=0.5)
 except PrecisionError as e:
     print(f"\nrefused: {e}\n")
 
 # 4. The search on all 700 validation digits; the test digits re-check it.
-result = search(fp32, x_val, y_val, calibration_data=calibration, max_drop=1.0,
+result = search_precision(fp32, x_val, y_val, calibration_data=calibration, max_drop=1.0,
                 test_data=(data.x_test, data.y_test))
 result.summary()
 result.save("/tmp/digits_mixed.tflite")

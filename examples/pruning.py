@@ -9,18 +9,16 @@ compress well, and TFLite's sparse storage can skip the zeros. Combined with
 int8 the gzip size drops by close to ten times on this small model.
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from tflight._keras import keras  # noqa: E402 - imports TensorFlow quietly
 
 # 1. Real data: 1,797 8x8 handwritten digits shipped inside scikit-learn.
 data = tflight.load_digits(seed=0)

@@ -9,18 +9,16 @@ agrees with the QAT Keras model: a gap there ("QAT good, TFLite bad") must
 never pass silently.
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from tflight._keras import keras  # noqa: E402 - imports TensorFlow quietly
 
 data = tflight.load_digits(seed=0)
 loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -53,13 +51,13 @@ print(f"PTQ int8        {litert_accuracy(ptq):.2%}")
 
 # 2. Wrap a copy of the model with fake quantization and fine-tune briefly
 #    with a small learning rate. QAT needs no callback.
-qat = tflight.quantize(model, compile={"optimizer": "adam", "loss": loss, "metrics": ["accuracy"]})
+qat = tflight.qat(model, compile={"optimizer": "adam", "loss": loss, "metrics": ["accuracy"]})
 qat.optimizer.learning_rate = 1e-4
 tflight.fit(qat, data.x_train, data.y_train, epochs=5, batch_size=32, verbose=0)
 
-# 3. The QAT model is what the converter needs: `strip_quantization` checks it.
+# 3. The QAT model is what the converter needs: `strip_qat` checks it.
 result = converters.convert(
-    tflight.strip_quantization(qat), "int8", representative_data=calibration
+    tflight.strip_qat(qat), "int8", representative_data=calibration
 )
 print(f"QAT int8        {litert_accuracy(result):.2%}  ({result.size:,} B)")
 
@@ -70,7 +68,7 @@ tflight.check_agreement(qat, result, data.x_test, y=data.y_test).summary()
 # 5. Selective QAT: keep a layer in float. Convert such a model in "dynamic"
 #    mode, so the kept layer really stays float (an "int8" conversion would
 #    quantize it post-training, and check_agreement would tell you).
-selective = tflight.quantize(
+selective = tflight.qat(
     model, keep_float=["logits"], compile={"optimizer": "adam", "loss": loss}
 )
 tflight.fit(selective, data.x_train, data.y_train, epochs=2, batch_size=32, verbose=0)

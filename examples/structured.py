@@ -9,21 +9,17 @@ uncut model as a teacher, and converted. The residual connection below is
 handled for us: both convolutions that feed the `Add` lose the same channels.
 """
 
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
-from tflight.shrink.channels import fine_tune, prune_channels  # noqa: E402
-from tflight.shrink.depgraph import DependencyGraph  # noqa: E402
-from tflight.shrink.sensitivity import analyze_sensitivity  # noqa: E402
+from tflight._keras import keras  # noqa: E402 - imports TensorFlow quietly
+from tflight.shrink import DependencyGraph, channel_sensitivity, fine_tune, prune_channels  # noqa: E402
 
 # 1. Real data and an ordinary Functional model with BatchNorm and a residual add.
 data = tflight.load_digits(seed=0)
@@ -47,7 +43,7 @@ for group in DependencyGraph(model).groups():
 # 3. How sensitive is each group? Measured on held-out data (the first 200 test
 #    images), never on training data; step 6 reports accuracy on the other 250.
 ratios = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)
-sensitivity = analyze_sensitivity(model, data.x_test[:200], data.y_test[:200], ratios=ratios)
+sensitivity = channel_sensitivity(model, data.x_test[:200], data.y_test[:200], ratios=ratios)
 sensitivity.summary()
 
 # 4. Cut half the MACs, with ratios allocated from those curves.

@@ -150,6 +150,6 @@ def test_every_child_uses_the_shared_protocol():
     assert own == [], own
     # ... and each child and each caller goes through it.
     for name in ("converters/verify.py", "converters/_worker.py", "converters/_isolate.py",
-                 "converters/gpu.py", "converters/_gpu_child.py", "tflight/benchmark.py",
-                 "tflight/_bench_child.py", "tflight/device.py"):
+                 "converters/gpu.py", "converters/_gpu_child.py", "tflight/bench/_runner.py",
+                 "tflight/bench/child.py", "tflight/bench/arm64.py", "tflight/bench/emulator.py"):
         assert "_child." in (root / name).read_text(), name

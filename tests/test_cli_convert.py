@@ -126,3 +126,35 @@ def test_inspect_user_errors(model_file, tmp_path):
     ]
     for path, match in cases:
         _assert_user_error(_run("inspect", path), match)
+
+
+def test_data_errors_name_the_flag_not_the_python_argument(model_file, calib, tmp_path):
+    # The library's error names its argument (`validation_data`, e.option); the
+    # command says --validation / --calibration with the file the user gave.
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((4, 9, 9, 1), np.float32))
+    good = tmp_path / "good.npy"
+    np.save(good, calib)
+    out = tmp_path / "out.tflite"
+    for flag, args in (
+        ("--validation", ("-c", good, "--validation", wrong)),
+        ("--calibration", ("-c", wrong)),
+    ):
+        result = _run("convert", model_file, "-o", out, "-m", "int8", *args)
+        _assert_user_error(result, f"{flag} {wrong}")
+        assert "_data`" not in result.output, result.output
+    assert not out.exists()
+
+
+def test_library_errors_carry_the_argument_they_are_about(keras3_cnn, tmp_path):
+    import converters
+
+    with pytest.raises(converters.errors.RepresentativeDataError) as info:
+        converters.convert(keras3_cnn, "int8")
+    e = info.value
+    assert (e.option, e.kind) == ("representative_data", "missing")
+    assert "needs `representative_data`" in str(e)
+    assert e.message_for("--calibration FILE").startswith("Mode 'int8' needs --calibration FILE ")
+    with pytest.raises(converters.errors.RepresentativeDataError) as info:
+        converters.convert(keras3_cnn, "fp32", validation_data=tmp_path / "none.npz")
+    assert (info.value.option, info.value.kind) == ("validation_data", "missing")

@@ -571,11 +571,11 @@ def test_frozen_backbone_stays_frozen_and_is_reported(data):
     before = {w.path: w.numpy().copy() for w in model.layers[1].weights}
     x, y = data
     pruned = tflight.prune(model, sparsity=0.5, compile=_k3_compile())
-    rep = tflight.compose.report(pruned)
+    rep = tflight.compression_report(pruned)
     assert rep.wrapped == ("logits",)
     assert ("b_conv", "frozen") in rep.skipped and ("b_conv2", "frozen") in rep.skipped
     qat = tflight.quantize(model, compile=_k3_compile())
-    qrep = tflight.compose.report(qat)
+    qrep = tflight.compression_report(qat)
     assert {"b_conv", "b_conv2"} <= set(qrep.wrapped)  # int8 needs them quantized
     assert {"b_conv", "b_conv2", "b_bn"} <= set(qrep.frozen)
     frozen_vars = {
@@ -698,7 +698,7 @@ def test_qat_message_never_lists_a_kind_as_both_unsupported_and_supported():
     assert message.count("BatchNormalization") == 1
     # A BatchNormalization right after a linear Conv2D is folded and quantized.
     qat = tflight.quantize(_model_with(lambda k: k.layers.BatchNormalization(name="bn")))
-    assert not tflight.compose.report(qat).kept_float
+    assert not tflight.compression_report(qat).kept_float
 
 
 def test_prune_wraps_an_lstm_and_converts(digits):
@@ -744,3 +744,107 @@ def test_functional_lstm_is_pruned_inside_a_keras3_model():
     tflight.fit(pruned, x, y, epochs=2, verbose=0)
     rows = {r.layer: r for r in tflight.sparsity_report(tflight.strip_pruning(pruned)).layers}
     assert rows["lstm"].sparsity == pytest.approx(0.5, abs=0.02)
+
+
+# --------------------------------------------------------------------------
+# Structured errors, the accuracy gate and the defaults of compress_to_tflite.
+
+
+def test_unsupported_layer_errors_carry_fields_for_front_ends():
+    k = tf_keras()
+    model = k.Sequential([
+        k.Input((8, 8, 1)),
+        k.layers.Flatten(),
+        k.layers.Dense(16, name="d1"),
+        k.layers.PReLU(name="prelu"),
+        k.layers.Reshape((16, 1)),
+        k.layers.Conv1D(4, 3, name="conv1d"),
+        k.layers.Flatten(),
+        k.layers.Dense(10, name="logits"),
+    ])
+    with pytest.raises(UnsupportedLayerError) as pruned:
+        tflight.prune(model)
+    e = pruned.value
+    assert (e.kind, e.option, e.layer) == ("unsupported_layer", "unsupported", "prelu")
+    assert e.details["technique"] == "prune" and e.details["layers"] == ("prelu",)
+    assert e.fix == "unsupported='skip'" and str(e).startswith(e.details["reason"])
+    with pytest.raises(UnsupportedLayerError) as quantized:
+        tflight.qat(model)
+    e = quantized.value
+    assert (e.kind, e.option, e.details["technique"]) == ("unsupported_layer", "unsupported", "qat")
+    assert "conv1d" in e.details["layers"] and e.layer in e.details["layers"]
+    with pytest.raises(CompressionError) as bad:
+        tflight.Prune(sparsity=1.5)
+    assert (bad.value.option, bad.value.kind) == ("sparsity", "bad_argument")
+
+
+def test_the_qat_verbs_are_defined_under_their_names():
+    from tflight.compress import quantization
+
+    assert tflight.qat is quantization.qat and tflight.qat.__name__ == "qat"
+    assert tflight.strip_qat is quantization.strip_qat
+    assert not hasattr(quantization, "quantize")
+
+
+def test_the_accuracy_gate_passes_within_the_budget_and_raises_past_it():
+    from tflight.compress import check_drop
+
+    ok = check_drop(0.80, 0.795, 1000, max_drop=1.0, error=CompressionError)
+    assert ok.met and ok.drop == pytest.approx(0.5) and ok.resolution == pytest.approx(0.1)
+    assert "budget 1.0 pt" in ok.lines()[0] and len(ok.lines()) == 1
+    assert check_drop(0.5, 0.1, 10, max_drop=None).met  # None only measures
+    with pytest.raises(CompressionError) as missed:
+        check_drop(0.712, 0.517, 450, max_drop=1.0, error=CompressionError,
+                   advice=("epochs", "sparsity"), fix="more epochs", payload="the result")
+    e = missed.value
+    assert (e.kind, e.option) == ("budget_missed", "max_drop")
+    assert e.details["original"] == pytest.approx(0.712)
+    assert e.details["accuracy"] == pytest.approx(0.517)
+    assert e.details["drop"] == pytest.approx(19.5)
+    assert e.details["max_drop"] == 1.0 and e.details["samples"] == 450
+    assert e.details["advice"] == ("epochs", "sparsity") and e.details["result"] == "the result"
+    assert "19.5 accuracy points" in str(e) and "71.20%" in str(e)
+    # 64 samples cannot resolve 1 pt: the figures say so.
+    coarse = check_drop(0.5, 0.5, 64, max_drop=1.0)
+    assert coarse.resolution == pytest.approx(1.5625) and "coarser" in coarse.lines()[1]
+    for bad in (-1.0, float("nan"), "1", True):
+        with pytest.raises(CompressionError, match="max_drop"):
+            check_drop(0.5, 0.5, 10, max_drop=bad, error=CompressionError)
+
+
+def test_default_epochs_scale_with_the_data_and_the_schedule_ramps():
+    from tflight.compress.recipe import auto_epochs, ramped_schedule
+
+    assert auto_epochs(320, 32) == 20  # small data: more epochs (bounded)
+    assert auto_epochs(1347, 32) == 14  # about 600 steps
+    assert auto_epochs(60_000, 32) == 2  # big data: at least two passes
+    assert auto_epochs(1347, 32) * 43 >= 600
+    ramp = ramped_schedule(0.5, steps=600)
+    assert isinstance(ramp, tflight.PolynomialDecay)
+    assert (ramp.initial, ramp.final, ramp.begin_step, ramp.end_step) == (0.0, 0.5, 0, 450)
+    import tensorflow as tf
+
+    schedule = ramp._tfmot()
+
+    def at(step):
+        return float(schedule(tf.constant(step, tf.int64))[1])
+
+    assert at(ramp.end_step) == pytest.approx(0.5)  # reached at end_step
+    assert 0.0 < at(1) < at(ramp.end_step // 2) < 0.5  # ramps from 0, not a jump
+
+
+def test_compress_to_tflite_checks_its_arguments_before_training(keras3_cnn, digits):
+    from tflight.compress import compress_to_tflite
+
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    for kwargs, option in (
+        ({"recipe": "zip"}, "recipe"),
+        ({"schedule": "cubic"}, "schedule"),
+        ({"epochs": 0}, "epochs"),
+        ({"max_drop": -1.0}, "max_drop"),
+        ({"holdout": 1.5}, "holdout"),
+        ({"sparsity": 1.5}, "sparsity"),
+    ):
+        with pytest.raises(CompressionError) as e:
+            compress_to_tflite(keras3_cnn, x, y, **kwargs)
+        assert e.value.option == option, (kwargs, e.value)

@@ -234,3 +234,37 @@ def test_cli_json_lists_results_and_failures(model_file, tmp_path, monkeypatch):
     assert "crashed" in payload["failures"]["fp16"]
     assert (tmp_path / "m_fp32.tflite").exists() and not (tmp_path / "m_fp16.tflite").exists()
     assert "converting fp32 (1/2)" not in result.output  # no progress when not on a terminal
+
+
+_START_UP = ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard", "oneDNN")
+
+
+def _start_tensorflow_through_tflight(env: dict) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import os, sys\n"
+        "from tflight._keras import tf\n"
+        "print(tf.reduce_sum(tf.ones((2, 2))).numpy(), os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
+        "print('a line of the user', file=sys.stderr)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=dict(env, PYTHONPATH=str(root)), capture_output=True,
+        text=True, timeout=300, check=True,
+    )
+    assert proc.stdout.split() == ["4.0", env.get("TF_CPP_MIN_LOG_LEVEL", "2")], proc.stdout
+    assert "a line of the user" in proc.stderr
+    return proc.stderr
+
+
+def test_tensorflow_starts_quietly_unless_the_user_set_its_logging():
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("TF_CPP_MIN_LOG_LEVEL", "TFLIGHT_VERBOSE")}
+    quiet = _start_tensorflow_through_tflight(base)
+    assert not [k for k in _START_UP if k in quiet], quiet
+    # The user's own setting wins: TensorFlow then prints what it always prints.
+    loud = _start_tensorflow_through_tflight(dict(base, TF_CPP_MIN_LOG_LEVEL="0"))
+    assert [k for k in _START_UP if k in loud], loud

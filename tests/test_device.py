@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tflight.bench.arm64 import CACHE_ENV
 from tflight.bench.emulator import (
     ARM64_RUNTIME,
-    CACHE_ENV,
     RegistryUnreachableError,
     _count_trace,
     default_cache_dir,
@@ -128,7 +128,7 @@ def test_emulator_runs_the_hosts_litert(arm64_env):
 
 
 def test_cache_of_another_runtime_is_rebuilt_not_used(tmp_path):
-    from tflight.bench.emulator import _marker_current
+    from tflight.bench.arm64 import _marker_current
 
     marker = tmp_path / "ready.json"
     marker.write_text(json.dumps({"runtime": "ai-edge-litert==1.4.0"}))

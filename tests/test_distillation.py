@@ -15,8 +15,10 @@ import pytest
 
 import tflight
 from tflight._keras import keras, tf, tf_keras, tfmot
-from tflight.distill import losses as dl
-from tflight.distill.distiller import Distiller, load_distiller, load_model
+from tflight.distillation import losses as dl
+from tflight.distillation.distiller import Distiller
+from tflight.distillation.models import load_model
+from tflight.distillation.saving import load_distiller
 from tflight.errors import DistillationError
 
 N = 256  # training examples: enough to move a tiny model, cheap to fit
@@ -67,8 +69,8 @@ _EXPORTED = {
 
 def test_module_names():
     # tflight's own exported set is pinned in tests/test_public_api.py.
-    from tflight.distill import distiller as distillation
-    from tflight.distill import losses as distillation_losses
+    from tflight.distillation import distiller as distillation
+    from tflight.distillation import losses as distillation_losses
 
     public = set(distillation.__all__) | set(distillation_losses.__all__)
     assert public - _EXPORTED == {"load_model", "loss_from_config"}
@@ -476,7 +478,7 @@ _MIRRORED = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from tflight._keras import keras, tf_keras
-    from tflight.distill.distiller import Distiller
+    from tflight.distillation.distiller import Distiller
     k = keras if sys.argv[1] == "keras3" else tf_keras()
     rng = np.random.default_rng(0)
     x = rng.random((64, 8, 8, 1), dtype=np.float32)

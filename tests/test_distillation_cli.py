@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from tflight._keras import keras, tf_keras, tfmot
 from tflight.cli import cli
-from tflight.distill.distiller import load_model
+from tflight.distillation.distiller import load_model
 
 
 def _student(k):
@@ -61,6 +61,11 @@ def _run(*args):
     return CliRunner().invoke(cli, ["distill", *args], catch_exceptions=False)
 
 
+# A 2-filter student after a few epochs is far below its teacher; the tests that pass
+# this check other behaviour, the accuracy budget has tests of its own.
+NO_BUDGET = ("--max-drop", "100")
+
+
 def test_distill_writes_student_with_progress(files, tmp_path, digits):
     out = tmp_path / "distilled.keras"
     with warnings.catch_warnings(record=True) as caught:
@@ -68,7 +73,7 @@ def test_distill_writes_student_with_progress(files, tmp_path, digits):
         result = _run(
             "--teacher", files["teacher"], "--student", files["student"], "--data", files["data"],
             "-o", str(out), "--epochs", "2", "--batch-size", "64", "--temperature", "3",
-            "--alpha", "0.2", "--feature-layer", "conv:conv", "--progress",
+            "--alpha", "0.2", "--feature-layer", "conv:conv", "--progress", *NO_BUDGET,
         )  # fmt: skip
     assert result.exit_code == 0, result.output
     # Keras' "shuffle=True was passed, but will be ignored" came from our own fit call.
@@ -165,7 +170,7 @@ def test_pruned_tf_keras_student_from_h5(files, tmp_path, digits):
     out = tmp_path / "pruned_distilled.h5"
     result = _run(
         "--teacher", files["teacher"], "--student", str(src), "--data", files["data"],
-        "-o", str(out), "--epochs", "2", "--batch-size", "32",
+        "-o", str(out), "--epochs", "2", "--batch-size", "32", *NO_BUDGET,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     trained = mot.sparsity.keras.strip_pruning(load_model(out))
@@ -207,9 +212,29 @@ def test_distill_loads_a_custom_layer_teacher_with_custom_objects(files, tmp_pat
     path = tmp_path / "teacher.keras"
     teacher.save(path)
     args = ["--teacher", str(path), "--student", files["student"], "--data", files["data"],
-            "--epochs", "1", "-o", str(tmp_path / "out.keras")]
+            "--epochs", "1", *NO_BUDGET, "-o", str(tmp_path / "out.keras")]
     without = _run(*args)
     assert without.exit_code == 2 and "--custom-objects my_layers.py" in without.output
     result = _run(*args, "--custom-objects", str(layers_py))
     assert result.exit_code == 0, result.output
     assert "Distilling 'custom_teacher'" in result.output
+
+
+def test_distill_past_the_budget_exits_2_and_writes_nothing(files, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "student.keras"
+    # A 2-filter student after one epoch cannot match its teacher within 0 points.
+    args = ["--teacher", files["teacher"], "--student", files["student"], "--data",
+            files["data"], "--epochs", "1", "--max-drop", "0", "-o", str(out)]
+    result = _run(*args)
+    assert result.exit_code == 2, result.output
+    assert "measured on 38 held-out samples" in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: the student does not meet the accuracy budget"), line
+    assert "vs the teacher's" in line and "more than --max-drop 0" in line
+    assert "nothing was written" in line and "--epochs" in line and "--temperature" in line
+    assert list(out_dir.iterdir()) == []
+    kept = _run(*args, "--keep-failed")
+    assert kept.exit_code == 2 and f"kept {out} anyway (--keep-failed)" in kept.output
+    assert list(out_dir.iterdir()) == [out]

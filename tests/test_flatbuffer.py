@@ -45,3 +45,36 @@ def test_table_view_edits_a_copy():
     assert model.SubgraphsLength() == 1 and model.Subgraphs(0).Name() == b"main"
     buf[:4] = b"\0\0\0\0"
     assert content[:4] != b"\0\0\0\0"
+
+
+def test_op_weights_find_each_ops_weight_and_its_stored_type():
+    # A Dense layer converted three ways: its weight is float32 inline, float16 behind a
+    # DEQUANTIZE op, then int8 with quantization scales.
+    import keras
+    import numpy as np
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(5, name="dense")])
+    s = flatbuffer.schema()
+    x = np.random.default_rng(0).random((16, 12), dtype=np.float32)
+    stored = {}
+    for mode in ("fp32", "fp16", "int8"):
+        content = converters.convert(model, mode, representative_data=x if mode == "int8"
+                                     else None, validate=False).flatbuffer
+        parsed = flatbuffer.parse(content)
+        ops = flatbuffer.op_weights(parsed)
+        fc = [w for w in ops if w.op == "FULLY_CONNECTED"]
+        assert len(fc) == 1, ops
+        assert fc[0].weight_elements == 12 * 5, fc
+        assert fc[0].outputs and all(fc[0].outputs), fc
+        stored[mode] = (fc[0].weight_type, flatbuffer.has_quantized_tensors(parsed))
+    assert stored == {
+        "fp32": (s.TensorType.FLOAT32, False),
+        "fp16": (s.TensorType.FLOAT16, False),
+        "int8": (s.TensorType.INT8, True),
+    }
+    # An op without a constant input has no weight.
+    [add] = flatbuffer.op_weights(flatbuffer.parse(_tiny_model()))
+    assert (add.op, add.weight_type, add.weight_elements, add.outputs) == ("ADD", -1, 0, ("y",))

@@ -25,7 +25,7 @@ CORE = {"tflight._keras", "tflight.errors", "tflight._io", "tflight.datasets", "
 CLI_STAGE = {
     "convert": None,
     "compress": "tflight.compress",
-    "distill": "tflight.distill",
+    "distill": "tflight.distillation",
     "shrink": "tflight.shrink",
     "quantize": "tflight.precision",
     "bench": "tflight.bench",

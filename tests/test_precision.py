@@ -10,17 +10,13 @@ from click.testing import CliRunner
 
 from tflight.cli import cli
 from tflight.errors import PrecisionBudgetError, PrecisionError
-from tflight.precision.recipes import (
-    OTHER_OPS,
-    Precision,
-    drop_bound_pt,
-    list_layers,
-    quantize_int4,
-    quantize_layers,
-    samples_needed,
-    sensitivity,
-)
+from tflight.precision.choices import OTHER_OPS, Precision
+from tflight.precision.int4 import quantize_int4
+from tflight.precision.layer_sensitivity import precision_sensitivity as sensitivity
+from tflight.precision.model import list_layers
+from tflight.precision.recipes import quantize_layers
 from tflight.precision.search import search
+from tflight.precision.stats import drop_bound_pt, samples_needed
 
 _N_FIT = 600
 
@@ -635,3 +631,28 @@ def test_cli_refuses_a_budget_its_own_recheck_does_not_confirm(fragile_file, dig
     assert "Warning:" in r.output and "WARNING: the re-check's bound" in r.output
     assert "--data" in r.output and "--max-drop" in r.output
     assert not out.exists()
+
+
+def test_errors_carry_the_argument_and_the_fix(fragile_file, digits, tmp_path):
+    # The fields a front end maps to its own options, set where the error is raised.
+    with pytest.raises(PrecisionError) as info:
+        search(fragile_file, digits.x_test, digits.y_test, max_drop=0.5)
+    e = info.value
+    assert (e.option, e.kind, e.details["samples_needed"]) == ("max_drop", "budget_unresolvable",
+                                                               598)
+    assert e.fix and str(e).endswith(e.fix) and str(e).startswith(e.details["reason"])
+    with pytest.raises(PrecisionError) as info:
+        quantize_layers(fragile_file, {"nope": "int8"}, calibration_data=digits.x_train[:50])
+    e = info.value
+    assert (e.option, e.layer, e.kind) == ("assignment", "nope", "unknown_layer")
+    with pytest.raises(PrecisionError) as info:
+        sensitivity(fragile_file, digits.x_test, digits.y_test,
+                    calibration_data=digits.x_test[:50])
+    assert (info.value.option, info.value.kind) == ("calibration_data", "calibration_overlap")
+    # The command names its own option for an argument error.
+    data = tmp_path / "val.npz"
+    np.savez(data, x=digits.x_test[:64], y=digits.y_test[:64])
+    r = CliRunner().invoke(cli, ["quantize", str(fragile_file), "--data", str(data),
+                                 "--sensitivity-only", "--metric-output", "nope"])
+    assert r.exit_code == 2 and "Error: Invalid value for --metric-output:" in r.output, r.output
+    assert "Traceback" not in r.output

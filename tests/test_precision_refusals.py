@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from tflight.cli import cli
 from tflight.errors import InternalError, PrecisionError
 from tflight.precision import recipes
+from tflight.precision.choices import Precision
+from tflight.precision.layer_sensitivity import precision_sensitivity
 from tflight.precision.refusals import quantizer_refused
 from tflight.precision.search import search
 
@@ -44,7 +46,7 @@ def _buggy_recipe(q, regex, p):
 def test_a_bug_in_a_recipe_surfaces_as_an_internal_error(small, digits, monkeypatch):
     monkeypatch.setattr(recipes, "_add", _buggy_recipe)
     with pytest.raises(InternalError, match="a bug in a recipe") as info:
-        recipes.sensitivity(str(small), digits.x_test[:64], digits.y_test[:64],
+        precision_sensitivity(str(small), digits.x_test[:64], digits.y_test[:64],
                             calibration_data=digits.x_train[:32], precisions=["int8"])
     assert info.value.internal and not isinstance(info.value, PrecisionError)
     with pytest.raises(InternalError):
@@ -68,7 +70,7 @@ def test_a_real_quantizer_refusal_is_still_unsupported(small, digits, monkeypatc
     real = recipes._add
 
     def refused_int4(q, regex, p):
-        if p is recipes.Precision.INT4:
+        if p is Precision.INT4:
             q.update_quantization_recipe(regex, "*", None, algorithm_key="no_such_algorithm")
         return real(q, regex, p)
 
@@ -83,8 +85,8 @@ def test_a_real_quantizer_refusal_is_still_unsupported(small, digits, monkeypatc
     assert not quantizer_refused(ValueError("raised outside the quantizer"))
 
     monkeypatch.setattr(recipes, "_add", refused_int4)
-    report = recipes.sensitivity(str(small), digits.x_test[:64], digits.y_test[:64],
+    report = precision_sensitivity(str(small), digits.x_test[:64], digits.y_test[:64],
                                  calibration_data=digits.x_train[:32], precisions=["int8", "int4"])
     by = {(e.layer, e.precision): e for e in report.entries}
-    assert all(not e.supported for (_, p), e in by.items() if p is recipes.Precision.INT4)
-    assert any(e.supported for (_, p), e in by.items() if p is recipes.Precision.INT8)
+    assert all(not e.supported for (_, p), e in by.items() if p is Precision.INT4)
+    assert any(e.supported for (_, p), e in by.items() if p is Precision.INT8)

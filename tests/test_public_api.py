@@ -161,6 +161,10 @@ def test_every_public_name_is_declared_once():
         submodules = {p.stem for p in folder.glob("*.py")}
         assert not submodules & set(module._EXPORTS), stage
     assert set(seen) == set(tflight.__all__)
+    # Nor may a public name be a stage's name: importing the stage would rebind it
+    # (`tflight.distill` is the function; its stage is `tflight.distillation`).
+    stage_names = {stage.rsplit(".", 1)[1] for stage in tflight.STAGES}
+    assert not stage_names & set(tflight.__all__), stage_names & set(tflight.__all__)
 
 
 OLD_NAMES = {

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import tflight
-from tflight.compress.rezero import Refill, check_refills
+from tflight.compress.masks import Refill, check_refills
 from tflight.errors import CompressionError
 
 

@@ -36,6 +36,11 @@ def _run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+# The fixture model is untrained (chance accuracy); the tests that pass this check other
+# behaviour, the accuracy budget has tests of its own.
+NO_BUDGET = ("--max-drop", "100")
+
+
 def test_shrink_channels_writes_a_smaller_model_and_reports(files):
     import keras
 
@@ -43,7 +48,7 @@ def test_shrink_channels_writes_a_smaller_model_and_reports(files):
     out = root / "small.keras"
     result = _run(
         "shrink", model, "--flops", "0.5", "--criterion", "taylor", "--data", data,
-        "--epochs", "1", "--distill", "-o", str(out),
+        "--epochs", "1", "--distill", *NO_BUDGET, "-o", str(out),
     )
     assert result.exit_code == 0, result.output
     assert "before  after" in result.output and "MACs (counted)" in result.output
@@ -91,7 +96,8 @@ def test_shrink_with_sensitivity_allocation(files):
     root, model, data = files
     out, plot = root / "sens.keras", root / "sens.png"
     result = _run(
-        "shrink", model, "--flops", "0.6", "--data", data, "--sensitivity", str(plot), "-o", str(out)
+        "shrink", model, "--flops", "0.6", "--data", data, "--sensitivity", str(plot), *NO_BUDGET,
+        "-o", str(out),
     )
     assert result.exit_code == 0, result.output
     assert "accuracy % drop (measured" in result.output and plot.stat().st_size > 1000
@@ -105,7 +111,7 @@ def test_shrink_to_an_estimated_latency_target(files):
     out, plot = root / "lat.keras", root / "lat.png"
     result = _run(
         "shrink", model, "--latency", "0.8", "--profile", "cortex-a53", "--arithmetic", "fp32",
-        "--data", data, "--sensitivity", str(plot), "--json", "-o", str(out),
+        "--data", data, "--sensitivity", str(plot), "--json", *NO_BUDGET, "-o", str(out),
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -235,3 +241,39 @@ def test_shrink_says_when_rounding_misses_the_flops_target(files):
     text = _run("shrink", model, "--flops", "0.5", "--round-to", "8", "-o", str(out)).output
     assert "note: the target was 50% of the counted MACs" in text
     assert "not counted" not in _run("shrink", model, "-o", str(out)).output
+
+
+def test_shrink_past_the_budget_exits_2_and_writes_nothing(keras3_cnn, digits, tmp_path):
+    path = tmp_path / "trained.keras"
+    keras3_cnn.save(path)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=digits.x_train[:320], y=digits.y_train[:320])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "small.keras"
+    # Three quarters of the channels gone and no fine-tune: far below the original.
+    args = ["shrink", str(path), "--ratio", "0.75", "--data", str(data), "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: the smaller model does not meet the accuracy budget"), line
+    assert "on 64 held-out samples (20% of" in line and "vs the original's" in line
+    assert "more than --max-drop 1" in line and "nothing was written" in line
+    assert "--epochs" in line and "--distill" in line and "Traceback" not in result.output
+    assert list(out_dir.iterdir()) == []
+    kept = CliRunner().invoke(cli, [*args, "--keep-failed"])
+    assert kept.exit_code == 2 and f"kept {out} anyway" in kept.output
+    assert list(out_dir.iterdir()) == [out]
+    # Within a budget: written, with the figures (measured) in the text and the JSON.
+    ok = CliRunner().invoke(cli, [*args[:-2], "--max-drop", "100", "--json", "-o", str(out)])
+    assert ok.exit_code == 0, ok.output
+    accuracy = json.loads(ok.output)["accuracy"]
+    assert accuracy["method"].startswith("measured") and accuracy["max_drop_pt"] == 100
+    assert accuracy["drop_pt"] == pytest.approx((accuracy["original"] - accuracy["result"]) * 100)
+
+
+def test_shrink_without_data_says_the_accuracy_was_not_checked(files):
+    root, model, _ = files
+    result = _run("shrink", model, "-o", str(root / "unchecked.keras"))
+    assert result.exit_code == 0, result.output
+    assert "accuracy not checked against --max-drop: it needs --data" in result.output

@@ -6,7 +6,7 @@ them to verified `.tflite` flatbuffers with `converters`, and benchmark them on
 the host, an emulated ARM64 device and LiteRT's GPU accelerator.
 
 The package is one sub-package per stage, in pipeline order:
-`tflight.devices`, `tflight.bridge`, `tflight.compress`, `tflight.distill`,
+`tflight.devices`, `tflight.bridge`, `tflight.compress`, `tflight.distillation`,
 `tflight.shrink`, `tflight.precision`, `tflight.bench`. Each declares its public
 names once (its `_EXPORTS`); this namespace re-exports them, lazily, so
 `import tflight` loads no TensorFlow. Importing `tflight` does not change what
@@ -28,7 +28,7 @@ STAGES = (
     "tflight.devices",
     "tflight.bridge",
     "tflight.compress",
-    "tflight.distill",
+    "tflight.distillation",
     "tflight.shrink",
     "tflight.precision",
     "tflight.bench",

@@ -319,14 +319,21 @@ def load_xy(
       error: the file is missing or unreadable, the arrays do not fit, or
         they hold NaN or infinite values.
     """
+    from converters.data import read_arrays
+    from converters.errors import RepresentativeDataError
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise error(f"Data file {path!r} does not exist.")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
-        raise error(f"{path!r} is not a readable .npz file: {e}") from e
+        arrays = read_arrays(path)
+    except RepresentativeDataError as e:
+        if e.kind == "missing":
+            raise error(f"Data file {path!r} does not exist.") from None
+        raise error(f"{path!r} is not a readable .npz file: {e.__cause__}") from e
+    if isinstance(arrays, np.ndarray):
+        raise error(
+            f"{path!r} is not a readable .npz file: it holds a single array (a .npy file); save "
+            "the inputs with np.savez(path, x=inputs, y=labels)."
+        )
     if "x" in arrays:
         names = ["x"]
     elif multi_input and "x0" in arrays:

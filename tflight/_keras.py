@@ -7,7 +7,12 @@ Everything in `tflight` imports Keras through this module so that:
 
 * `import tflight` leaves the user's `import keras` and `tf.keras` as they were;
 * TF-MOT is imported lazily (only when a compression technique is used) and
-  with the environment variable restored afterwards.
+  with the environment variable restored afterwards;
+* when this module imports TensorFlow first, it starts quietly: the native
+  start-up lines (CUDA probes on a machine without a GPU, CPU-feature, oneDNN
+  and absl notices) stay off the terminal, as they do on the command line. A
+  user who set `TF_CPP_MIN_LOG_LEVEL` (or `TFLIGHT_VERBOSE=1`), or imported
+  TensorFlow before, sees TensorFlow exactly as configured.
 """
 
 from __future__ import annotations
@@ -15,13 +20,44 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 from types import ModuleType
 from typing import Any
 
-import keras
-import tensorflow as tf
-
 _LEGACY_ENV = "TF_USE_LEGACY_KERAS"
+_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+_VERBOSE_ENV = "TFLIGHT_VERBOSE"
+
+
+def _start_quietly() -> bool:
+    """Whether TensorFlow is still to be imported and the user left its logging to us."""
+    return (
+        "tensorflow" not in sys.modules
+        and _LOG_LEVEL_ENV not in os.environ
+        and os.environ.get(_VERBOSE_ENV, "").strip() in ("", "0")
+    )
+
+
+if _start_quietly():
+    from converters._native_log import quiet_start_up
+
+    os.environ[_LOG_LEVEL_ENV] = "2"  # C++ INFO and WARNING logs, for this process and its children
+    with quiet_start_up():
+        import keras
+        import tensorflow as tf
+
+        # CUDA is probed (and complains on a machine without a GPU) at the first
+        # device query, so that happens here too.
+        tf.config.list_physical_devices()
+    # TensorFlow's Python loggers (absl's and `tf.get_logger()`, e.g. the retracing
+    # notices that tflight's repeated `predict` calls cause) at ERROR, as the C++ side.
+    from absl import logging as _absl_logging
+
+    _absl_logging.set_verbosity(_absl_logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+else:
+    import keras
+    import tensorflow as tf
 
 __all__ = [
     "keras",

@@ -7,11 +7,13 @@ and write files from `BenchmarkResult` objects.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from converters.files import write_atomic
 from tflight.bench.results import BenchmarkResult
 from tflight.errors import BenchmarkError
 
@@ -95,15 +97,12 @@ def plot_latency_vs_size(results: Sequence[BenchmarkResult], path: str | os.Path
     ax.margins(0.2)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.part{out.suffix}")
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, out)
+        fig.savefig(buffer, format=out.suffix.lower().lstrip("."))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    return write_atomic(out, buffer.getvalue(), error=BenchmarkError)
 
 
 def history_changes(

@@ -40,8 +40,6 @@ import datetime
 import hashlib
 import os
 import platform
-import re
-import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,8 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from tflight._io import class_ids
+from tflight.bench._runner import AcceleratorUnavailable, read_outputs, run_child, verify_model
+from tflight.bench.emulator import compare_on_arm64
+from tflight.bench.files import check_inputs, load_labels, top1
+from tflight.bench.gpu import gpu_run
 from tflight.bench.history import append_history, plot_latency_vs_size, read_history
+from tflight.bench.profile import delegated_ops, measure_profile
 from tflight.bench.results import (
     Accelerator,
     BenchmarkConfig,
@@ -67,7 +69,7 @@ from tflight.bench.results import (
     OpTiming,
 )
 from tflight.devices.profiles import PROFILES, estimate_latency, model_work
-from tflight.errors import BenchmarkError, DeviceError
+from tflight.errors import BenchmarkError
 
 __all__ = [
     "Accelerator",
@@ -90,366 +92,6 @@ __all__ = [
     "read_history",
     "plot_latency_vs_size",
 ]
-
-_CHILD = Path(__file__).with_name("child.py")
-
-
-def _verify(model: str | os.PathLike | bytes) -> tuple[bytes, Any]:
-    """Reads and checks a `.tflite` safely (in a child process) before anything loads it."""
-    import converters
-
-    try:
-        verified = converters.verify_tflite(model)
-    except converters.errors.InvalidTFLiteError as e:
-        raise BenchmarkError(str(e)) from e
-    return verified.content, verified
-
-
-def _run_child(
-    request: dict,
-    *,
-    timeout: float,
-    label: str,
-    env: dict[str, str] | None = None,
-    log: list[str] | None = None,
-) -> dict:
-    """Runs `child.py` on `request`; maps its answer to a result or an error.
-
-    The child is started, framed and mapped by `converters._child`.
-
-    Args:
-      env: the child's environment (default: this process's, without PYTHONPATH).
-      log: if given, the child's stderr is appended to it.
-    """
-    from converters import _child, _random_inputs
-
-    request = dict(request, random_inputs_module=_random_inputs.__file__)
-    request.setdefault("traceback_dir", tempfile.gettempdir())
-    try:
-        run = _child.run_child(
-            _child.python_command(str(_CHILD)),
-            request=request,
-            env=_child.child_env(env, project_path=False),
-            timeout=timeout,
-            name="tflight-bench",
-            tail_lines=2,
-        )
-    except _child.ChildTimeout as e:
-        raise BenchmarkError(
-            f"benchmarking {label} did not finish within {timeout:.0f} s; lower `runs`/"
-            "`min_time` or raise `timeout`"
-        ) from e
-    except _child.ChildCrashed as e:
-        if log is not None:
-            log.append(e.stderr)
-        raise BenchmarkError(
-            f"LiteRT {e.how} while running {label}; the caller is unharmed. {e.tail}".strip()
-            + (f" (its output is kept in {e.log})" if e.log else "")
-        ) from None
-    except _child.ChildFailed as e:
-        if log is not None:
-            log.append(e.stderr)
-        if e.kind == "InputDataError":
-            raise InputDataError(e.message) from None
-        if e.kind == "AcceleratorUnavailable":
-            raise _AcceleratorUnavailable(e.message) from None
-        if e.kind == _child.INTERNAL:
-            raise BenchmarkInternalError(e.message, e.traceback) from None
-        raise BenchmarkError(e.message) from None
-    if log is not None:
-        log.append(run.stderr)
-    return run.reply
-
-
-def _gpu_run(
-    request: dict,
-    content: bytes,
-    cfg: BenchmarkConfig,
-    label: str,
-    tmpd: Path,
-    inputs_path: str | None,
-    progress: Callable[[str], None] | None,
-) -> tuple[dict, GpuReport]:
-    """Times the model on LiteRT's GPU accelerator and checks its outputs against the CPU's.
-
-    The accelerator runs on the software Vulkan device of `converters.gpu`
-    (set up on first use). No silent fallback: a missing device, a model with
-    free dimensions, or outputs that fail the check raise.
-    """
-    from converters.analysis import analyze_flatbuffer
-    from converters.gpu import (
-        TIMING_LABEL,
-        GpuUnavailableError,
-        compare_gpu_outputs,
-        parse_fallback,
-        setup_gpu,
-    )
-
-    stats = analyze_flatbuffer(content)
-    free = [
-        f"{t.name} {list(t.shape_signature)}"
-        for t in stats.inputs
-        if any(int(d) < 0 for d in t.shape_signature)
-    ]
-    if free:
-        raise BenchmarkError(
-            f"LiteRT's GPU accelerator takes static shapes only, and {label} has free "
-            f"dimensions ({'; '.join(free)}); a .tflite is benchmarked as it is, so convert it "
-            "again with a fixed batch: `tflight convert MODEL --target gpu` does that"
-        )
-    try:
-        vulkan = setup_gpu(progress=progress)
-    except GpuUnavailableError as e:
-        raise DeviceError(
-            f"no Vulkan device for LiteRT's GPU accelerator could be set up: {e}"
-        ) from e
-    log: list[str] = []
-    try:
-        child = _run_child(
-            dict(request, outputs_path=str(tmpd / "gpu_outputs.npz")),
-            timeout=cfg.timeout, label=label, log=log,
-            env=dict(vulkan.env(), TF_CPP_MIN_LOG_LEVEL="0"),
-        )
-    except _AcceleratorUnavailable as e:
-        raise DeviceError(f"{e} (on the software Vulkan device {vulkan.root})") from e
-    # The CPU accelerator on exactly the same inputs, for the comparison.
-    _run_child(
-        dict(
-            request, accelerator="cpu", runs=1, min_time=0.0, warmup_runs=0,
-            warmup_min_time=0.0, inputs_npz=inputs_path or request["inputs_save"],
-            inputs_save=None,
-        ),
-        timeout=cfg.timeout, label=label,
-    )
-    gpu_out = _outputs_from(tmpd / "gpu_outputs.npz")
-    cpu_out = _outputs_from(Path(request["outputs_path"]))
-    os.replace(tmpd / "gpu_outputs.npz", request["outputs_path"])
-    max_diff, snr, failures = compare_gpu_outputs(cpu_out, gpu_out)
-    if failures:
-        raise BenchmarkError(
-            f"{label} fails validation on LiteRT's GPU accelerator: {'; '.join(failures)}. "
-            "Benchmark an fp32 or fp16 conversion, or use --accelerator cpu."
-        )
-    fallback, partitions = parse_fallback(log[0] if log else "")
-    adapter = re.search(r"Selected adapter: (.*?)(?:, arch=|$)", log[0] if log else "", re.M)
-    if adapter is None:
-        raise DeviceError(
-            "LiteRT's GPU accelerator found no Vulkan adapter, so nothing ran on it; run "
-            "converters.gpu.setup_gpu(force=True) to rebuild the software Vulkan device"
-        )
-    report = GpuReport(
-        adapter=adapter.group(1).strip() if adapter else "",
-        fully_accelerated=bool(child.get("fully_accelerated")),
-        fallback=fallback,
-        partitions=partitions,
-        max_abs_diff=max_diff,
-        snr_db=snr,
-        min_snr_db=30.0,
-        timing_note=TIMING_LABEL,
-    )
-    return child, report
-
-
-class _AcceleratorUnavailable(BenchmarkError):
-    pass
-
-
-def _load_labels(
-    path: str | None, n: int, *, name: str, classes: int | None = None
-) -> np.ndarray | None:
-    """The labels `y` of the inputs file as class ids (`tflight._io.class_ids`), or None.
-
-    With `classes` (the width of the model's first output), ids outside
-    `[0, classes)` and one-hot rows of another width are refused.
-    """
-    if path is None:
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        if "y" not in data:
-            return None
-        y = np.asarray(data["y"])
-    if y.ndim >= 1 and len(y) != n:
-        raise InputDataError(
-            f"labels 'y' in {name!r} hold {len(y)} entries but the inputs "
-            f"hold {n} samples; give one label per sample"
-        )
-    return class_ids(
-        y, n, classes=classes, what=f"labels 'y' in {name!r}", error=InputDataError
-    )
-
-
-def _check_inputs_path(inputs: str | os.PathLike | None) -> str | None:
-    if inputs is None:
-        return None
-    p = Path(inputs)
-    if p.suffix != ".npz":
-        raise InputDataError(
-            f"inputs must be an .npz file (arrays 'x' or 'x0', 'x1', ... and optional labels "
-            f"'y'), got {str(inputs)!r}"
-        )
-    if not p.is_file():
-        raise InputDataError(f"inputs file {str(inputs)!r} does not exist")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            _ = list(data.keys())
-    except (OSError, ValueError) as e:
-        raise InputDataError(f"cannot read {str(inputs)!r} as an .npz file: {e}") from e
-    return str(p.resolve())
-
-
-def _top1(a: np.ndarray) -> np.ndarray:
-    return a.reshape(len(a), -1).argmax(axis=1) if a.ndim > 1 else a
-
-
-def _outputs_from(path: Path) -> list[np.ndarray]:
-    with np.load(path) as d:
-        return [d[f"out{i}"] for i in range(len(d.files))]
-
-
-def _delegated_ops(ops: list[dict]) -> dict[int, bool] | None:
-    """Which original ops ran inside a delegate partition (from DELEGATE nodes)."""
-    if not ops:
-        return None
-    originals = [o for o in ops if o["op_name"] != "DELEGATE"]
-    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    producer = {t: o["index"] for o in originals for t in o["outputs"]}
-    by_index = {o["index"]: o for o in originals}
-    inside: set[int] = set()
-    for d in delegates:
-        stop = set(d["inputs"])
-        stack = [producer[t] for t in d["outputs"] if t in producer]
-        while stack:
-            i = stack.pop()
-            if i in inside:
-                continue
-            inside.add(i)
-            for t in by_index[i]["inputs"]:
-                if t >= 0 and t not in stop and t in producer:
-                    stack.append(producer[t])
-    return {o["index"]: o["index"] in inside for o in originals}
-
-
-_PREFIX_METHOD = (
-    "estimated by timing model prefixes: the median latency of the first k ops minus that "
-    "of the first k-1, each prefix timed in one clean process (LiteRT's Python API has no "
-    "per-op profiler); op 0 includes the per-invoke overhead; noisy for ops under a "
-    "microsecond, and fusion across op boundaries is attributed to the later op"
-)
-
-
-def _measure_profile(
-    path: str, content: bytes, cfg: BenchmarkConfig, ops_seen: list[dict]
-) -> OpProfile:
-    from converters.analysis import op_sequence, prefix_models
-
-    delegated = _delegated_ops(ops_seen) or {}
-    names = op_sequence(content)
-    with tempfile.TemporaryDirectory(prefix="tflight-prefix-") as tmp:
-        try:
-            prefixes = []
-            for k, blob in enumerate(prefix_models(content), start=1):
-                p = Path(tmp) / f"prefix_{k:04d}.tflite"
-                p.write_bytes(blob)
-                prefixes.append(str(p))
-        except Exception as e:  # noqa: BLE001 - fall back to the estimate below
-            prefixes = []
-            reason = f"{type(e).__name__}: {e}"
-        if prefixes:
-            try:
-                out = _run_child(
-                    {
-                        "prefix_models": prefixes,
-                        "threads": cfg.threads,
-                        "xnnpack": cfg.xnnpack,
-                        "runs": max(10, min(cfg.runs, 50)),
-                        "min_time": 0.05,
-                        "seed": cfg.seed,
-                    },
-                    timeout=cfg.timeout,
-                    label=f"the per-op profile of {path}",
-                )
-                med = out["prefix_medians_ms"]
-                times = [max(med[0], 0.0)] + [
-                    max(med[k] - med[k - 1], 0.0) for k in range(1, len(med))
-                ]
-                total = sum(times) or 1.0
-                return OpProfile(
-                    ops=tuple(
-                        OpTiming(
-                            index=k,
-                            op_name=names[k] if k < len(names) else "?",
-                            delegated=delegated.get(k),
-                            ms=t,
-                            share=t / total,
-                        )
-                        for k, t in enumerate(times)
-                    ),
-                    method=_PREFIX_METHOD,
-                    estimated=True,
-                )
-            except BenchmarkError as e:
-                reason = str(e)
-    est = estimate_latency(model_work(content), "pixel4")
-    total = sum(est.per_op_ms) or 1.0
-    work_ops = model_work(content).ops
-    return OpProfile(
-        ops=tuple(
-            OpTiming(o.index, o.op_name, delegated.get(o.index), t, t / total)
-            for o, t in zip(work_ops, est.per_op_ms, strict=True)
-        ),
-        method=f"estimated from the pixel4 device profile (timing model prefixes failed: {reason})",
-        estimated=True,
-    )
-
-
-def _device_run(
-    path: str,
-    inputs_npz: str,
-    host_outputs: list[np.ndarray],
-    out_scales: list[float],
-    cfg: BenchmarkConfig,
-    progress: Callable[[str], None] | None,
-    count_instructions: bool,
-) -> DeviceReport:
-    from tflight.bench.emulator import run_on_arm64
-
-    with tempfile.TemporaryDirectory(prefix="tflight-arm64-out-") as tmp:
-        out_path = str(Path(tmp) / "outputs.npz")
-        run = run_on_arm64(
-            {
-                "model": path,
-                "inputs_npz": inputs_npz,
-                "outputs_path": out_path,
-                "runs": min(cfg.runs, 10),
-                "warmup_runs": min(cfg.warmup_runs, 1),
-                "seed": cfg.seed,
-            },
-            count_instructions=count_instructions,
-            timeout=max(cfg.timeout, 900.0),
-            progress=progress,
-        )
-        if "error" in run.child:
-            raise DeviceError(f"the ARM64 run failed: {run.child['error']['message']}")
-        arm = _outputs_from(Path(out_path))
-    diffs, tol = [], 0.0
-    for a, h, scale in zip(arm, host_outputs, out_scales, strict=True):
-        diffs.append(float(np.max(np.abs(a.astype(np.float64) - h.astype(np.float64)))))
-        tol = max(tol, scale * 1.0001 if scale else 1e-4 * max(1.0, float(np.max(np.abs(h)))))
-    max_diff = max(diffs) if diffs else 0.0
-    return DeviceReport(
-        device=Device.ARM64.value,
-        runtime=run.child.get("runtime_version", "ai-edge-litert"),
-        outputs_match=max_diff <= tol,
-        max_abs_diff=max_diff,
-        tolerance=tol,
-        instructions_per_invoke=run.instructions_per_invoke,
-        cost_note=run.cost_note,
-        emulated_median_ms=float(statistics.median(run.child["latencies_ms"])),
-        wall_s=run.wall_s,
-        emulator=run.emulator,
-        unsized_blocks=run.unsized_blocks,
-    )
-
 
 def benchmark(
     model: str | os.PathLike | bytes,
@@ -516,8 +158,8 @@ def benchmark(
             raise BenchmarkError(
                 f"unknown device profile {n!r} in `estimate`; known: {', '.join(PROFILES)}"
             )
-    inputs_path = _check_inputs_path(inputs)
-    content, verified = _verify(model)
+    inputs_path = check_inputs(inputs)
+    content, verified = verify_model(model)
     label = str(model) if not isinstance(model, (bytes, bytearray)) else "<bytes>"
 
     with tempfile.TemporaryDirectory(prefix="tflight-bench-run-") as tmp:
@@ -550,17 +192,17 @@ def benchmark(
         accel_used = Accelerator(cfg.accelerator).value
         gpu_report = None
         if cfg.accelerator == Accelerator.GPU:
-            child, gpu_report = _gpu_run(request, content, cfg, label, tmpd, inputs_path,
+            child, gpu_report = gpu_run(request, content, cfg, label, tmpd, inputs_path,
                                          progress)
             accel_used = f"gpu ({gpu_report.adapter or 'software Vulkan'})"
             notes.append(f"GPU latency: {gpu_report.timing_note}")
         else:
             try:
-                child = _run_child(request, timeout=cfg.timeout, label=label)
-            except _AcceleratorUnavailable as e:
+                child = run_child(request, timeout=cfg.timeout, label=label)
+            except AcceleratorUnavailable as e:
                 accel_used = "cpu"
                 notes.append(f"{e}; ran on the CPU instead")
-                child = _run_child(
+                child = run_child(
                     dict(request, accelerator="cpu"), timeout=cfg.timeout, label=label
                 )
         if cfg.accelerator == Accelerator.NPU and accel_used == "npu":
@@ -576,28 +218,28 @@ def benchmark(
                     "where), so this run is counted as a CPU run, not an NPU run"
                 )
         if cfg.delegate:
-            delegated = _delegated_ops(child.get("ops", []))
+            delegated = delegated_ops(child.get("ops", []))
             n_del = sum(delegated.values()) if delegated else 0
             notes.append(f"external delegate {Path(cfg.delegate).name}: {n_del} op(s) delegated")
-        outputs = _outputs_from(tmpd / "outputs.npz")
+        outputs = read_outputs(tmpd / "outputs.npz")
 
         accuracy = agreement = max_diff = None
         samples = None
         width = outputs[0].shape[1] if outputs[0].ndim == 2 and outputs[0].shape[1] > 1 else None
-        labels = _load_labels(inputs_path, len(outputs[0]), name=str(inputs), classes=width)
+        labels = load_labels(inputs_path, len(outputs[0]), name=str(inputs), classes=width)
         if inputs_path is not None:
             samples = int(len(outputs[0]))
         if labels is not None:
-            accuracy = float(np.mean(_top1(outputs[0]) == labels))
+            accuracy = float(np.mean(top1(outputs[0]) == labels))
         if reference is not None:
             if inputs_path is None:
                 raise InputDataError(
                     "a reference model needs `inputs` (an .npz) to compare outputs on"
                 )
-            ref_content, _ = _verify(reference)
+            ref_content, _ = verify_model(reference)
             ref_path = tmpd / "reference.tflite"
             ref_path.write_bytes(ref_content)
-            ref = _run_child(
+            ref = run_child(
                 dict(
                     request,
                     model=str(ref_path),
@@ -614,26 +256,26 @@ def benchmark(
                 label=str(reference),
             )
             del ref
-            ref_out = _outputs_from(tmpd / "ref_outputs.npz")
+            ref_out = read_outputs(tmpd / "ref_outputs.npz")
             if ref_out[0].shape != outputs[0].shape:
                 raise InputDataError(
                     f"the reference's output has shape {ref_out[0].shape}, the model's "
                     f"{outputs[0].shape}: they cannot be compared"
                 )
-            agreement = float(np.mean(_top1(ref_out[0]) == _top1(outputs[0])))
+            agreement = float(np.mean(top1(ref_out[0]) == top1(outputs[0])))
             max_diff = float(np.max(np.abs(ref_out[0] - outputs[0])))
 
         work = model_work(content)
         estimates = tuple(estimate_latency(work, n) for n in names)
         op_profile = (
-            _measure_profile(label, content, cfg, child.get("ops", [])) if profile else None
+            measure_profile(label, content, cfg, child.get("ops", [])) if profile else None
         )
         device_report = None
         if device is Device.ARM64:
             # The ARM run gets exactly the host's inputs: the user's, or the
             # random ones the host child saved.
             dev_inputs = inputs_path or str(tmpd / "inputs.npz")
-            device_report = _device_run(
+            device_report = compare_on_arm64(
                 str(path),
                 dev_inputs,
                 outputs,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import click
 
@@ -12,48 +10,6 @@ __all__ = ["bench"]
 
 _ACCELERATORS = ["cpu", "gpu", "npu"]
 _DEVICES = ["host", "arm64"]
-
-
-def _check_output_path(path: str, option: str) -> None:
-    """An output file's folder must exist and be writable; the file must not be a folder."""
-    from tflight.errors import BenchmarkError
-
-    p = Path(path)
-    folder = p.parent
-    if p.is_dir():
-        raise BenchmarkError(f"{option} {path!r} is a folder; give a file name")
-    if not folder.is_dir():
-        raise BenchmarkError(
-            f"{option}: the folder {str(folder)!r} does not exist; create it or choose another path"
-        )
-    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise BenchmarkError(
-            f"{option}: {path!r} cannot be written (permission denied); choose another path"
-        )
-
-
-def _check_finite_inputs(path: str) -> None:
-    """Refuses an --inputs file whose numeric arrays hold NaN or infinite values.
-
-    Unreadable files are left to the benchmark, which names the problem.
-    """
-    import numpy as np
-
-    from tflight.bench.results import InputDataError
-
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return
-    with data:
-        for key in data.files:
-            a = data[key]
-            if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-                raise InputDataError(
-                    f"--inputs {path!r}: array {key!r} holds NaN or infinite values "
-                    f"({int(np.sum(~np.isfinite(a)))} of {a.size}); replace them with real "
-                    "inputs or drop those samples."
-                )
 
 
 def _delegate_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -137,13 +93,10 @@ def bench(
     statistics, peak memory; with --inputs labels, accuracy and agreement with
     the first model. Columns marked (est.) are estimates from device profiles.
     """
-    # `tflight.benchmark` is also the name of the function re-exported by the
-    # package, so the module is taken from sys.modules explicitly.
-    import importlib
-
+    # The module, not its function: looked up when called (tests replace it).
+    from tflight.bench import run
+    from tflight.bench.files import check_output_path
     from tflight.devices.profiles import PROFILES
-
-    _b = importlib.import_module("tflight.bench.run")
 
     shown = list(estimate) or ["pixel4"]
     unknown = [e for e in shown if e not in PROFILES]
@@ -161,16 +114,10 @@ def bench(
             ) from None
     # Output paths are checked before anything is measured.
     if history is not None:
-        _check_output_path(history, "--history")
+        check_output_path(history, option="--history")
     if plot is not None:
-        _check_output_path(plot, "--plot")
-        if Path(plot).suffix.lower() not in (".png", ".svg", ".pdf"):
-            from tflight.errors import BenchmarkError
-
-            raise BenchmarkError(f"--plot {plot!r} must end in .png, .svg or .pdf")
-    if inputs is not None and os.path.isfile(inputs):
-        _check_finite_inputs(inputs)
-    config = _b.BenchmarkConfig(
+        check_output_path(plot, option="--plot", plot=True)
+    config = run.BenchmarkConfig(
         runs=runs,
         min_time=min_time,
         max_time=max_time,
@@ -185,7 +132,7 @@ def bench(
     )
     progress = lambda msg: click.echo(msg, err=True)  # noqa: E731
     try:
-        comparison = _b.benchmark_many(
+        comparison = run.benchmark_many(
             list(models),
             inputs=inputs,
             config=config,
@@ -194,7 +141,7 @@ def bench(
             count_instructions=not no_instructions,
             progress=progress,
         )
-    except _b.BenchmarkInternalError as e:
+    except run.BenchmarkInternalError as e:
         where = (
             f"the full traceback is in {e.traceback_path}"
             if e.traceback_path

@@ -1,8 +1,12 @@
-"""`tflight compress`: prune / QAT / cluster (or a combination), fine-tune, convert."""
+"""`tflight compress`: prune / QAT / cluster (or a combination), fine-tune, convert.
+
+The command parses its flags, loads the files, makes one library call
+(`tflight.compress.compress_to_tflite`) and renders the result; library errors
+are mapped to the command's flags through their fields (`e.kind`, `e.option`).
+"""
 
 from __future__ import annotations
 
-import enum
 import os
 
 import click
@@ -13,105 +17,28 @@ from tflight.cli._common import (
     progress_printer,
     stage_callback,
 )
+from tflight.compress.gate import DEFAULT_MAX_DROP
+from tflight.compress.recipe import Recipe
 
 __all__ = ["compress", "Recipe"]
 
-
-class Recipe(enum.StrEnum):
-    """Techniques and combinations; the values are the CLI words."""
-
-    PRUNE = "prune"
-    QAT = "qat"
-    CLUSTER = "cluster"
-    PQAT = "pqat"
-    CQAT = "cqat"
-    PCQAT = "pcqat"
-
-
-_STAGES = {
-    Recipe.PRUNE: ["prune"],
-    Recipe.QAT: ["qat"],
-    Recipe.CLUSTER: ["cluster"],
-    Recipe.PQAT: ["prune", "qat"],
-    Recipe.CQAT: ["cluster", "qat"],
-    Recipe.PCQAT: ["prune", "cluster", "qat"],
+# The library's arguments, as this command's flags.
+_FLAGS = {
+    "epochs": "--epochs",
+    "learning_rate": "--lr",
+    "schedule": "--schedule ramp",
+    "sparsity": "--sparsity",
+    "clusters": "--clusters",
+    "distillation": "distilling first (tflight distill)",
 }
-
-
-def _ends_in_softmax(model) -> bool:
-    last = model.layers[-1]
-    if type(last).__name__ == "Softmax":
-        return True
-    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
-
-
-def _n(x) -> int:
-    """Examples in `x`: one array, or a list of arrays (one per model input)."""
-    return len(x[0]) if isinstance(x, list) else len(x)
-
-
-def _rows(x, index):
-    return [a[index] for a in x] if isinstance(x, list) else x[index]
-
-
-def _split(x, y, holdout: float):
-    """`--holdout` split of one array or of a list of input arrays (same rows in each)."""
-    import numpy as np
-
-    from tflight import _io
-
-    if not isinstance(x, list):
-        (x, y), (x_val, y_val) = _io.split_holdout(x, y, holdout)
-        return x, y, x_val, y_val
-    index = np.arange(_n(x))
-    (train, y), (held, y_val) = _io.split_holdout(index, y, holdout)
-    return _rows(x, train), y, _rows(x, held), y_val
-
-
-def _check_outputs(model, error) -> None:
-    outputs = list(getattr(model, "outputs", None) or [])
-    if len(outputs) > 1:
-        names = ", ".join(repr(n) for n in (getattr(model, "output_names", None) or []))
-        raise error(
-            f"The model {model.name!r} has {len(outputs)} outputs ({names}); compress trains "
-            "classifiers with one output and one label per example. Compress a multi-output "
-            "model from Python with tflight.Pipeline (it takes a loss per output), or save "
-            "one head on its own."
-        )
-
-
-def _check_inputs(model, x, path: str, error) -> None:
-    """Single-input models take `x`; a model with k inputs takes `x0` ... `x{k-1}`."""
-    from tflight import _io
-
-    if not isinstance(x, list):
-        _io.check_input_shape(model, x, path, error=error)
-        return
-    inputs = list(getattr(model, "inputs", None) or [])
-    if len(inputs) != len(x):
-        raise error(
-            f"{path!r} holds {len(x)} input array(s) (x0 ... x{len(x) - 1}) but model "
-            f"{model.name!r} has {len(inputs)} input(s); save one array per input, in the "
-            "model's input order."
-        )
-    for i, (tensor, a) in enumerate(zip(inputs, x, strict=True)):
-        expected, got = tuple(tensor.shape[1:]), tuple(a.shape[1:])
-        if len(expected) != len(got) or any(
-            e is not None and e != g for e, g in zip(expected, got, strict=True)
-        ):
-            raise error(
-                f"`x{i}` in {path!r} has examples of shape {got}, but input {i} of model "
-                f"{model.name!r} takes {expected} (None = any); pass data of shape "
-                f"(n, *{expected})."
-            )
-
-
-def _accuracy(model, x, y) -> float:
-    """Top-1 accuracy of a Keras model on `x` (array or list of arrays) with class ids `y`."""
-    import numpy as np
-
-    pred = np.asarray(model.predict(x, verbose=0))
-    return float(np.mean(pred.reshape(len(pred), -1).argmax(-1) == np.asarray(y).reshape(-1)))
+_WORDS = {
+    "epochs": "more {}",
+    "learning_rate": "another {}",
+    "schedule": "the ramped {}",
+    "sparsity": "a lower {}",
+    "clusters": "more {}",
+    "distillation": "{}",
+}
 
 
 def _echo_sparsity(report, target: float, skipped: dict[str, str]) -> None:
@@ -143,6 +70,47 @@ def agreement_advice() -> str:
         "in --mode dynamic (e.g. --technique prune --mode dynamic); or fine-tune longer "
         "(--epochs), which helps when the quantization ranges have not settled but can lower "
         "agreement further on attention models."
+    )
+
+
+def _render(out, held: str, sparsity: float) -> None:
+    """Prints what the run did and the figures measured on the held-out data."""
+    out.pipeline.summary(print_fn=click.echo)
+    if out.sparsity is not None:
+        _echo_sparsity(out.sparsity, sparsity, out.skipped)
+    agreement = out.agreement
+    click.echo(
+        f"measured on {held}: top-1 agreement Keras vs LiteRT {agreement.agreement:.2%}; "
+        f"accuracy Keras {agreement.keras_accuracy:.2%}, LiteRT {agreement.tflite_accuracy:.2%}"
+    )
+    check = out.accuracy
+    click.echo(f"original model: accuracy {check.original:.2%} on the same {held}")
+    budget = "" if check.max_drop is None else f" (--max-drop {check.max_drop:g})"
+    click.echo(f"accuracy drop, LiteRT vs original: {check.drop:+.1f} pt{budget}")
+    if check.max_drop is not None and check.resolution > check.max_drop:
+        click.echo(
+            f"note: one of the {check.samples} held-out samples is {check.resolution:.1f} pt, "
+            f"coarser than --max-drop {check.max_drop:g}: more held-out data makes the check finer."
+        )
+
+
+def _unsupported(e, skip_unsupported: bool, keep_unsupported_float: bool):
+    """The library's unsupported-layer error, with this command's flags as the fix."""
+    from tflight.errors import UnsupportedLayerError
+
+    technique = e.details.get("technique")
+    if technique == "prune" and not skip_unsupported:
+        fix = " Leave them dense with --skip-unsupported, or r"
+    elif technique == "qat" and not keep_unsupported_float:
+        fix = " Leave them in float with --keep-unsupported-float, or r"
+    else:
+        fix = " R"
+    return UnsupportedLayerError(
+        f"{e.details.get('reason', 'A layer is not supported')}.{fix}eplace them with "
+        "supported layers (Conv2D, DepthwiseConv2D, Dense, ...), or choose another --technique.",
+        option="technique",
+        layer=e.layer,
+        kind=e.kind,
     )
 
 
@@ -178,9 +146,22 @@ def agreement_advice() -> str:
 )
 @click.option("--sparsity", type=float, default=0.5, show_default=True, help="Pruning target.")
 @click.option("--clusters", type=int, default=16, show_default=True, help="Clusters per kernel.")
-@click.option("--epochs", type=int, default=2, show_default=True, help="Epochs per stage.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--schedule",
+    type=click.Choice(["ramp", "constant"]),
+    default="ramp",
+    show_default=True,
+    help="Pruning schedule: ramp (polynomial decay from 0 to --sparsity over the first three "
+    "quarters of the pruning stage) or constant (--sparsity from the first step).",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Epochs per stage [default: scaled to the data, about 600 steps per stage, 2 to 20].",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option(
     "--mode",
     type=click.Choice(["fp32", "fp16", "dynamic", "int8"]),
@@ -206,6 +187,20 @@ def agreement_advice() -> str:
     help="With pruning: leave the layers TF-MOT cannot prune dense instead of failing "
     "(they are reported as skipped).",
 )
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_MAX_DROP,
+    show_default=True,
+    help="Accuracy points the .tflite may lose against the original model on the held-out "
+    "data; past it nothing is written and the exit code is 2.",
+)
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Write the .tflite even when it misses --max-drop or --min-agreement (the exit "
+    "code is still 2).",
+)
 @custom_objects_option
 @progress_option
 @click.option(
@@ -225,13 +220,16 @@ def compress(
     technique: str,
     sparsity: float,
     clusters: int,
-    epochs: int,
+    schedule: str,
+    epochs: int | None,
     batch_size: int,
     lr: float,
     mode: str | None,
     min_agreement: float,
     keep_unsupported_float: bool,
     skip_unsupported: bool,
+    max_drop: float,
+    keep_failed: bool,
     custom_objects_path: str | None,
     progress: bool | None,
     out_path: str,
@@ -240,10 +238,15 @@ def compress(
 
     The accuracy and Keras-vs-LiteRT agreement figures are measured on data
     that training did not see: --validation, or a random --holdout share of
-    --data.
+    --data. A .tflite that loses more than --max-drop accuracy points against
+    the original model on that data is not written (exit code 2) unless
+    --keep-failed asks for it.
     """
     from converters.files import check_output
     from tflight import _io
+    from tflight._keras import tf_keras
+    from tflight.compress.checks import check_classifier_data
+    from tflight.compress.recipe import compress_to_tflite
     from tflight.errors import CompressionError, UnsupportedLayerError
 
     # The output is checked before anything is loaded or trained.
@@ -259,109 +262,100 @@ def compress(
         error=CompressionError,
     )
     say = progress_printer(progress)
-    stages = _STAGES[Recipe(technique)]
+    recipe = Recipe(technique)
 
     x, y = _io.load_xy(data_path, labels=True, error=CompressionError, multi_input=True)
+    validation = None
     if validation_path is not None:
-        x_val, y_val = _io.load_xy(
+        validation = _io.load_xy(
             validation_path, labels=True, error=CompressionError, multi_input=True
         )
     custom = _io.load_custom_objects(custom_objects_path, error=CompressionError)
     model = _io.load_model(model_path, custom_objects=custom, error=CompressionError)
-    _check_outputs(model, CompressionError)
-    _check_inputs(model, x, data_path, CompressionError)
+    # The files are checked against the model as they are loaded, before any training.
+    check_classifier_data(model, x, data_path)
     y = _io.check_labels(model, y, data_path, error=CompressionError)
-    if validation_path is not None:
-        _check_inputs(model, x_val, validation_path, CompressionError)
-        y_val = _io.check_labels(model, y_val, validation_path, error=CompressionError)
-        held = f"{_n(x_val)} samples of {validation_path}"
-    else:
-        x, y, x_val, y_val = _split(x, y, holdout)
-        held = (
-            f"{_n(x_val)} held-out samples ({holdout:.0%} of {data_path}, not used for training)"
+    if validation is not None:
+        check_classifier_data(model, validation[0], validation_path)
+        validation = (
+            validation[0],
+            _io.check_labels(model, validation[1], validation_path, error=CompressionError),
         )
-    if _n(x) < 2:
-        raise CompressionError(
-            f"{data_path!r} leaves {_n(x)} training example(s) after holding out "
-            f"{_n(x_val)}; give more data or pass --validation."
-        )
-
-    import converters
-    import tflight
-    from tflight._keras import tf_keras
-
-    techniques = []
-    for stage in stages:
-        if stage == "prune":
-            techniques.append(tflight.Prune(
-                    sparsity=sparsity, unsupported="skip" if skip_unsupported else "raise"
-                )
-            )
-        elif stage == "cluster":
-            techniques.append(tflight.Cluster(n_clusters=clusters))
-        else:
-            techniques.append(
-                tflight.QAT(unsupported="keep_float" if keep_unsupported_float else "raise")
-            )
-    k = tf_keras()
-    loss = k.losses.SparseCategoricalCrossentropy(from_logits=not _ends_in_softmax(model))
-    callbacks = [stage_callback(k, say, stages)] if say else []
-    if say:
-        say(f"Fine-tuning on {_n(x)} examples of {data_path}; measuring on {held}.")
+    callbacks = [stage_callback(tf_keras(), say, list(recipe.stages))] if say else []
     try:
-        out = tflight.Pipeline(techniques).fit(
+        out = compress_to_tflite(
             model,
             x,
             y,
-            compile={"optimizer": k.optimizers.Adam(lr), "loss": loss, "metrics": ["accuracy"]},
+            recipe=recipe,
+            validation_data=validation,
+            holdout=holdout,
+            sparsity=sparsity,
+            schedule=schedule,
+            clusters=clusters,
             epochs=epochs,
             batch_size=batch_size,
-            verbose=0,
+            learning_rate=lr,
+            mode=mode,
+            min_agreement=min_agreement,
+            skip_unsupported=skip_unsupported,
+            keep_unsupported_float=keep_unsupported_float,
+            max_drop=max_drop,
             callbacks=callbacks,
+            progress=say,
+            names=(data_path, validation_path),
         )
     except UnsupportedLayerError as e:
-        # The library's advice names Python arguments; give the command's own.
-        reason = str(e).split(". ")[0]
-        if "prune" in stages and not skip_unsupported and "cannot prune" in reason:
-            fix = " Leave them dense with --skip-unsupported, or"
-        elif "qat" in stages and not keep_unsupported_float and "cannot prune" not in reason:
-            fix = " Leave them in float with --keep-unsupported-float, or"
-        else:
-            fix = ""
-        raise UnsupportedLayerError(
-            f"{reason}.{fix or ''} {'r' if fix else 'R'}eplace them with supported layers "
-            "(Conv2D, DepthwiseConv2D, Dense, ...), or choose another --technique."
-        ) from e
+        raise _unsupported(e, skip_unsupported, keep_unsupported_float) from e
     except CompressionError as e:
-        if "did not reach its target" not in str(e):
+        failed = e.details.get("result")
+        if e.kind == "target_missed":
+            raise CompressionError(
+                f"{e.details.get('reason', 'Pruning did not reach its target')}. Train for more "
+                "steps: raise --epochs or lower --batch-size.",
+                option="epochs",
+                kind=e.kind,
+            ) from e
+        if e.kind not in ("budget_missed", "agreement_low") or failed is None:
             raise
-        reason = str(e).split(". ")[0]
-        raise CompressionError(
-            f"{reason}. Train for more steps: raise --epochs or lower --batch-size."
-        ) from e
-    out.summary(print_fn=click.echo)
-    qat = "qat" in stages
-    mode = mode or ("int8" if qat else "fp32")
-    if say:
-        say(f"Converting to {mode} and verifying in LiteRT ...")
-    result = converters.convert(
-        out.model, mode, representative_data=_rows(x, slice(0, 200)), sample_data=x_val
-    )
-    if "prune" in stages:
-        skipped = next((dict(r.skipped) for r in out.reports if r.technique == "prune"), {})
-        _echo_sparsity(tflight.sparsity_report(out.model), sparsity, skipped)
-    original = _accuracy(model, x_val, y_val)
-    report = tflight.check_agreement(out.model, result, x_val, y=y_val, min_agreement=0.0)
-    click.echo(
-        f"measured on {held}: top-1 agreement Keras vs LiteRT {report.agreement:.2%}; "
-        f"accuracy Keras {report.keras_accuracy:.2%}, LiteRT {report.tflite_accuracy:.2%}"
-    )
-    click.echo(f"original model: accuracy {original:.2%} on the same {held}")
-    if qat and report.agreement < min_agreement:
-        raise CompressionError(
-            f"The {mode} .tflite agrees with the QAT Keras model on {report.agreement:.2%} of "
-            f"{report.samples} held-out samples, below --min-agreement {min_agreement:.2%}; "
-            f"nothing was written. {agreement_advice()}"
+        held = _held(failed, data_path, validation_path, holdout)
+        _render(failed, held, sparsity)
+        kept = ""
+        if keep_failed:
+            failed.save(out_path)
+            kept = f"; kept {out_path} anyway (--keep-failed)"
+        written = kept or "; nothing was written"
+        if e.kind == "agreement_low":
+            raise CompressionError(
+                f"The {failed.mode} .tflite agrees with the QAT Keras model on "
+                f"{e.details['agreement']:.2%} of {e.details['samples']} held-out samples, below "
+                f"--min-agreement {min_agreement:.2%}{written}. {agreement_advice()}",
+                option="min_agreement",
+                kind=e.kind,
+            ) from e
+        check = failed.accuracy
+        tries = ", ".join(
+            _WORDS[o].format(_FLAGS[o]) for o in e.details.get("advice", ()) if o in _FLAGS
         )
-    result.save(out_path)
-    click.echo(f"wrote {out_path}: {mode}, {result.size:,} bytes, gzip {result.gzip_size:,} bytes")
+        raise CompressionError(
+            f"the {failed.mode} .tflite does not meet the accuracy budget: it loses "
+            f"{check.drop:.1f} points on {held} ({check.accuracy:.2%} vs the original model's "
+            f"{check.original:.2%}), more than --max-drop {max_drop:g}{written}. Try {tries}; "
+            "or allow more with --max-drop.",
+            option="max_drop",
+            kind=e.kind,
+        ) from e
+    held = _held(out, data_path, validation_path, holdout)
+    _render(out, held, sparsity)
+    out.save(out_path)
+    result = out.conversion
+    click.echo(
+        f"wrote {out_path}: {out.mode}, {result.size:,} bytes, gzip {result.gzip_size:,} bytes"
+    )
+
+
+def _held(out, data_path: str, validation_path: str | None, holdout: float) -> str:
+    """Names the data the figures were measured on."""
+    if out.held_out_from == "validation":
+        return f"{out.held_out} samples of {validation_path}"
+    return f"{out.held_out} held-out samples ({holdout:.0%} of {data_path}, not used for training)"

@@ -223,36 +223,54 @@ def convert(
         raise click.exceptions.Exit(exit_code_for(list(failures.values())))
 
 
+def _flags(calibration: str | None, validation: str | None) -> dict[str, str]:
+    """The command's name for each keyword argument of `converters.convert_many`."""
+    return {
+        "representative_data": f"--calibration {calibration or 'FILE'}",
+        "validation_data": f"--validation {validation or 'FILE'}",
+        "input_dtype": "--input-dtype",
+        "output_dtype": "--output-dtype",
+    }
+
+
+# Where the validation samples came from (`ValidationReport.sample_source`), in flags.
+_SAMPLE_SOURCES = {
+    "validation_data": "--validation",
+    "held-out representative_data": "held-out --calibration",
+    "in-sample representative_data": "in-sample --calibration",
+    "representative_data": "--calibration",
+    "random": "random",
+}
+
+
 def _in_cli_words(e: Exception, calibration: str | None, validation: str | None) -> Exception:
-    """The library error, speaking of the command's flags instead of Python arguments."""
+    """The library error, speaking of the command's flags instead of Python arguments.
+
+    Mapped from the error's fields (`option`, `wording`, `finding`, `mode`,
+    `log_path`), never from its message text.
+    """
     import converters
 
     if isinstance(e, converters.errors.ValidationError) and e.finding:
-        advice = (
+        message = e.finding + (
             " Lower the pass marks with --min-snr DB / --min-top1 SHARE, give --calibration "
             "data closer to real inputs, or skip the check with --no-validate."
         )
         if e.mode == "int8":
-            advice += (
+            message += (
                 " Mode dynamic (-m dynamic) keeps activations in float and often passes where "
                 "int8 does not (e.g. a QAT model with layers kept float)."
             )
-        out: Exception = converters.errors.ValidationError(e.finding + advice)
-    elif isinstance(e, converters.errors.RepresentativeDataError):
-        message = str(e).replace("`representative_data`", f"--calibration {calibration}")
-        message = message.replace("needs --calibration None", "needs --calibration FILE")
-        message = message.replace("`validation_data`", f"--validation {validation}")
-        out = converters.errors.RepresentativeDataError(message)
+    elif isinstance(e, converters.errors.ConversionError):
+        message = e.message_for(_flags(calibration, validation).get(e.option or ""))
     else:
-        out = e
-    log_path = getattr(e, "log_path", None)
-    if log_path and "log:" not in str(out):
-        try:
-            out = type(out)(f"{out} Converter log: {log_path}")
-        except TypeError:
-            return out
-    out.mode = getattr(e, "mode", None)
-    out.log_path = getattr(e, "log_path", None)
+        return e
+    if getattr(e, "log_path", None):
+        message += f" Converter log: {e.log_path}"
+    out = converters.errors.ConversionError(message, option=e.option, layer=e.layer, fix=e.fix,
+                                            kind=e.kind)
+    out.mode = e.mode
+    out.log_path = e.log_path
     return out
 
 
@@ -279,8 +297,7 @@ def _report(
     checked = next((r.validation for r in results.values() if r.validation is not None), None)
     if checked is not None:
         # Say which samples the files were checked on (never the calibration ones).
-        where = checked.sample_source.replace("representative_data", "--calibration")
-        where = where.replace("validation_data", "--validation")
+        where = _SAMPLE_SOURCES.get(checked.sample_source, checked.sample_source)
         header[6] = f"validation ({checked.samples} {where} samples)"
     rows = []
     for mode, r in results.items():

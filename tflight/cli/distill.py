@@ -1,4 +1,9 @@
-"""`tflight distill`: train a student model to imitate a teacher model."""
+"""`tflight distill`: train a student model to imitate a teacher model.
+
+The command parses its flags, loads the files, calls `tflight.distillation.distill`,
+checks the student against the teacher on held-out data (the accuracy gate of
+`tflight.compress.gate`) and renders the figures.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from tflight.cli._common import (
     progress_option,
     progress_printer,
 )
+from tflight.compress.gate import DEFAULT_MAX_DROP
 
 __all__ = ["distill"]
 
@@ -102,6 +108,19 @@ def _parse_pair(value: str) -> tuple[str, str]:
     help="Run the teacher once over the data instead of every epoch.",
 )
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_MAX_DROP,
+    show_default=True,
+    help="Accuracy points the student may lose against the teacher on the held-out data; "
+    "past it nothing is written and the exit code is 2.",
+)
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Write the student even when it misses --max-drop (the exit code is still 2).",
+)
 @custom_objects_option
 @progress_option
 def distill(
@@ -120,6 +139,8 @@ def distill(
     learning_rate: float,
     cache: bool,
     seed: int,
+    max_drop: float,
+    keep_failed: bool,
     custom_objects_path: str | None,
     progress: bool | None,
 ) -> None:
@@ -129,16 +150,18 @@ def distill(
     on temperature-softened outputs (Hinton et al. 2015), plus a feature loss for each
     --feature-layer. The final figures name the data they were measured on: the
     training data, and held-out data (--validation, or a --holdout share of --data).
-    Epochs are shown on a terminal (--progress/--no-progress).
+    Epochs are shown on a terminal (--progress/--no-progress). A student that
+    loses more than --max-drop accuracy points against the teacher on the
+    held-out data is not written (exit code 2) unless --keep-failed asks for it.
     """
     pairs = [_parse_pair(v) for v in feature_layers]
 
     from converters.files import check_output
+    from tflight._files import check_model_path
     from tflight.errors import DistillationError
 
     # The output is checked before anything heavy is imported, loaded or trained.
-    if os.path.splitext(output)[1].lower() not in (".keras", ".h5"):
-        raise DistillationError(f"Output path {output!r} must end in .keras or .h5.")
+    check_model_path(output, option="output", error=DistillationError)
     check_output(
         output,
         [teacher_path, student_path, data_path, validation_path, custom_objects_path],
@@ -150,8 +173,10 @@ def distill(
             raise DistillationError(f"{name}: model file {value!r} does not exist.")
 
     from tflight import _io
-    from tflight.distill.distiller import _check_output_path, _module_for, _save_atomic
-    from tflight.distill.distiller import distill as run_distill
+    from tflight._files import save_model
+    from tflight._keras import is_keras3_model, keras, tf_keras
+    from tflight.compress.gate import compare_models
+    from tflight.distillation.run import distill as run_distill
 
     say = progress_printer(progress)
     x, y = _io.load_xy(
@@ -166,7 +191,7 @@ def distill(
     custom = _io.load_custom_objects(custom_objects_path, error=DistillationError)
     teacher = _io.load_model(teacher_path, custom_objects=custom, error=DistillationError)
     student = _io.load_model(student_path, custom_objects=custom, error=DistillationError)
-    _check_output_path(output, student)
+    check_model_path(output, student, option="output", error=DistillationError)
     _io.check_input_shape(student, x, data_path, role="the student", error=DistillationError)
     if y is not None:
         y = _io.check_labels(student, y, data_path, role="The student", error=DistillationError)
@@ -184,9 +209,7 @@ def distill(
     else:
         held = None
 
-    from tflight._keras import is_keras3_model
-
-    k = _module_for("keras3" if is_keras3_model(student) else "tf_keras")
+    k = keras if is_keras3_model(student) else tf_keras()
     k.utils.set_random_seed(seed)
     callbacks = []
     if say:
@@ -220,8 +243,51 @@ def distill(
         callbacks=callbacks,
         seed=seed,
     )
-    _save_atomic(result.student, output)
     result.summary(print_fn=click.echo)
     if not held:
         click.echo("no held-out data (unlabelled --data): every figure is on the training data")
+        click.echo("accuracy not checked against --max-drop: it needs labelled held-out data")
+        save_model(result.student, output, option="output", error=DistillationError)
+        click.echo(f"Wrote {output}")
+        return
+    try:
+        check = compare_models(
+            teacher, result.student, x_val, y_val, max_drop=max_drop, error=DistillationError,
+            advice=("epochs", "temperature", "alpha", "student"),
+            fix="more epochs, another temperature or alpha, or a larger student",
+            reference_name="teacher", result_name="student", payload=result,
+        )
+    except DistillationError as e:
+        if e.kind != "budget_missed":
+            raise
+        check = e.details["check"]
+        _echo_check(check, held)
+        kept = "nothing was written"
+        if keep_failed:
+            save_model(result.student, output, option="output", error=DistillationError)
+            kept = f"kept {output} anyway (--keep-failed)"
+        raise DistillationError(
+            f"the student does not meet the accuracy budget: it loses {check.drop:.1f} points on "
+            f"{held} ({check.accuracy:.2%} vs the teacher's {check.original:.2%}), more than "
+            f"--max-drop {max_drop:g}; {kept}. Try more --epochs, another --temperature or "
+            "--alpha, a --feature-layer, or a larger --student; or allow more with --max-drop.",
+            option="max_drop",
+            kind=e.kind,
+        ) from e
+    _echo_check(check, held)
+    save_model(result.student, output, option="output", error=DistillationError)
     click.echo(f"Wrote {output}")
+
+
+def _echo_check(check, held: str) -> None:
+    """The teacher's and the student's accuracy on the held-out data, and the drop."""
+    budget = "" if check.max_drop is None else f" (--max-drop {check.max_drop:g})"
+    click.echo(
+        f"measured on {held}: accuracy teacher {check.original:.2%}, student "
+        f"{check.accuracy:.2%}; drop {check.drop:+.1f} pt{budget}"
+    )
+    if check.max_drop is not None and check.resolution > check.max_drop:
+        click.echo(
+            f"note: one of the {check.samples} held-out samples is {check.resolution:.1f} pt, "
+            f"coarser than --max-drop {check.max_drop:g}: more held-out data makes the check finer."
+        )

@@ -16,7 +16,7 @@ def _load(path: str, error: type) -> tuple[object, object]:
     """Inputs and optional labels `y` from an .npz: `x` (one input) or `x0`, `x1`, ... (several)."""
     import numpy as np
 
-    from tflight import _io
+    from tflight._io import load_xy
 
     if os.path.isfile(path):
         try:
@@ -38,34 +38,66 @@ def _load(path: str, error: type) -> tuple[object, object]:
             raise
         except Exception as e:  # noqa: BLE001 - any read failure is a bad data file
             raise error(f"{path!r} is not a readable .npz file: {e}") from e
-    return _io.load_xy(path, labels=False, error=error)
-
-# The library's advice names Python arguments; the command names its own options.
-_ADVICE = [
-    ("Or raise max_drop, lower confidence, pass test_data / calibration_data separately.",
-     "Or raise --max-drop, lower --confidence, or pass a separate --calibration file so that "
-     "no part of --data is held out for calibration."),
-    ("leave calibration_data=None to hold part of the validation data out for it.",
-     "leave out --calibration to hold part of --data out for it."),
-    ("pass more samples or separate calibration_data.",
-     "give more samples in --data, or a separate --calibration file."),
-    ("Raise max_drop, allow more precise `choices` (float, fp16)",
-     "Raise --max-drop, allow more precise --choices (float, fp16)"),
-]
+    return load_xy(path, labels=False, error=error)
 
 
-def _with_cli_advice(e: Exception) -> Exception:
-    """`e` with its advice in terms of the command's options (the same object if none applies)."""
-    from tflight.errors import PrecisionBudgetError
+# The library's errors name its Python arguments (`e.option`); the command says
+# the same in its own options.
+_FLAGS = {
+    "x": "--data",
+    "y": "--data",
+    "calibration_data": "--calibration",
+    "max_drop": "--max-drop",
+    "confidence": "--confidence",
+    "guide": "--guide",
+    "output": "--metric-output",
+    "objective": "--objective",
+    "profile": "--profile",
+    "choices": "--choices",
+    "precisions": "--choices",
+}
+# The command's advice for the failures whose library advice (`e.fix`) names
+# Python arguments, by `e.kind`.
+_FIXES = {
+    "budget_unresolvable": (
+        "Or raise --max-drop, lower --confidence, or pass a separate --calibration file so "
+        "that no part of --data is held out for calibration."
+    ),
+    "calibration_overlap": (
+        "Pass separate data, or leave out --calibration to hold part of --data out for it."
+    ),
+    "too_few_samples": "give more samples in --data, or a separate --calibration file.",
+    "budget_missed": (
+        "Raise --max-drop, allow more precise --choices (float, fp16), or start from a QAT "
+        "model."
+    ),
+}
 
-    message = str(e)
-    for python, cli in _ADVICE:
-        message = message.replace(python, cli)
-    if message == str(e):
+
+def _in_command_terms(e: Exception) -> Exception:
+    """`e` said with the command's options: its reason plus the command's fix.
+
+    Errors without a fix of the command's own keep their message, prefixed by
+    the option they are about when the command has one for it.
+    """
+    from tflight.errors import PrecisionBudgetError, PrecisionError
+
+    if not isinstance(e, PrecisionError):
         return e
+    flag = _FLAGS.get(e.option or "")
+    fix = _FIXES.get(e.kind or "")
+    reason = e.details.get("reason")
+    if fix is not None and reason is not None:
+        message = f"{reason} {fix}"
+    elif flag is not None:
+        message = f"Invalid value for {flag}: {e}"
+    else:
+        return e
+    fields = dict(e.details, option=flag or e.option, layer=e.layer, fix=fix or e.fix,
+                  kind=e.kind)
     if isinstance(e, PrecisionBudgetError):
-        return PrecisionBudgetError(message, best=e.best)
-    return type(e)(message)
+        return PrecisionBudgetError(message, best=e.best, **fields)
+    return type(e)(message, **fields)
 
 
 _OBJECTIVES = ["size", "latency"]
@@ -185,7 +217,7 @@ def quantize(
                                  param_hint="--choices")
     from converters.files import check_output
     from tflight.errors import PrecisionBudgetError, PrecisionError
-    from tflight.precision import recipes as P
+    from tflight.precision.layer_sensitivity import precision_sensitivity
     from tflight.precision.search import search
 
     # The output is checked before anything is loaded or measured: a path that
@@ -196,14 +228,14 @@ def quantize(
     model = model_path
     if not model_path.lower().endswith(".tflite") or custom_objects_path is not None:
         # Keras models are loaded here, so that the user's custom layers resolve.
-        from tflight import _io
+        from tflight._io import load_custom_objects, load_model
 
-        custom = _io.load_custom_objects(custom_objects_path, error=PrecisionError)
+        custom = load_custom_objects(custom_objects_path, error=PrecisionError)
         if model_path.lower().endswith(".tflite"):
             raise PrecisionError(
                 f"--custom-objects applies to .keras/.h5 models; {model_path!r} is a .tflite."
             )
-        model = _io.load_model(model_path, custom_objects=custom, error=PrecisionError)
+        model = load_model(model_path, custom_objects=custom, error=PrecisionError)
     x, y = _load(data_path, PrecisionError)
     calibration = None
     if calibration_path is not None:
@@ -212,10 +244,11 @@ def quantize(
               else metric_output)
     if sensitivity_only:
         try:
-            report = P.sensitivity(model, x, y, calibration_data=calibration, output=output,
-                                   precisions=[w for w in words if w != "float"] or ["int8"])
+            report = precision_sensitivity(
+                model, x, y, calibration_data=calibration, output=output,
+                precisions=[w for w in words if w != "float"] or ["int8"])
         except PrecisionError as e:
-            raise _with_cli_advice(e) from e
+            raise _in_command_terms(e) from e
         if plot is not None:
             _plot_sensitivity(report, plot)
         if as_json:
@@ -234,11 +267,11 @@ def quantize(
             click.echo(json.dumps(e.best.to_dict(), indent=2))
         elif e.best is not None:
             e.best.summary(print_fn=click.echo)
-        raise _with_cli_advice(e) from e
+        raise _in_command_terms(e) from e
     except PrecisionError as e:
-        raise _with_cli_advice(e) from e
+        raise _in_command_terms(e) from e
     v = result.verification
-    recheck_failed = v.drop_bound_pt > max_drop + 1e-9  # NaN (no bound) is not a failure
+    recheck_failed = not result.recheck_met_budget
     if plot is not None:
         _plot_sensitivity(result.sensitivity, plot)
     if recheck_failed:
@@ -258,7 +291,8 @@ def quantize(
             f"{confidence:.0%} confidence, above --max-drop {max_drop:g} (the search's own "
             f"bound was {result.search_drop_bound_pt:.2f} pt): the budget is not shown to hold; "
             f"{written}give more samples in --data (the re-check uses half of them) or a looser "
-            "--max-drop or --confidence."
+            "--max-drop or --confidence.",
+            option="--max-drop", kind="recheck_failed",
         )
     if out_path is not None:
         result.save(out_path)

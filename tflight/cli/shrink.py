@@ -8,6 +8,7 @@ import os
 import click
 
 from tflight.cli._common import custom_objects_option
+from tflight.compress.gate import DEFAULT_MAX_DROP
 
 __all__ = ["shrink"]
 
@@ -39,6 +40,13 @@ def _not_counted(model) -> list[str]:
 
     walk(model)
     return out
+
+
+def _class_ids(y):
+    """One-hot labels as class ids (the accuracy and the criteria take ids)."""
+    import numpy as np
+
+    return np.argmax(y, axis=-1) if y.ndim == 2 else y
 
 
 @click.command("shrink")
@@ -114,6 +122,34 @@ def _not_counted(model) -> list[str]:
     show_default=True,
     help="Arithmetic the model will run in, for --latency.",
 )
+@click.option(
+    "--validation",
+    "validation_path",
+    default=None,
+    help="Held-out data (.npz with `x` and `y`) to check the result's accuracy on "
+    "[default: hold out --holdout of --data].",
+)
+@click.option(
+    "--holdout",
+    type=click.FloatRange(0.0, 0.5, min_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of --data kept out of criteria, sensitivity and fine-tuning, to check the "
+    "accuracy on (ignored with --validation).",
+)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0.0),
+    default=DEFAULT_MAX_DROP,
+    show_default=True,
+    help="Accuracy points the smaller model may lose against MODEL on the held-out data; "
+    "past it nothing is written and the exit code is 2 (checked when --data is given).",
+)
+@click.option(
+    "--keep-failed",
+    is_flag=True,
+    help="Write the smaller model even when it misses --max-drop (the exit code is still 2).",
+)
 @custom_objects_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def shrink(
@@ -134,16 +170,24 @@ def shrink(
     latency: float | None,
     device_profile: str,
     arithmetic: str,
+    validation_path: str | None,
+    holdout: float,
+    max_drop: float,
+    keep_failed: bool,
     custom_objects_path: str | None,
     as_json: bool,
 ) -> None:
     """Make MODEL smaller and faster: remove whole channels or factorize layers.
 
     The report lists channels (or ranks) per layer before and after, and the MACs
-    counted from the layer shapes.
+    counted from the layer shapes. With --data, the smaller model's accuracy is
+    measured against MODEL's on held-out data (--validation, or a --holdout share
+    of --data); past --max-drop points nothing is written (exit code 2) unless
+    --keep-failed asks for it.
     """
     from converters.files import check_output
     from tflight import _io
+    from tflight._files import check_model_path, save_model
     from tflight.errors import CompressionError
 
     if (epochs or distill) and data_path is None:
@@ -167,22 +211,35 @@ def shrink(
         raise CompressionError(f"Model file {model_path!r} does not exist.")
     # The output is checked before anything is loaded or trained: a path that
     # is (or links to) an input, or that cannot be written, costs nothing.
+    if validation_path is not None and data_path is None:
+        raise CompressionError("--validation checks a fine-tune or criteria on --data: give --data too.")
     check_output(
-        out_path, [model_path, data_path, sensitivity_plot, custom_objects_path],
+        out_path, [model_path, data_path, validation_path, sensitivity_plot, custom_objects_path],
         option="-o/--output",
         error=CompressionError,
     )
-    x = y = None
+    check_model_path(out_path, option="output", error=CompressionError)
+    x = y = x_val = y_val = None
     if data_path is not None:
         x, y = _io.load_xy(data_path, labels=True, error=CompressionError)
-        if y.ndim == 2:  # one-hot
-            import numpy as np
-
-            y = np.argmax(y, axis=-1)
+        y = _class_ids(y)
+        if validation_path is not None:
+            x_val, y_val = _io.load_xy(validation_path, labels=True, error=CompressionError)
+            y_val = _class_ids(y_val)
     custom = _io.load_custom_objects(custom_objects_path, error=CompressionError)
     model = _io.load_model(model_path, custom_objects=custom, error=CompressionError)
+    check_model_path(out_path, model, option="output", error=CompressionError)
+    held = None
     if x is not None:
+        from tflight.compress.checks import split_rows
+
         _io.check_input_shape(model, x, data_path, error=CompressionError)
+        if x_val is not None:
+            _io.check_input_shape(model, x_val, validation_path, error=CompressionError)
+            held = f"{len(x_val)} samples of {validation_path}"
+        else:
+            x, y, x_val, y_val = split_rows(x, y, holdout)
+            held = f"{len(x_val)} held-out samples ({holdout:.0%} of {data_path}, not used)"
 
     if method == "channels":
         from tflight.shrink.channels import prune_channels
@@ -258,9 +315,43 @@ def shrink(
             "distilled": distill,
             "final": {k: float(v[-1]) for k, v in history.history.items()},
         }
-    from tflight.distill.distiller import _save_atomic
+    check = None
+    if held is not None:
+        from tflight.compress.gate import compare_models
 
-    _save_atomic(result.model, out_path)
+        try:
+            check = compare_models(
+                model, result.model, x_val, y_val, max_drop=max_drop, error=CompressionError,
+                advice=("epochs", "distill", "flops"),
+                fix="fine-tuning (more epochs), distillation from the original, or keeping more MACs",
+                result_name="smaller model",
+            )
+        except CompressionError as e:
+            if e.kind != "budget_missed":
+                raise
+            check = e.details["check"]
+            kept = "nothing was written"
+            if keep_failed:
+                save_model(result.model, out_path, option="output", error=CompressionError)
+                kept = f"kept {out_path} anyway (--keep-failed)"
+            raise CompressionError(
+                f"the smaller model does not meet the accuracy budget: it loses {check.drop:.1f} "
+                f"points on {held} ({check.accuracy:.2%} vs the original's {check.original:.2%}), "
+                f"more than --max-drop {max_drop:g}; {kept}. Try fine-tuning (--epochs N, more "
+                "epochs), --distill, keeping more MACs (a higher --flops, --sensitivity "
+                "allocation), or allow more with --max-drop.",
+                option="max_drop",
+                kind=e.kind,
+            ) from e
+        report["accuracy"] = {
+            "measured_on": held,
+            "original": check.original,
+            "result": check.accuracy,
+            "drop_pt": check.drop,
+            "max_drop_pt": max_drop,
+            "method": "measured (Keras, top-1)",
+        }
+    save_model(result.model, out_path, option="output", error=CompressionError)
     if as_json:
         click.echo(json.dumps(report | {"output": out_path}, default=str))
         return
@@ -283,4 +374,11 @@ def shrink(
     if epochs:
         final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
         click.echo(f"fine-tuned {epochs} epoch(s){' with distillation' if distill else ''}: {final}")
+    if check is not None:
+        click.echo(
+            f"measured on {held}: accuracy original {check.original:.2%}, smaller model "
+            f"{check.accuracy:.2%}; drop {check.drop:+.1f} pt (--max-drop {max_drop:g})"
+        )
+    else:
+        click.echo("accuracy not checked against --max-drop: it needs --data")
     click.echo(f"wrote {out_path}")

@@ -20,18 +20,10 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.compress.pipeline import (
-    CompressionReport,
-    Selector,
-    _attach,
-    _check_names_exist,
-    _check_selector,
-    _compile,
-    _frozen,
-    _layer_matches,
-    _prepare,
-)
-from tflight.compress.pipeline import report as _report_of
+from tflight.compress.compile import compile_model
+from tflight.compress.models import is_frozen, prepare
+from tflight.compress.report import CompressionReport, attach_report, compression_report
+from tflight.compress.technique import Selector, check_names_exist, check_selector, layer_matches
 from tflight.errors import CompressionError, UnsupportedLayerError
 
 __all__ = [
@@ -130,7 +122,7 @@ class Cluster:
             raise CompressionError(
                 f"`unsupported` must be 'raise' or 'skip', got {self.unsupported!r}."
             )
-        _check_selector(self.select, arg="select")
+        check_selector(self.select, arg="select")
 
     def apply(
         self,
@@ -147,7 +139,7 @@ class Cluster:
         """
         if "int8" in preserve:
             raise CompressionError("Cluster must come before QAT in a pipeline.")
-        base, flat = _prepare(model, what="cluster")
+        base, flat = prepare(model, what="cluster")
         rep = dataclasses.replace(
             self.plan(base, preserve=preserve, exclude=exclude), inlined=flat.inlined
         )
@@ -172,8 +164,8 @@ class Cluster:
             clustered = tf_keras().models.clone_model(base, clone_function=wrap)
         except ValueError as e:
             raise CompressionError(f"TF-MOT could not cluster model {base.name!r}: {e}") from e
-        _compile(clustered, compile)
-        _attach(clustered, rep)
+        compile_model(clustered, compile)
+        attach_report(clustered, rep)
         return clustered
 
     def plan(
@@ -196,14 +188,14 @@ class Cluster:
         """
         if "int8" in preserve:
             raise CompressionError("Cluster must come before QAT in a pipeline.")
-        _check_names_exist(model, self.select, arg="select")
+        check_names_exist(model, self.select, arg="select")
         skipped: list[tuple[str, str]] = []
         bad: dict[str, str] = {}
         targets: list[str] = []
         for layer in model.layers:
             if not layer.weights:
                 continue
-            if not _layer_matches(layer, self.select):
+            if not layer_matches(layer, self.select):
                 skipped.append((layer.name, "not selected"))
             elif not layer.trainable:
                 skipped.append((layer.name, "frozen"))
@@ -230,7 +222,7 @@ class Cluster:
                 f"No layer of model {model.name!r} is left to cluster with select={self.select!r} "
                 f"(skipped: {dict(skipped)})."
             )
-        frozen = tuple(layer.name for layer in model.layers if _frozen(layer))
+        frozen = tuple(layer.name for layer in model.layers if is_frozen(layer))
         return CompressionReport(
             technique="cluster", wrapped=tuple(targets), skipped=tuple(skipped), frozen=frozen
         )
@@ -316,9 +308,9 @@ def strip_clustering(model: Any) -> Any:
             f"{type(model).__qualname__} {getattr(model, 'name', '')!r} without clustering wrappers."
         )
     stripped = tfmot().clustering.keras.strip_clustering(model)
-    rep = _report_of(model)
+    rep = compression_report(model)
     if rep is not None:
-        _attach(stripped, rep)
+        attach_report(stripped, rep)
     return stripped
 
 

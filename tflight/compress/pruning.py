@@ -1,16 +1,11 @@
-"""Magnitude pruning: schedules, m:n (2:4) and block sparsity, strip and report.
+"""Magnitude pruning: unstructured, m:n (2:4) and block sparsity; apply and strip.
 
 `prune` wraps the chosen layers of a copy of the model in TF-MOT's
 `PruneLowMagnitude`; fine-tune it with `tflight.fit` (or with
 `callbacks=tflight.callbacks(model)`), then `strip_pruning` returns the plain
-model, after checking that every layer reached the sparsity it was asked for.
-
-TF-MOT counts training steps from 1 (the first batch), so its default
-`ConstantSparsity(begin_step=0, frequency=100)` first prunes at step 100 and a
-short fine-tune silently ends at 0 % sparsity. Here `begin_step=0` means the
-first batch, so `ConstantSparsity` reaches its target at once and re-selects
-every `frequency` steps (cheap), and `PolynomialDecay` picks an update
-frequency that always lands on `end_step`. `strip_pruning` checks the result.
+model, after checking that every layer reached the sparsity it was asked for
+(a schedule that never reached its target, see `tflight.compress.schedules`,
+raises instead of exporting a silently dense model).
 
 References:
   Zhu, Gupta. "To prune, or not to prune: exploring the efficacy of pruning
@@ -22,169 +17,21 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.compress.pipeline import (
-    CompressionReport,
-    Selector,
-    _attach,
-    _check_finite,
-    _check_names_exist,
-    _check_selector,
-    _compile,
-    _frozen,
-    _install_guard,
-    _layer_matches,
-    _prepare,
-    _prune_wrapper_class,
-    _pruning_wrappers,
-)
-from tflight.compress.pipeline import (
-    callbacks as _callbacks,
-)
-from tflight.compress.pipeline import report as _report_of
+from tflight.compress.checks import check_finite
+from tflight.compress.compile import compile_model
+from tflight.compress.models import is_frozen, prepare
+from tflight.compress.report import CompressionReport, attach_report, compression_report
+from tflight.compress.schedules import ConstantSparsity, PolynomialDecay, Schedule, check_fraction
+from tflight.compress.sparsity import TARGETS_ATTR, sparsity_report, wrapper_target
+from tflight.compress.technique import Selector, check_names_exist, check_selector, layer_matches
+from tflight.compress.training import callbacks as _callbacks
+from tflight.compress.training import install_guard, pruning_wrappers
 from tflight.errors import CompressionError, UnsupportedLayerError
 
-__all__ = [
-    "ConstantSparsity",
-    "PolynomialDecay",
-    "Prune",
-    "prune",
-    "strip_pruning",
-    "sparsity_report",
-    "SparsityReport",
-    "LayerSparsity",
-]
-
-
-def _check_fraction(name: str, value: float, *, low_open: bool = False) -> None:
-    ok = isinstance(value, int | float) and (0.0 < value < 1.0 if low_open else 0.0 <= value < 1.0)
-    if not ok:
-        span = "(0, 1)" if low_open else "[0, 1)"
-        raise CompressionError(f"`{name}` must be a fraction in {span}, got {value!r}.")
-
-
-def _check_step(name: str, value: int, *, allow_negative: bool = False) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or (value < 0 and not allow_negative):
-        raise CompressionError(f"`{name}` must be a non-negative int, got {value!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class ConstantSparsity:
-    """Prune to `target` from `begin_step` on, re-selecting every `frequency` steps.
-
-    Args:
-      target: fraction of weights set to zero, in (0, 1).
-      begin_step: first training step that prunes; 0 (the default) and 1
-        both mean the first batch, so any fine-tune reaches `target`.
-      end_step: last step that updates the mask; -1 keeps updating.
-      frequency: steps between later mask updates (re-selection of the
-        smallest weights). Each update sorts the weights, so updating every
-        step makes training several times slower.
-    """
-
-    target: float
-    begin_step: int = 0
-    end_step: int = -1
-    frequency: int = 100
-
-    def __post_init__(self) -> None:
-        _check_fraction("target", self.target, low_open=True)
-        _check_step("begin_step", self.begin_step)
-        _check_step("end_step", self.end_step, allow_negative=True)
-        _check_step("frequency", self.frequency)
-        if self.frequency < 1:
-            raise CompressionError(f"`frequency` must be >= 1, got {self.frequency}.")
-        if 0 <= self.end_step < self.begin_step:
-            raise CompressionError(
-                f"`end_step` ({self.end_step}) must be >= `begin_step` ({self.begin_step}) or -1."
-            )
-
-    @property
-    def final(self) -> float:
-        return self.target
-
-    def _tfmot(self) -> Any:
-        # TF-MOT's first training step is 1: a begin_step of 0 would never fire.
-        return tfmot().sparsity.keras.ConstantSparsity(
-            self.target, max(self.begin_step, 1), end_step=self.end_step, frequency=self.frequency
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class PolynomialDecay:
-    """Ramp sparsity from `initial` to `final` between `begin_step` and `end_step`.
-
-    Sparsity follows `final + (initial - final) * (1 - t) ** power` with
-    `t = (step - begin_step) / (end_step - begin_step)`: fast at first, gentle
-    at the end, giving the network time to recover.
-
-    Args:
-      final: sparsity reached at `end_step`, in (0, 1).
-      end_step: step at which `final` is reached; fine-tune at least this long.
-      initial: sparsity at `begin_step`, in [0, final).
-      begin_step: first pruning step.
-      power: exponent of the ramp (3 in Zhu & Gupta).
-      frequency: steps between mask updates; `None` picks the divisor of the
-        ramp length closest to a tenth of it, so an update lands on `end_step`.
-    """
-
-    final: float
-    end_step: int
-    initial: float = 0.0
-    begin_step: int = 0
-    power: float = 3.0
-    frequency: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_fraction("final", self.final, low_open=True)
-        _check_fraction("initial", self.initial)
-        _check_step("begin_step", self.begin_step)
-        _check_step("end_step", self.end_step)
-        if self.initial >= self.final:
-            raise CompressionError(
-                f"`initial` ({self.initial}) must be below `final` ({self.final})."
-            )
-        if self.end_step <= self.begin_step:
-            raise CompressionError(
-                f"`end_step` ({self.end_step}) must be after `begin_step` ({self.begin_step}); "
-                "set it to the number of fine-tuning steps (epochs * steps per epoch)."
-            )
-        if self.frequency is not None:
-            _check_step("frequency", self.frequency)
-            if self.frequency < 1:
-                raise CompressionError(f"`frequency` must be >= 1, got {self.frequency}.")
-            if (self.end_step - self.begin_step) % self.frequency:
-                raise CompressionError(
-                    f"`frequency` ({self.frequency}) must divide end_step - begin_step "
-                    f"({self.end_step - self.begin_step}), or the last update misses end_step "
-                    "and the model never reaches `final`. Leave it None to choose one."
-                )
-
-    @property
-    def update_every(self) -> int:
-        if self.frequency is not None:
-            return self.frequency
-        span = self.end_step - self.begin_step
-        divisors = [d for d in range(1, span + 1) if span % d == 0]
-        return min(divisors, key=lambda d: (abs(d - span / 10), d))
-
-    def _tfmot(self) -> Any:
-        return tfmot().sparsity.keras.PolynomialDecay(
-            self.initial,
-            self.final,
-            self.begin_step,
-            self.end_step,
-            power=self.power,
-            frequency=self.update_every,
-        )
-
-
-Schedule = ConstantSparsity | PolynomialDecay
+__all__ = ["Prune", "prune", "strip_pruning"]
 
 
 def _prunable_weight_names(layer: Any) -> list[str] | None:
@@ -225,7 +72,7 @@ class Prune:
         is then ignored and the mask is set at the first step).
       block_size: `(height, width)` of the blocks pruned together in 2-D
         weights (Dense kernels), e.g. `(1, 4)`.
-      select: the layers to prune (see `tflight.compose.Selector`); default:
+      select: the layers to prune (see `tflight.compress.technique.Selector`); default:
         every layer with prunable weights.
       unsupported: `"raise"` (default) fails on selected layers TF-MOT cannot
         prune; `"skip"` leaves them dense, explicitly.
@@ -241,7 +88,7 @@ class Prune:
 
     def __post_init__(self) -> None:
         if isinstance(self.sparsity, int | float) and not isinstance(self.sparsity, bool):
-            _check_fraction("sparsity", float(self.sparsity), low_open=True)
+            check_fraction("sparsity", float(self.sparsity), low_open=True)
         elif not isinstance(self.sparsity, ConstantSparsity | PolynomialDecay):
             raise CompressionError(
                 "`sparsity` must be a fraction in (0, 1), a tflight.ConstantSparsity or a "
@@ -278,7 +125,7 @@ class Prune:
             raise CompressionError(
                 f"`unsupported` must be 'raise' or 'skip', got {self.unsupported!r}."
             )
-        _check_selector(self.select, arg="select")
+        check_selector(self.select, arg="select")
 
     @property
     def schedule(self) -> Schedule:
@@ -305,7 +152,7 @@ class Prune:
                 f"Prune must come first in a pipeline: pruning after {sorted(preserve)} would "
                 "destroy them. Put tflight.Prune before tflight.Cluster and tflight.QAT."
             )
-        base, flat = _prepare(model, what="prune")
+        base, flat = prepare(model, what="prune")
         rep = self.plan(base)
         rep = dataclasses.replace(rep, inlined=flat.inlined)
         targets = set(rep.wrapped)
@@ -337,9 +184,9 @@ class Prune:
             pruned = tf_keras().models.clone_model(base, clone_function=wrap)
         except ValueError as e:
             raise CompressionError(f"TF-MOT could not prune model {base.name!r}: {e}") from e
-        _install_guard(pruned, technique="tflight.prune")
-        _compile(pruned, compile)
-        _attach(pruned, rep)
+        install_guard(pruned, technique="tflight.prune")
+        compile_model(pruned, compile)
+        attach_report(pruned, rep)
         return pruned
 
     def plan(self, model: Any, *, preserve: frozenset[str] = frozenset()) -> CompressionReport:
@@ -360,15 +207,15 @@ class Prune:
                 f"Prune must come first in a pipeline: pruning after {sorted(preserve)} would "
                 "destroy them. Put tflight.Prune before tflight.Cluster and tflight.QAT."
             )
-        _check_names_exist(model, self.select, arg="select")
+        check_names_exist(model, self.select, arg="select")
         skipped: list[tuple[str, str]] = []
         bad: list[tuple[Any, str]] = []
         targets: list[str] = []
-        frozen = [layer.name for layer in model.layers if _frozen(layer)]
+        frozen = [layer.name for layer in model.layers if is_frozen(layer)]
         for layer in model.layers:
             if not layer.weights:
                 continue
-            if not _layer_matches(layer, self.select):
+            if not layer_matches(layer, self.select):
                 skipped.append((layer.name, "not selected"))
             elif not layer.trainable:
                 skipped.append((layer.name, "frozen"))
@@ -384,10 +231,18 @@ class Prune:
         if bad and self.unsupported == "raise":
             listed = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer, _ in bad)
             why = f" with {self.m_by_n[0]}:{self.m_by_n[1]} sparsity" if self.m_by_n else ""
+            reason = f"TF-MOT cannot prune these layers{why}: {listed}"
             raise UnsupportedLayerError(
-                f"TF-MOT cannot prune these layers{why}: {listed}. Leave them dense with "
+                f"{reason}. Leave them dense with "
                 "`unsupported='skip'`, narrow `select`, or give the layer a "
-                "`get_prunable_weights()` method."
+                "`get_prunable_weights()` method.",
+                option="unsupported",
+                layer=bad[0][0].name,
+                fix="unsupported='skip'",
+                kind="unsupported_layer",
+                technique="prune",
+                reason=reason,
+                layers=tuple(layer.name for layer, _ in bad),
             )
         skipped += [(layer.name, why) for layer, why in bad]
         if not targets:
@@ -483,126 +338,6 @@ def prune(
     return technique.apply(model, compile=compile)
 
 
-@dataclasses.dataclass(frozen=True)
-class LayerSparsity:
-    """Sparsity of one pruned weight."""
-
-    layer: str
-    weight: str
-    shape: tuple[int, ...]
-    zeros: int
-    size: int
-    target: float | None
-
-    @property
-    def sparsity(self) -> float:
-        return self.zeros / self.size if self.size else 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class SparsityReport:
-    """Per-layer sparsity of a model's prunable weights."""
-
-    layers: tuple[LayerSparsity, ...]
-
-    @property
-    def overall(self) -> float:
-        total = sum(row.size for row in self.layers)
-        return sum(row.zeros for row in self.layers) / total if total else 0.0
-
-    def summary(self, print_fn: Callable[[str], None] = print) -> None:
-        """Prints one line per weight (columns sized to the longest name) and the overall sparsity."""
-        rows = [
-            (
-                row.layer,
-                row.weight,
-                str(row.shape),
-                f"{row.sparsity:.1%}",
-                f"{row.target:.0%}" if row.target is not None else "-",
-            )
-            for row in self.layers
-        ]
-        head = ("layer", "weight", "shape", "sparsity", "target")
-        widths = [max([len(head[i])] + [len(r[i]) for r in rows]) for i in range(5)]
-        for r in [head, *rows]:
-            print_fn(
-                f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
-                f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}"
-            )
-        print_fn(f"overall sparsity: {self.overall:.1%}")
-
-
-_TARGETS_ATTR = "_tflight_sparsity_targets"
-
-
-def _wrapper_target(wrapper: Any) -> float:
-    if wrapper.sparsity_m_by_n:
-        m, n = wrapper.sparsity_m_by_n
-        return m / n
-    schedule = wrapper.pruning_schedule
-    return float(getattr(schedule, "target_sparsity", getattr(schedule, "final_sparsity", 0.0)))
-
-
-def sparsity_report(model: Any) -> SparsityReport:
-    """Measures the fraction of exact zeros in each prunable weight of `model`.
-
-    Works on a pruning-wrapped model (mask applied, with targets) and on a
-    stripped or plain model (kernels of Conv/Dense layers).
-
-    Args:
-      model: a Keras 3 or tf_keras model.
-
-    Returns:
-      A `SparsityReport`.
-    """
-    rows = []
-    targets = getattr(model, _TARGETS_ATTR, {})
-    for layer in model.layers:
-        if is_tf_keras_model(layer):
-            rows.extend(sparsity_report(layer).layers)
-            continue
-        if _is_pruning_wrapper(layer):
-            for weight, mask, _ in layer.pruning_vars:
-                values = weight.numpy() * mask.numpy()
-                rows.append(_row(layer.layer.name, weight, values, _wrapper_target(layer)))
-            continue
-        kernel = _kernel_variable(layer)
-        if kernel is not None:
-            inner = getattr(layer, "layer", layer)  # named after the wrapped layer
-            rows.append(_row(inner.name, kernel, kernel.numpy(), targets.get(inner.name)))
-    return SparsityReport(tuple(rows))
-
-
-def _kernel_variable(layer: Any) -> Any:
-    """The (depthwise) kernel variable of a layer or of the layer a wrapper holds.
-
-    QAT wrappers replace the inner layer's `kernel` attribute with a fake-quant
-    tensor, so look the variable up among the weights instead.
-    """
-    for weight in layer.weights:
-        if weight.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel"):
-            return weight
-    return None
-
-
-def _is_pruning_wrapper(layer: Any) -> bool:
-    if not any(c.__module__.split(".")[0] == "tf_keras" for c in type(layer).__mro__):
-        return False
-    return isinstance(layer, _prune_wrapper_class())
-
-
-def _row(layer: str, weight: Any, values: np.ndarray, target: float | None) -> LayerSparsity:
-    name = weight.name.split("/")[-1].split(":")[0]
-    return LayerSparsity(
-        layer=layer,
-        weight=name,
-        shape=tuple(int(d) for d in values.shape),
-        zeros=int(np.count_nonzero(values == 0)),
-        size=int(values.size),
-        target=target,
-    )
-
-
 def strip_pruning(model: Any, *, check: bool = True, tolerance: float = 0.02) -> Any:
     """Removes the pruning wrappers and returns the plain model to convert.
 
@@ -623,16 +358,16 @@ def strip_pruning(model: Any, *, check: bool = True, tolerance: float = 0.02) ->
       CompressionError: `model` has no pruning wrappers, or (with `check`) a
         layer is more than `tolerance` below its target.
     """
-    if not is_tf_keras_model(model) or not _pruning_wrappers(model):
+    if not is_tf_keras_model(model) or not pruning_wrappers(model):
         raise CompressionError(
             f"strip_pruning expects a model returned by tflight.prune, got "
             f"{type(model).__qualname__} {getattr(model, 'name', '')!r} with no pruning wrappers."
         )
-    wrappers = _pruning_wrappers(model)
+    wrappers = pruning_wrappers(model)
     for wrapper in wrappers:
         wrapper.pruning_obj.weight_mask_op()
     # NaN weights are not zeros: say that training diverged, not that pruning fell short.
-    _check_finite(model, stage="pruning")
+    check_finite(model, stage="pruning")
     if check:
         short = [
             row
@@ -643,15 +378,21 @@ def strip_pruning(model: Any, *, check: bool = True, tolerance: float = 0.02) ->
             listed = ", ".join(
                 f"{r.layer}/{r.weight} {r.sparsity:.1%} (target {r.target:.0%})" for r in short
             )
+            reason = f"Pruning did not reach its target: {listed}"
             raise CompressionError(
-                f"Pruning did not reach its target: {listed}. Fine-tune for at least the "
+                f"{reason}. Fine-tune for at least the "
                 "schedule's end_step (epochs * steps per epoch), make sure training used "
-                "tflight.callbacks(model), or pass check=False to export anyway."
+                "tflight.callbacks(model), or pass check=False to export anyway.",
+                option="epochs",
+                layer=short[0].layer,
+                fix="fine-tune for at least the schedule's end_step",
+                kind="target_missed",
+                reason=reason,
             )
-    targets = {w.layer.name: _wrapper_target(w) for w in wrappers}
+    targets = {w.layer.name: wrapper_target(w) for w in wrappers}
     stripped = tfmot().sparsity.keras.strip_pruning(model)
-    object.__setattr__(stripped, _TARGETS_ATTR, targets)
-    rep = _report_of(model)
+    object.__setattr__(stripped, TARGETS_ATTR, targets)
+    rep = compression_report(model)
     if rep is not None:
-        _attach(stripped, rep)
+        attach_report(stripped, rep)
     return stripped

@@ -1,9 +1,9 @@
 """Quantization-aware training (QAT) and the Keras-vs-TFLite agreement check.
 
-`quantize` wraps a copy of the model with TF-MOT's default 8-bit fake-quant
+`qat` wraps a copy of the model with TF-MOT's default 8-bit fake-quant
 scheme, so that fine-tuning learns weights and activation ranges that survive
 int8 rounding. The QAT model *is* what the converter needs:
-`strip_quantization` checks that and hands it back; convert it with
+`strip_qat` checks that and hands it back; convert it with
 `converters.convert(model, "int8", representative_data=...)`.
 
 A QAT model that scores well in Keras can still disagree with its int8
@@ -27,24 +27,16 @@ from typing import Any
 import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
-from tflight.compress.pipeline import (
-    CompressionReport,
-    Selector,
-    _attach,
-    _check_names_exist,
-    _check_selector,
-    _compile,
-    _frozen,
-    _is_input_layer,
-    _layer_matches,
-    _prepare,
-)
+from tflight.compress.compile import compile_model
+from tflight.compress.models import is_frozen, is_input_layer, prepare
+from tflight.compress.report import CompressionReport, attach_report
+from tflight.compress.technique import Selector, check_names_exist, check_selector, layer_matches
 from tflight.errors import CompressionError, UnsupportedLayerError
 
 __all__ = [
     "QAT",
-    "quantize",
-    "strip_quantization",
+    "qat",
+    "strip_qat",
     "check_agreement",
     "AgreementReport",
 ]
@@ -68,7 +60,7 @@ class QAT:
     """Quantization-aware training with the default 8-bit scheme, as a technique.
 
     Args:
-      keep_float: layers left in float (see `tflight.compose.Selector`), e.g.
+      keep_float: layers left in float (see `tflight.compress.technique.Selector`), e.g.
         a sensitive first or last layer; default: quantize every layer.
       unsupported: `"raise"` (default) names every layer TF-MOT cannot
         quantize (LayerNormalization, Conv1D, ...); `"keep_float"` leaves
@@ -84,7 +76,7 @@ class QAT:
     provides = frozenset({"int8"})
 
     def __post_init__(self) -> None:
-        _check_selector(self.keep_float, arg="keep_float")
+        check_selector(self.keep_float, arg="keep_float")
         if self.unsupported not in ("raise", "keep_float"):
             raise CompressionError(
                 f"`unsupported` must be 'raise' or 'keep_float', got {self.unsupported!r}."
@@ -97,8 +89,8 @@ class QAT:
         preserve: frozenset[str] = frozenset(),
         compile: dict[str, Any] | None = None,
     ) -> Any:
-        """Returns a QAT-wrapped tf_keras copy of `model` (see `quantize`)."""
-        base, flat = _prepare(model, what="quantize")
+        """Returns a QAT-wrapped tf_keras copy of `model` (see `qat`)."""
+        base, flat = prepare(model, what="quantize")
         if _is_quantized(base):
             raise CompressionError(
                 f"Model {base.name!r} is already quantization-aware; apply QAT to the float model."
@@ -112,7 +104,7 @@ class QAT:
         ).NoOpQuantizeConfig
 
         def annotate(layer: Any) -> Any:
-            if _is_input_layer(layer):
+            if is_input_layer(layer):
                 return layer
             if layer.name in keep:
                 if type(layer).__name__ == "Activation" or (preserve and _float_inputs(layer)):
@@ -138,8 +130,8 @@ class QAT:
         _keep_frozen(qat, set(rep.frozen))
         if "clusters" in preserve:
             _untrain_assigned_kernels(qat)
-        _compile(qat, compile)
-        _attach(qat, rep)
+        compile_model(qat, compile)
+        attach_report(qat, rep)
         return qat
 
     def plan(self, model: Any, *, preserve: frozenset[str] = frozenset()) -> CompressionReport:
@@ -155,16 +147,16 @@ class QAT:
           CompressionError: no layer with weights left to quantize.
         """
         if self.keep_float is not None:
-            _check_names_exist(model, self.keep_float, arg="keep_float")
+            check_names_exist(model, self.keep_float, arg="keep_float")
         registry = _registry()
         feeds = _inbound(model)
         kept: list[tuple[str, str]] = []
         bad: list[tuple[Any, str]] = []
         wrapped: list[str] = []
         for layer in model.layers:
-            if _is_input_layer(layer):
+            if is_input_layer(layer):
                 continue
-            if self.keep_float is not None and _layer_matches(layer, self.keep_float):
+            if self.keep_float is not None and layer_matches(layer, self.keep_float):
                 kept.append((layer.name, "keep_float"))
                 continue
             why = _qat_unsupported(layer, registry, feeds.get(layer.name, []))
@@ -180,10 +172,19 @@ class QAT:
                 for k in ("Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "ReLU")
                 if k not in bad_kinds
             ]
+            reason = f"TF-MOT's 8-bit QAT does not support: {listed}"
             raise UnsupportedLayerError(
-                f"TF-MOT's 8-bit QAT does not support: {listed}. Leave them in float with "
+                f"{reason}. Leave them in float with "
                 "`unsupported='keep_float'` (or list them in `keep_float`), or replace them "
-                f"with supported layers ({', '.join(ok)}, ...)."
+                f"with supported layers ({', '.join(ok)}, ...).",
+                option="unsupported",
+                layer=bad[0][0].name,
+                fix="unsupported='keep_float'",
+                kind="unsupported_layer",
+                technique="qat",
+                reason=reason,
+                layers=tuple(layer.name for layer, _ in bad),
+                supported=tuple(ok),
             )
         kept += [(layer.name, why) for layer, why in bad]
         if not any(model.get_layer(name).weights for name in wrapped):
@@ -191,7 +192,7 @@ class QAT:
                 f"No layer with weights is left to quantize in model {model.name!r} "
                 f"(kept float: {sorted(name for name, _ in kept)})."
             )
-        frozen = tuple(layer.name for layer in model.layers if _frozen(layer))
+        frozen = tuple(layer.name for layer in model.layers if is_frozen(layer))
         return CompressionReport(
             technique="qat", wrapped=tuple(wrapped), kept_float=tuple(kept), frozen=frozen
         )
@@ -200,7 +201,7 @@ class QAT:
         return []
 
     def strip(self, model: Any) -> Any:
-        return strip_quantization(model)
+        return strip_qat(model)
 
 
 def _scheme(preserve: frozenset[str]) -> Any:
@@ -323,7 +324,7 @@ def _keep_frozen(qat: Any, frozen: set[str]) -> None:
         _move_to_non_trainable(layer, list(inner.weights))
 
 
-def quantize(
+def qat(
     model: Any,
     *,
     keep_float: Selector = None,
@@ -356,9 +357,9 @@ def quantize(
       CompressionError: bad arguments or an unsupported model.
 
     Example:
-      >>> qat = tflight.quantize(model, compile={"optimizer": "adam", "loss": loss})
+      >>> qat = tflight.qat(model, compile={"optimizer": "adam", "loss": loss})
       >>> tflight.fit(qat, x, y, epochs=1)
-      >>> result = converters.convert(tflight.strip_quantization(qat), "int8",
+      >>> result = converters.convert(tflight.strip_qat(qat), "int8",
       ...                             representative_data=x[:200])
       >>> tflight.check_agreement(qat, result, x_test)
 
@@ -369,7 +370,7 @@ def quantize(
     return QAT(keep_float=keep_float, unsupported=unsupported).apply(model, compile=compile)
 
 
-def strip_quantization(model: Any) -> Any:
+def strip_qat(model: Any) -> Any:
     """Returns the QAT model in the form the converter expects.
 
     The fake-quant wrappers carry the learned ranges the converter turns into
@@ -387,7 +388,7 @@ def strip_quantization(model: Any) -> Any:
     """
     if not is_tf_keras_model(model) or not _is_quantized(model):
         raise CompressionError(
-            f"strip_quantization expects a model returned by tflight.quantize, got "
+            f"strip_qat expects a model returned by tflight.quantize / tflight.qat, got "
             f"{type(model).__qualname__} {getattr(model, 'name', '')!r} without QAT wrappers."
         )
     return model
@@ -521,7 +522,7 @@ def check_agreement(
             f"The .tflite disagrees with the Keras model: top-1 agreement "
             f"{report.agreement:.2%} on {report.samples} samples, below min_agreement "
             f"{min_agreement:.2%} (max |diff| {report.max_abs_diff:.4g}). Convert the QAT model "
-            "itself (tflight.strip_quantization) in 'int8' mode with representative data drawn "
+            "itself (tflight.strip_qat) in 'int8' mode with representative data drawn "
             "from the training inputs, and fine-tune QAT for more steps so that its ranges settle."
         )
     return report

@@ -5,19 +5,23 @@ without VNNI an int8 model often runs *slower* than its float twin, while on an
 ARM phone it runs about twice as fast. This module turns the work of every
 operator of a `.tflite` graph into an **estimated** latency on a named device.
 
-The cost model is linear in the work of each operator: per arithmetic
-(fp32 or int8) a time per multiply-accumulate for each kind of operator
-(k x k convolution, pointwise convolution and dense layers, depthwise
-convolution) and a time per element for the light operators (elementwise,
-pooling, resize, data movement), plus a time per byte moved and a fixed cost
-per operator. Each device's coefficients are fitted with non-negative least
-squares on the relative error to a table of **published** latencies of real
-devices (`tflight/data/published_latency.csv`, each row with its source), with
-the work of those models read from their `.tflite` graphs
-(`tflight/data/model_work.json`, made by `benchmarks/device_models.py`).
-Every profile carries its own validation: the error on models left out of the
-fit (leave-one-architecture-out cross-validation), which every estimate
-repeats in its label.
+The cost model is linear in the work of each operator (`tflight.devices.costs`):
+per arithmetic (fp32 or int8), a time per multiply-accumulate and a time per
+output element for each kind of MAC operator (k x k convolution, pointwise
+convolution, dense, depthwise: MACs / outputs is the reduction depth, so a
+shallow layer costs more per MAC than a deep one), a time per element of the
+light operators (elementwise, pooling, resize, data movement), a time per
+activation byte and per weight byte, and a fixed cost per operator. The ARM
+CPU profiles (pixel3, pixel4, cortex-a53, pixel1-1core) share these
+coefficients up to one speed factor per device and arithmetic, fitted together
+with non-negative least squares on the relative error to **published**
+latencies of real devices (`tflight/devices/fit.py`; the table is
+`tflight/devices/data/published_latency.csv`, each row with its source, and the work
+of those models, read from their `.tflite` graphs, is cached in
+`tflight/devices/data/model_work.json` by `benchmarks/device_models.py`). Every
+profile carries its own validation: the error on families left out of the fit
+(every size and precision of MobileNetV1, EfficientNet-Lite, ... removed from
+every device at once), which every estimate repeats in its label.
 
 Arithmetic the tables do not cover is costed by rule and said so: fp16-weight
 models run in fp32 on the CPU (weights are dequantized at load), hybrid
@@ -27,31 +31,51 @@ is costed through its subgraphs (a WHILE body once per trip, the dearer IF
 branch). On the Edge TPU, operators run on the accelerator up to the first one
 it does not support; that one and everything after it run on the Dev Board's
 CPU (`cortex-a53`), as the Edge TPU compiler partitions a graph only once.
+On a GPU delegate profile (pixel3-gpu, pixel4-gpu), operators the delegate
+does not take run on the phone's CPU profile, each CPU<->GPU boundary costs a
+copy of the tensors that cross it, and a graph split into several GPU
+partitions is flagged as fragmented.
 
 References:
   Williams, Waterman, Patterson. "Roofline: an insightful visual performance
     model for multicore architectures". CACM 2009.
   Lawson, Hanson. "Solving Least Squares Problems" (non-negative least
     squares), 1974.
-  TensorFlow Lite hosted models and performance benchmarks (Pixel 3, Pixel 4);
-    EfficientNet-Lite README (Pixel 4); Coral Edge TPU benchmarks and
-    supported operations (coral.ai/docs/edgetpu/benchmarks, models-intro).
+  TensorFlow Lite hosted models and performance benchmarks (Pixel 3, Pixel 4,
+    iPhone XS, GPU delegate); EfficientNet-Lite README (Pixel 4); TF-Slim
+    MobileNetV2/V3 README (Pixel 1/2/3, one large core); Coral Edge TPU
+    benchmarks and supported operations (coral.ai/docs/edgetpu/benchmarks,
+    models-intro).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import enum
 import functools
-import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
-
-import numpy as np
 
 from converters.opwork import GraphWork, OpRecord
+from tflight.devices.costs import (  # noqa: F401 - private names used by tflight.sensitivity
+    _CALIBRATED_RULES,
+    _FREE_CLASSES,
+    _MAC_CLASSES,
+    _cpu_features,
+    _gpu_features,
+    _tpu_features,
+)
+from tflight.devices.costs import CPU_COLUMNS as CPU_COLUMNS
+from tflight.devices.costs import EDGETPU_OPS as EDGETPU_OPS
+from tflight.devices.costs import EDGETPU_SRAM_BYTES as EDGETPU_SRAM_BYTES
+from tflight.devices.costs import GPU_COLUMNS as GPU_COLUMNS
+from tflight.devices.costs import GPU_FRAGMENTED_PARTITIONS as GPU_FRAGMENTED_PARTITIONS
+from tflight.devices.costs import TPU_COLUMNS as TPU_COLUMNS
+from tflight.devices.costs import DeviceProfile as DeviceProfile
+from tflight.devices.costs import LatencyEstimate as LatencyEstimate
+from tflight.devices.costs import columns_for as columns_for
+from tflight.devices.costs import features_from_totals as features_from_totals
+from tflight.devices.costs import work_columns as work_columns
 from tflight.errors import BenchmarkError
 
 __all__ = [
@@ -64,7 +88,9 @@ __all__ = [
     "get_profile",
     "model_work",
     "estimate_latency",
-    "calibrate",
+    "gpu_placement",
+    "calibrate",  # noqa: F822 - in tflight.devices.fit, resolved by __getattr__
+    "UNFITTED_DEVICES",
 ]
 
 
@@ -129,464 +155,71 @@ class ModelWork:
         return out
 
 
-# --- the cost model --------------------------------------------------------
+# --- the named profiles ----------------------------------------------------
 
-_MAC_CLASS = {"conv": "conv", "pointwise": "pointwise", "dense": "pointwise",
-              "depthwise": "depthwise"}
-_LIGHT_CLASSES = {"elementwise", "pool", "resize", "movement"}
-_FREE_CLASSES = {"reshape", "constant", "control"}
-
-CPU_COLUMNS = tuple(
-    f"{a}:{c}" for a in ("fp32", "int8") for c in ("conv", "pointwise", "depthwise", "light")
-) + ("bytes", "ops")
-TPU_COLUMNS = ("tpu:macs", "tpu:light", "tpu:offchip_bytes", "ops")
-
-# Edge TPU operators, from coral.ai/docs/edgetpu/models-intro ("Supported
-# operations"), as TFLite builtin names. The first group was checked against a
-# stored copy of that table (which is cut off after ResizeNearestNeighbor); the
-# second group is the rest of the page's table and was not re-checked here.
-EDGETPU_OPS = frozenset({
-    "LOGISTIC", "RELU", "RELU6", "RELU_N1_TO_1", "TANH", "ADD", "MAXIMUM", "MINIMUM", "MUL",
-    "SUB", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED", "L2_NORMALIZATION", "MAX_POOL_2D", "MEAN", "PAD", "RESHAPE",
-    "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
-}) | frozenset({
-    "EXPAND_DIMS", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "PACK", "PRELU", "QUANTIZE",
-    "DEQUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH",
-    "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUM", "SQUARED_DIFFERENCE", "TRANSPOSE",
-    "TRANSPOSE_CONV",
-})
-# Parameters the Edge TPU caches on chip; the rest streams in on every inference.
-EDGETPU_SRAM_BYTES = 8 * 1024 * 1024
-
-_CALIBRATED_RULES = {
-    "fp16": "fp16 weights costed as fp32 (dequantized at load on the CPU)",
-    "hybrid": "hybrid ops costed at the int8 MAC rate plus an fp32 pass per output (no published figures)",
-    "int16x8": "int16x8 costed at the fp32 rates (no published figures)",
+# Devices whose figures are fitted together (shared coefficients, one speed
+# factor per device and arithmetic); each pool is cross-validated as a whole.
+_POOLS = {
+    "arm-cpu": ("pixel3", "pixel4", "cortex-a53", "pixel1-1core"),
+    "edgetpu": ("edgetpu",),
+    "pixel3-gpu": ("pixel3-gpu",),
+    "pixel4-gpu": ("pixel4-gpu",),
 }
-
-
-def _cpu_features(op_class: str, arith: str, n: float, macs: float, elements: float,
-                  nbytes: float, wbytes: float) -> dict[str, float]:
-    """Columns of `CPU_COLUMNS` for `n` operators of one class and arithmetic."""
-    if op_class in _FREE_CLASSES or n == 0:
-        return {}
-    rate = "int8" if arith in ("int8", "hybrid") else "fp32"
-    out = {"bytes": nbytes + wbytes, "ops": n}
-    if op_class in _MAC_CLASS:
-        out[f"{rate}:{_MAC_CLASS[op_class]}"] = macs
-        if arith == "hybrid":
-            out["fp32:light"] = elements
-    else:
-        out[f"{rate}:light"] = elements
-    return out
-
-
-def _tpu_features(op_class: str, n: float, macs: float, elements: float,
-                  offchip: float) -> dict[str, float]:
-    if op_class in _FREE_CLASSES or n == 0:
-        return {}
-    out = {"ops": n, "tpu:offchip_bytes": offchip}
-    if op_class in _MAC_CLASS:
-        out["tpu:macs"] = macs
-    else:
-        out["tpu:light"] = elements
-    return out
-
-
-def features_from_totals(totals: Mapping[str, Sequence[float]], kind: str) -> dict[str, float]:
-    """Feature columns of a model from its cached totals (see `ModelWork.totals`).
-
-    For the Edge TPU every operator is taken to run on the accelerator (true of
-    the published models); user models go through `estimate_latency`, which
-    applies the partition rule operator by operator.
-    """
-    out: dict[str, float] = {}
-    wtotal = 0.0
-    for key, (n, macs, elements, nbytes, wbytes) in totals.items():
-        op_class, arith = key.split("/")
-        if kind == "edgetpu":
-            f = _tpu_features(op_class, n, macs, elements, 0.0)
-            wtotal += wbytes if op_class not in _FREE_CLASSES else 0
-        else:
-            f = _cpu_features(op_class, arith, n, macs, elements, nbytes, wbytes)
-        for k, v in f.items():
-            out[k] = out.get(k, 0.0) + float(v)
-    if kind == "edgetpu":
-        out["tpu:offchip_bytes"] = max(0.0, wtotal - EDGETPU_SRAM_BYTES)
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class Validation:
-    """Held-out error of a profile: each model predicted by a fit without it.
-
-    Attributes:
-      method: how models were held out.
-      rows: published figures (model, precision) the profile was fitted to.
-      median_abs_err_pct: median |estimate / published - 1| on held-out rows, in %.
-      worst_abs_err_pct: the largest such error, in %.
-      rank_corr: Spearman rank correlation of held-out estimates and published
-        figures (None with fewer than 3 rows).
-      int8_speedup_median_abs_err_pct: median error of the estimated fp32/int8
-        speed-up over architectures published in both precisions (None if none).
-      predictions: `(model, precision, published_ms, heldout_estimate_ms)`.
-    """
-
-    method: str
-    rows: int
-    median_abs_err_pct: float
-    worst_abs_err_pct: float
-    rank_corr: float | None
-    int8_speedup_median_abs_err_pct: float | None
-    predictions: tuple[tuple[str, str, float, float], ...] = ()
-
-    def short(self) -> str:
-        return (f"held-out error median {self.median_abs_err_pct:.0f}%, worst "
-                f"{self.worst_abs_err_pct:.0f}% over {self.rows} published figures")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["predictions"] = [list(p) for p in self.predictions]
-        return d
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceProfile:
-    """Fitted cost coefficients of one device.
-
-    Attributes:
-      name: the CLI word, e.g. `"pixel4"`.
-      description: what device it stands for.
-      kind: `"cpu"` (coefficients over `CPU_COLUMNS`) or `"edgetpu"` (over
-        `TPU_COLUMNS`; operators after the first unsupported one run on
-        `fallback`).
-      coefficients: seconds per unit of each feature column.
-      threads: CPU threads of the published figures (None if not stated).
-      calibrated: arithmetics the published figures cover (`("fp32", "int8")`);
-        others are costed by rule and the estimate says so.
-      fallback: profile that runs what this device cannot, or None.
-      calibration: where the fitted figures come from.
-      validation: held-out error of this profile, or None (hand-made profile).
-      published_range_ms: smallest and largest published latency it was fitted
-        to; estimates outside it are extrapolations and say so.
-    """
-
-    name: str
-    description: str
-    kind: str
-    coefficients: Mapping[str, float]
-    threads: int | None = None
-    calibrated: tuple[str, ...] = ("fp32", "int8")
-    fallback: str | None = None
-    calibration: str = ""
-    validation: Validation | None = None
-    published_range_ms: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("`name` must be a non-empty string.")
-        if self.kind not in ("cpu", "edgetpu"):
-            raise ValueError(f"`kind` must be 'cpu' or 'edgetpu', got {self.kind!r}.")
-        cols = CPU_COLUMNS if self.kind == "cpu" else TPU_COLUMNS
-        bad = sorted(set(self.coefficients) - set(cols))
-        if bad:
-            raise ValueError(f"`coefficients` has unknown columns {bad}; use {list(cols)}.")
-        neg = {k: v for k, v in self.coefficients.items() if not v >= 0}
-        if neg:
-            raise ValueError(f"coefficients must be >= 0, got {neg}.")
-        if self.kind == "edgetpu" and self.fallback is None:
-            raise ValueError("an 'edgetpu' profile needs a `fallback` CPU profile.")
-        object.__setattr__(
-            self, "coefficients", MappingProxyType({c: float(self.coefficients.get(c, 0.0)) for c in cols})
-        )
-
-    def cost(self, features: Mapping[str, float]) -> float:
-        """Seconds for the given feature columns."""
-        return float(sum(self.coefficients.get(k, 0.0) * v for k, v in features.items()))
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyEstimate:
-    """An estimated latency of a model on a profile; never a measurement.
-
-    Attributes:
-      profile: the profile's name.
-      ms: the estimated latency in milliseconds.
-      per_op_ms: the estimated time of each operator of the main subgraph, in
-        execution order (control-flow operators include their subgraphs).
-      unsupported_ops: operators the device cannot run, estimated on its
-        fallback profile.
-      label: how the number was obtained and how good the profile is, for display.
-      notes: rules applied that the published figures do not validate.
-    """
-
-    profile: str
-    ms: float
-    per_op_ms: tuple[float, ...]
-    unsupported_ops: tuple[str, ...]
-    label: str = "estimated"
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {
-            "profile": self.profile,
-            "ms": self.ms,
-            "estimated": True,
-            "label": self.label,
-            "unsupported_ops": list(self.unsupported_ops),
-            "notes": list(self.notes),
-        }
-
-
-# --- published figures and fitting -----------------------------------------
-
-
-def published_latency_path() -> Path:
-    """Path of the published latency table the profiles are fitted to."""
-    return Path(__file__).with_name("data") / "published_latency.csv"
-
-
-def model_work_path() -> Path:
-    """Path of the cached work of the published models."""
-    return Path(__file__).with_name("data") / "model_work.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class _Row:
-    device: str
-    model: str
-    precision: str
-    ms: float
-    source: str
-    totals: Mapping[str, Sequence[float]]
-
-
-@functools.cache
-def published_rows() -> tuple[_Row, ...]:
-    """The published figures joined with the cached work of their models."""
-    work = json.loads(model_work_path().read_text())["models"]
-    rows = []
-    with open(published_latency_path(), newline="") as f:
-        for r in csv.DictReader(line for line in f if not line.startswith("#")):
-            key = f"{r['model']}/{r['precision']}"
-            if key not in work:
-                raise BenchmarkError(
-                    f"{model_work_path()} has no work for {key}; run "
-                    "`python benchmarks/device_models.py` to rebuild it"
-                )
-            rows.append(_Row(r["device"], r["model"], r["precision"], float(r["ms"]),
-                             r["source"], work[key]["totals"]))
-    return tuple(rows)
-
-
-# Strength of the pull of each coefficient towards the device's flat rate (all
-# multiply-accumulates and light elements at the median time per MAC of the
-# device's figures). Fixed a priori, not tuned on held-out error.
-_RIDGE = 0.1
-
-
-def calibrate(
-    samples: Sequence[tuple[Mapping[str, Sequence[float]], float]],
-    *,
-    name: str,
-    description: str,
-    kind: str = "cpu",
-    threads: int | None = None,
-    fallback: str | None = None,
-    calibration: str = "",
-) -> DeviceProfile:
-    """Fits a profile's coefficients to published latencies.
-
-    Minimizes the squared relative error ``sum((estimate / published - 1)^2)``
-    over the samples with non-negative coefficients (Lawson-Hanson NNLS), plus
-    a small ridge pulling every multiply-accumulate and element coefficient
-    towards one flat rate (the median time per MAC of the samples), so that an
-    operator kind the samples barely exercise keeps a sensible cost. An
-    arithmetic absent from the samples copies the other's coefficients and is
-    marked as not calibrated.
-
-    Args:
-      samples: `(totals, ms)` pairs: the work of a model (`ModelWork.totals()`)
-        and its published latency in milliseconds.
-      name: profile name.
-      description: what the device is.
-      kind: `"cpu"` or `"edgetpu"`.
-      threads: threads of the published figures.
-      fallback: profile for unsupported operators (required for `"edgetpu"`).
-      calibration: where the figures come from.
-
-    Returns:
-      A `DeviceProfile` (without `validation`; see `cross_validate`).
-
-    Raises:
-      ValueError: with fewer than 2 samples or a non-positive latency.
-    """
-    from scipy.optimize import nnls
-
-    if len(samples) < 2:
-        raise ValueError(f"need at least 2 published figures to fit, got {len(samples)}.")
-    if any(not ms > 0 for _, ms in samples):
-        raise ValueError("published latencies must be > 0 ms.")
-    cols = CPU_COLUMNS if kind == "cpu" else TPU_COLUMNS
-    feats = [features_from_totals(t, kind) for t, _ in samples]
-    y = np.array([ms * 1e-3 for _, ms in samples])
-    x = np.array([[f.get(c, 0.0) for c in cols] for f in feats])
-    mac_cols = [i for i, c in enumerate(cols) if c not in ("bytes", "ops", "tpu:offchip_bytes")]
-    total_macs = x[:, mac_cols].sum(axis=1)
-    flat = float(np.median(y / np.maximum(total_macs, 1.0)))
-    # Column scales: the flat rate for work columns, a typical share of the
-    # latency for bytes and ops, so the ridge and the solver see unit-sized terms.
-    scale = np.empty(len(cols))
-    for j in range(len(cols)):
-        if j in mac_cols:
-            scale[j] = flat
-        else:
-            col = x[:, j]
-            scale[j] = float(np.median(y[col > 0] / col[col > 0])) if np.any(col > 0) else 1.0
-    a = (x * scale) / y[:, None]
-    b = np.ones(len(y))
-    reg_rows, reg_b = [], []
-    for j in mac_cols:
-        r = np.zeros(len(cols))
-        r[j] = np.sqrt(_RIDGE)
-        reg_rows.append(r)
-        reg_b.append(np.sqrt(_RIDGE))
-    a_aug = np.vstack([a, *reg_rows]) if reg_rows else a
-    b_aug = np.concatenate([b, reg_b])
-    u, _ = nnls(a_aug, b_aug, maxiter=50 * len(cols))
-    coef = dict(zip(cols, (u * scale).tolist(), strict=True))
-    calibrated: tuple[str, ...] = ("int8",) if kind == "edgetpu" else ()
-    if kind == "cpu":
-        seen = {a_ for a_ in ("fp32", "int8") if any(x[:, cols.index(f"{a_}:pointwise")] > 0)
-                or any(x[:, cols.index(f"{a_}:depthwise")] > 0)}
-        calibrated = tuple(sorted(seen))
-        for missing, have in (("fp32", "int8"), ("int8", "fp32")):
-            if missing not in seen and have in seen:
-                for c in ("conv", "pointwise", "depthwise", "light"):
-                    coef[f"{missing}:{c}"] = coef[f"{have}:{c}"]
-    return DeviceProfile(
-        name=name,
-        description=description,
-        kind=kind,
-        coefficients=coef,
-        threads=threads,
-        calibrated=calibrated,
-        fallback=fallback,
-        calibration=calibration,
-        published_range_ms=(float(y.min() * 1e3), float(y.max() * 1e3)),
-    )
-
-
-def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    if len(a) < 3:
-        return None
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
-
-
-def model_family(model: str) -> str:
-    """The architecture family of a published model (`mobilenet_v1_0.50_160` -> `mobilenet_v1`)."""
-    for prefix in ("mobilenet_v1", "mobilenet_v2", "nasnet", "efficientnet_lite", "vgg",
-                   "resnet50", "resnet152", "resnet_v2"):
-        if model.startswith(prefix):
-            return prefix
-    return model
-
-
-def cross_validate(
-    rows: Sequence[_Row], fit: Callable[[Sequence[_Row]], DeviceProfile], *, by: str = "architecture"
-) -> Validation:
-    """Cross-validation in which every prediction comes from a fit without its model.
-
-    Args:
-      rows: the published figures of one device.
-      fit: `fit(rows) -> DeviceProfile`.
-      by: `"architecture"`: each model (fp32 and int8 together) is held out
-        in turn; `"family"`: each family (all MobileNetV1 sizes, all
-        EfficientNet-Lites, ...) is held out in turn, a stricter test.
-    """
-    if by not in ("architecture", "family"):
-        raise ValueError(f"`by` must be 'architecture' or 'family', got {by!r}.")
-    key = (lambda r: r.model) if by == "architecture" else (lambda r: model_family(r.model))
-    preds: list[tuple[str, str, float, float]] = []
-    for m in sorted({key(r) for r in rows}):
-        train = [r for r in rows if key(r) != m]
-        test = [r for r in rows if key(r) == m]
-        if len(train) < 2:
-            continue
-        prof = fit(train)
-        for r in test:
-            est = prof.cost(features_from_totals(r.totals, prof.kind)) * 1e3
-            preds.append((r.model, r.precision, r.ms, est))
-    errs = [abs(p / t - 1) * 100 for _, _, t, p in preds]
-    speed = []
-    pairs = {(m, prec): (t, p) for m, prec, t, p in preds}
-    for (m, prec), (t, p) in pairs.items():
-        if prec == "int8" and (m, "fp32") in pairs:
-            tf, pf = pairs[(m, "fp32")]
-            speed.append(abs((pf / p) / (tf / t) - 1) * 100)
-    return Validation(
-        method=(
-            "leave-one-architecture-out (fp32 and int8 of a model held out together)"
-            if by == "architecture"
-            else "leave-one-family-out (every size and precision of a family held out together)"
-        ),
-        rows=len(preds),
-        median_abs_err_pct=float(np.median(errs)),
-        worst_abs_err_pct=float(np.max(errs)),
-        rank_corr=_spearman([p[2] for p in preds], [p[3] for p in preds]),
-        int8_speedup_median_abs_err_pct=float(np.median(speed)) if speed else None,
-        predictions=tuple(preds),
-    )
-
 
 _DEVICES = {
     "pixel3": dict(
         description="Pixel 3 phone CPU (Snapdragon 845), 4 threads, LiteRT CPU kernels",
-        kind="cpu", threads=4, fallback=None,
+        kind="cpu", threads=4, fallback=None, pool="arm-cpu",
     ),
     "pixel4": dict(
         description="Pixel 4 phone CPU (Snapdragon 855), 4 threads, LiteRT CPU kernels",
-        kind="cpu", threads=4, fallback=None,
+        kind="cpu", threads=4, fallback=None, pool="arm-cpu",
     ),
     "cortex-a53": dict(
         description="Coral Dev Board CPU (quad Cortex-A53, the page's 'Embedded CPU'), int8 models",
-        kind="cpu", threads=None, fallback=None,
+        kind="cpu", threads=None, fallback=None, pool="arm-cpu",
     ),
     "edgetpu": dict(
         description="Coral Dev Board Edge TPU, CPU fallback on cortex-a53",
-        kind="edgetpu", threads=None, fallback="cortex-a53",
+        kind="edgetpu", threads=None, fallback="cortex-a53", pool="edgetpu",
+    ),
+    "pixel1-1core": dict(
+        description="Pixel 1 phone CPU, one large core, TF-Lite (MobileNetV2/V3 pages' figures)",
+        kind="cpu", threads=1, fallback=None, pool="arm-cpu",
+    ),
+    "pixel3-gpu": dict(
+        description="Pixel 3 GPU delegate (Adreno 630); ops it does not take run on pixel3",
+        kind="gpu", threads=None, fallback="pixel3", pool="pixel3-gpu",
+    ),
+    "pixel4-gpu": dict(
+        description="Pixel 4 GPU delegate (Adreno 640); ops it does not take run on pixel4",
+        kind="gpu", threads=None, fallback="pixel4", pool="pixel4-gpu",
     ),
 }
 
-
-def _fit_device(name: str, rows: Sequence[_Row]) -> DeviceProfile:
-    spec = _DEVICES[name]
-    sources = sorted({r.source for r in rows})
-    return calibrate(
-        [(r.totals, r.ms) for r in rows],
-        name=name,
-        description=spec["description"],
-        kind=spec["kind"],
-        threads=spec["threads"],
-        fallback=spec["fallback"],
-        calibration=f"{len(rows)} published figures ({', '.join(sources)}; "
-        f"see {published_latency_path().name})",
-    )
+# Devices with published figures that no profile is fitted to, and the profile
+# whose estimates are checked against them.
+UNFITTED_DEVICES = {
+    "pixel2-1core": "pixel1-1core",
+    "pixel3-1core": "pixel1-1core",
+    "iphone-xs": "pixel4",
+    "pixel2-1thread": "pixel1-1core",
+    "pixelxl-1thread": "pixel1-1core",
+    "iphone8-1thread": "pixel1-1core",
+    "edgetpu-usb": "edgetpu",
+    "iphone-xs-gpu": "pixel4-gpu",
+}
 
 
 @functools.cache
 def _build(name: str) -> DeviceProfile:
-    rows = [r for r in published_rows() if r.device == name]
-    prof = _fit_device(name, rows)
-    val = cross_validate(rows, lambda train: _fit_device(name, train))
-    return dataclasses.replace(prof, validation=val)
+    from tflight.devices import fit as profile_fit
+
+    return profile_fit.build_profile(name, _DEVICES, _POOLS)
 
 
 class _LazyProfiles(Mapping[str, DeviceProfile]):
-    """The named profiles, fitted on first use (a fraction of a second)."""
+    """The named profiles, fitted on first use (about a second for the CPU pool)."""
 
     def __getitem__(self, name: str) -> DeviceProfile:
         if name not in _DEVICES:
@@ -604,6 +237,22 @@ class _LazyProfiles(Mapping[str, DeviceProfile]):
 
 
 PROFILES: Mapping[str, DeviceProfile] = _LazyProfiles()
+
+# Names that moved to `tflight.devices.fit` / `tflight.devices.published`; still
+# importable from here.
+_MOVED = {
+    "calibrate": "fit", "cross_validate": "fit", "Validation": "fit",
+    "published_rows": "published", "published_latency_path": "published",
+    "model_work_path": "published", "model_family": "published",
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"tflight.devices.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_profile(name: str | DeviceProfile) -> DeviceProfile:
@@ -676,6 +325,7 @@ def estimate_latency(
     profile: str | DeviceProfile,
     *,
     threads: int | None = None,
+    gpu_fallback: Sequence[str] | None = None,
 ) -> LatencyEstimate:
     """Estimates the latency of a model on a device profile.
 
@@ -684,6 +334,10 @@ def estimate_latency(
       profile: a profile name from `PROFILES`, or a `DeviceProfile`.
       threads: CPU threads; only the thread count of the published figures
         (`profile.threads`) is supported, since no other was published.
+      gpu_fallback: for a GPU profile, the operators the GPU delegate refused
+        on a real run, as `converters.gpu.GpuRun.fallback` names them
+        (`"GATHER: Only support 1D indices"`; the name before the colon
+        counts). Without it, `gpu_placement`'s rule decides.
 
     Returns:
       A `LatencyEstimate` whose label says "estimated", names the profile and
@@ -709,6 +363,7 @@ def estimate_latency(
     notes: set[str] = set()
     unsupported: list[str] = []
     per_op: list[float] = []
+    partitions: list[tuple[int, int]] = []
     if prof.kind == "edgetpu":
         cpu = get_profile(prof.fallback)
         on_tpu = True
@@ -734,6 +389,8 @@ def estimate_latency(
             else:
                 unsupported.append(f"{o.op_name}#{o.index} ({o.arith})")
                 per_op.append(_op_seconds(o, cpu, notes) * 1e3)
+    elif prof.kind == "gpu":
+        per_op, partitions = _gpu_per_op(work, prof, gpu_fallback, notes, unsupported)
     else:
         per_op = [_op_seconds(o, prof, notes) * 1e3 for o in work.ops]
     val = prof.validation
@@ -747,9 +404,16 @@ def estimate_latency(
     if lo_hi is not None and not lo_hi[0] <= total <= lo_hi[1]:
         label += (f"; outside the published range {lo_hi[0]:g}-{lo_hi[1]:g} ms it was fitted to "
                   "(extrapolated)")
-    if unsupported:
+    fragmented = sum(1 for g, _ in partitions if g) > GPU_FRAGMENTED_PARTITIONS
+    if unsupported and prof.kind == "edgetpu":
         label += (f"; {len(unsupported)} op(s) from {unsupported[0].split(' ')[0]} on not "
                   f"supported by {prof.name}, estimated on {prof.fallback}")
+    elif unsupported:
+        label += (f"; {len(unsupported)} op(s) not taken by the GPU delegate, estimated on "
+                  f"{prof.fallback} with the copies between partitions")
+    if fragmented:
+        label += (f"; FRAGMENTED: the delegate splits the graph into "
+                  f"{sum(1 for g, _ in partitions if g)} GPU partitions")
     return LatencyEstimate(
         profile=prof.name,
         ms=total,
@@ -757,4 +421,64 @@ def estimate_latency(
         unsupported_ops=tuple(unsupported),
         label=label,
         notes=tuple(sorted(notes)),
+        partitions=tuple(partitions),
+        fragmented=fragmented,
     )
+
+
+def gpu_placement(work: ModelWork, gpu_fallback: Sequence[str] | None = None) -> list[bool]:
+    """Which operators of the main subgraph the GPU delegate takes (True) or leaves to the CPU.
+
+    With `gpu_fallback` (the refused operators of a real run of LiteRT's GPU
+    accelerator, `converters.gpu.GpuRun.fallback`), every operator of a
+    refused name stays on the CPU. Without it, a rule: control flow, custom
+    operators, operators on integer index arithmetic and operators with a
+    dynamic shape stay on the CPU (the GPU delegate takes static float or
+    dequantized graphs only); metadata-only and folded operators follow their
+    neighbours and never split a partition.
+    """
+    refused = {f.split(":")[0].strip() for f in gpu_fallback or ()}
+    out = []
+    for o in work.ops:
+        if gpu_fallback is not None:
+            on = o.op_name not in refused
+        else:
+            on = not (o.children or o.op_name.startswith("CUSTOM") or o.arith == "int"
+                      or o.dynamic)
+        out.append(on or o.op_class in ("reshape", "constant"))
+    return out
+
+
+def _gpu_per_op(work: ModelWork, prof: DeviceProfile, gpu_fallback: Sequence[str] | None,
+                notes: set[str], unsupported: list[str]) -> tuple[list[float], list[tuple[int, int]]]:
+    """Per-op ms on a GPU profile and its partitions (GPU ops, CPU ops after them)."""
+    cpu = get_profile(prof.fallback)
+    placed = gpu_placement(work, gpu_fallback)
+    notes.add("ops the GPU delegate leaves to the CPU costed on "
+              f"{cpu.name}, each CPU<->GPU boundary as a copy of the op's activations at "
+              f"{cpu.name}'s per-byte rate, twice (no published figure covers this rule)")
+    if gpu_fallback is None:
+        notes.add("GPU placement by rule (no GPU run given): control flow, custom, integer "
+                  "index and dynamic-shape ops on the CPU")
+    per_op: list[float] = []
+    partitions: list[list[int]] = []
+    prev: bool | None = None
+    byte_rate = cpu.coefficients["fp32:act_bytes"]
+    for o, on in zip(work.ops, placed, strict=True):
+        free = o.op_class in ("reshape", "constant")
+        if on:
+            t = prof.cost(_gpu_features(o.op_class, 1, o.macs, o.elements, o.bytes))
+            if not free and prev is not True:
+                partitions.append([0, 0])
+        else:
+            unsupported.append(f"{o.op_name}#{o.index} ({o.arith})")
+            t = _op_seconds(o, cpu, notes)
+            if not partitions:
+                partitions.append([0, 0])
+        if not free and prev is not None and on != prev:
+            t += 2 * byte_rate * o.bytes
+        if not free:
+            partitions[-1][0 if on else 1] += 1
+            prev = on
+        per_op.append(t * 1e3)
+    return per_op, [tuple(p) for p in partitions]

@@ -4,16 +4,22 @@
 int4) with litert-quantizer; `precision_sensitivity` measures each layer;
 `search_precision` finds the smallest or fastest plan within an accuracy budget
 that holds on new data.
+
+Modules, in the order they build on each other: `choices` (the `Precision`
+words), `data` (checking and splitting the samples), `model` (the float model
+and its layers), `stats` (binomial bounds on a drop), `scoring` (a variant
+against the float model, in LiteRT), `recipes` (litert-quantizer recipes per
+layer), `int4`, `layer_sensitivity` and `search`.
 """
 
 from tflight._lazy import attach
 
 _EXPORTS = {
-    "Precision": "tflight.precision.recipes",
+    "Precision": "tflight.precision.choices",
     "QuantizedModel": "tflight.precision.recipes",
-    "PrecisionSensitivity": "tflight.precision.recipes:SensitivityReport",
-    "precision_sensitivity": "tflight.precision.recipes:sensitivity",
-    "quantize_int4": "tflight.precision.recipes",
+    "PrecisionSensitivity": "tflight.precision.layer_sensitivity",
+    "precision_sensitivity": "tflight.precision.layer_sensitivity",
+    "quantize_int4": "tflight.precision.int4",
     "quantize_layers": "tflight.precision.recipes",
     "SearchResult": "tflight.precision.search",
     "search_precision": "tflight.precision.search:search",

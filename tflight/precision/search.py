@@ -4,8 +4,8 @@ The smallest (or, by a device profile's latency estimate, fastest) per-layer
 mix of float, fp16, int16x8, int8 and int4 weights whose accuracy drop stays
 within a budget **on new data**, not only on the samples measured: a candidate
 is accepted only if a one-sided upper confidence bound on its drop (exact
-binomial bound on the paired losses, see `tflight.precision.drop_bound_pt`)
-is within the budget. A budget the search samples cannot resolve (too few of
+binomial bound on the paired losses, see
+`tflight.precision.stats.drop_bound_pt`) is within the budget. A budget the search samples cannot resolve (too few of
 them for the bound to reach it even with no loss) is refused with the number
 of samples needed. Every candidate is built by litert-quantizer and run in
 LiteRT; the result is re-checked on samples the search never saw.
@@ -28,30 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tflight.errors import PrecisionBudgetError, PrecisionError
-from tflight.precision.recipes import (
-    DEFAULT_CONFIDENCE,
-    OTHER_OPS,
-    Precision,
-    QuantizedModel,
-    SensitivityReport,
-    Verification,
-    _Builder,
-    _check_disjoint,
-    _describe,
-    _Evaluator,
-    _FloatModel,
-    _labels,
-    _latency_ms,
-    _n,
-    _n_calibration,
-    _noise,
-    _pair,
-    _precisions,
-    _sensitivity,
-    _split,
-    _verify,
-    samples_needed,
-)
+from tflight.precision.choices import OTHER_OPS, Precision, _describe, _precisions
+from tflight.precision.data import _check_disjoint, _labels, _n, _n_calibration, _pair, _split
+from tflight.precision.layer_sensitivity import PrecisionSensitivity, _noise, _sensitivity
+from tflight.precision.model import _FloatModel
+from tflight.precision.recipes import QuantizedModel, _Builder
+from tflight.precision.scoring import Verification, _Evaluator, _latency_ms, _verify
+from tflight.precision.stats import DEFAULT_CONFIDENCE, samples_needed
 
 __all__ = ["Objective", "Guide", "SearchStep", "SearchResult", "search"]
 
@@ -153,7 +136,7 @@ class SearchResult:
     guide: Guide
     evaluations: int
     seconds: float
-    sensitivity: SensitivityReport
+    sensitivity: PrecisionSensitivity
     steps: tuple[SearchStep, ...]
     source: str
     calibration: str
@@ -169,6 +152,16 @@ class SearchResult:
     def verification(self) -> Verification:
         assert self.model.verification is not None
         return self.model.verification
+
+    @property
+    def recheck_met_budget(self) -> bool:
+        """Whether the held-out re-check's own bound is within the budget too.
+
+        The search's bound is from the samples it chose on; the re-check's
+        is from samples it never saw. A re-check without a bound (NaN) is not
+        counted as a miss.
+        """
+        return not self.verification.drop_bound_pt > self.max_drop_pt + 1e-9
 
     @property
     def claim(self) -> str:
@@ -237,7 +230,7 @@ class SearchResult:
                  f"{self.float_estimated_latency_ms:.4f} ms (estimated, not measured)")
         print_fn(f"verified: {self.verification.short()}")
         v = self.verification
-        if v.drop_bound_pt > self.max_drop_pt + 1e-9:
+        if not self.recheck_met_budget:
             print_fn(f"WARNING: the re-check's bound on new data ({v.drop_bound_pt:.2f} pt, "
                      f"{v.losses} lost of {v.samples} held-out samples) exceeds the budget "
                      f"{self.max_drop_pt:g} pt that the search's bound "
@@ -245,7 +238,7 @@ class SearchResult:
                      "looser budget is needed to claim it")
 
 
-def _view_noise(report: SensitivityReport, guide: Guide) -> dict[str, dict[Precision, float]]:
+def _view_noise(report: PrecisionSensitivity, guide: Guide) -> dict[str, dict[Precision, float]]:
     """Estimated output noise per layer and precision under one sensitivity view.
 
     "alone": the relative noise power 10^(-SNR/10) measured with the layer
@@ -336,7 +329,7 @@ def search(
 ) -> SearchResult:
     """Finds the smallest (or fastest) per-layer precision mix within an accuracy budget.
 
-    First every layer's sensitivity is measured both ways (`sensitivity`: the
+    First every layer's sensitivity is measured both ways (`precision_sensitivity`: the
     layer quantized alone at every choice, and the layer kept float in an
     otherwise quantized model). The search then starts with each layer at its
     cheapest choice and, while the bound on the drop exceeds `max_drop`, moves
@@ -348,14 +341,14 @@ def search(
 
     The budget is a claim about new data: a configuration is accepted only if
     the one-sided upper bound on its drop at `confidence`
-    (`tflight.precision.drop_bound_pt`, from the paired losses on the search
-    samples) is within `max_drop`. With n search samples that bound is never
+    (`tflight.precision.stats.drop_bound_pt`, from the paired losses on the
+    search samples) is within `max_drop`. With n search samples that bound is never
     below 1 - (1 - confidence)^(1/n), so a budget below it is refused up front
     with the number of validation samples needed. The chosen model is then
     re-checked on held-out samples (`result.verification`).
 
     Args:
-      model: as for `sensitivity` (a QAT Keras model contributes its trained
+      model: as for `precision_sensitivity` (a QAT Keras model contributes its trained
         float weights; its activation ranges come from calibration).
       x: validation inputs (a list or dict of arrays for multi-input models).
         Without `test_data`, half of them (after the calibration hold-out)
@@ -364,10 +357,10 @@ def search(
         disagreement with the float model).
       max_drop: the budget, in accuracy points.
       confidence: confidence level of the bound (0.5 to 0.999).
-      calibration_data: as for `sensitivity`.
+      calibration_data: as for `precision_sensitivity`.
       test_data: separate `(x, y)` (or `x`) for the re-check.
       objective: `"size"` (raw bytes) or `"latency"` (the profile's estimate).
-      profile: the device profile for latency estimates (`tflight.profiles.PROFILES`).
+      profile: the device profile for latency estimates (`tflight.devices.profiles.PROFILES`).
       choices: the precisions a layer may take (default: all of `Precision`).
       guide: the sensitivity view ordering the moves (`Guide`). "alone" by
         default: on the benchmark's CNN and transformer its additive estimate
@@ -383,7 +376,7 @@ def search(
     Raises:
       PrecisionBudgetError: no configuration met the budget; `best` holds the
         `SearchResult` of the configuration with the smallest bound found.
-      PrecisionError: bad model or data (see `sensitivity`), or too few
+      PrecisionError: bad model or data (see `precision_sensitivity`), or too few
         samples to resolve the budget at this confidence.
 
     Example:
@@ -394,21 +387,25 @@ def search(
     start = time.perf_counter()
     if (not isinstance(max_drop, (int, float)) or isinstance(max_drop, bool)
             or not math.isfinite(max_drop) or max_drop < 0):
-        raise PrecisionError(f"`max_drop` must be a number of points >= 0, got {max_drop!r}.")
+        raise PrecisionError(f"`max_drop` must be a number of points >= 0, got {max_drop!r}.",
+                             option="max_drop", kind="bad_value")
     if (not isinstance(confidence, (int, float)) or isinstance(confidence, bool)
             or not 0.5 <= confidence <= 0.999):
-        raise PrecisionError(f"`confidence` must be between 0.5 and 0.999, got {confidence!r}.")
+        raise PrecisionError(f"`confidence` must be between 0.5 and 0.999, got {confidence!r}.",
+                             option="confidence", kind="bad_value")
     try:
         objective = Objective(objective)
     except ValueError:
         raise PrecisionError(
-            f"`objective` must be one of {[o.value for o in Objective]}, got {objective!r}."
+            f"`objective` must be one of {[o.value for o in Objective]}, got {objective!r}.",
+            option="objective", kind="bad_value",
         ) from None
     try:
         guide = Guide(guide)
     except ValueError:
         raise PrecisionError(
-            f"`guide` must be one of {[g.value for g in Guide]}, got {guide!r}."
+            f"`guide` must be one of {[g.value for g in Guide]}, got {guide!r}.",
+            option="guide", kind="bad_value",
         ) from None
     from tflight.devices.profiles import get_profile
     from tflight.errors import BenchmarkError
@@ -416,7 +413,8 @@ def search(
     try:
         get_profile(profile)
     except BenchmarkError as e:
-        raise PrecisionError(str(e)) from e
+        raise PrecisionError(str(e), option="profile", fix=e.fix,
+                             kind=e.kind or "unknown_profile") from e
     ps = _precisions(choices if choices is not None else list(Precision), "choices")
     fm = _FloatModel(model, sample=None)
     out = fm.output_index(output)
@@ -428,8 +426,9 @@ def search(
     else:
         calibration, [(xs, ys)], how = _split(fm, x, y, calibration_data, parts=1, seed=seed)
         tx, ty = _pair(test_data)
-        xt = fm.check(tx, "`test_data`")
-        yt = _labels(_class_ids(fm, out, ty, "`test_data` labels"), _n(xt), "`test_data` labels")
+        xt = fm.check(tx, "`test_data`", "test_data")
+        yt = _labels(_class_ids(fm, out, ty, "`test_data` labels"), _n(xt), "`test_data` labels",
+                     "test_data")
         _check_disjoint(calibration, xt, "`test_data`")
         test_name = "the test data"
     need = samples_needed(float(max_drop), float(confidence))
@@ -447,11 +446,12 @@ def search(
         if not sep["separate_test"]:
             parts.append("half kept for the re-check")
         kept = f" after {' and '.join(parts)}" if parts else ""
-        raise PrecisionError(
-            f"The search has {_n(xs)} samples{kept}: too few to claim a {max_drop:g} pt "
-            f"budget on new data; {more}. Or raise max_drop, lower confidence, pass "
-            "test_data / calibration_data separately."
-        )
+        reason = (f"The search has {_n(xs)} samples{kept}: too few to claim a {max_drop:g} pt "
+                  f"budget on new data; {more}.")
+        fix = "Or raise max_drop, lower confidence, pass test_data / calibration_data separately."
+        raise PrecisionError(f"{reason} {fix}", option="max_drop", fix=fix,
+                             kind="budget_unresolvable", reason=reason, samples=_n(xs),
+                             samples_needed=need)
     builder = _Builder(fm, calibration)
     ev = _Evaluator(fm, xs, ys, output=out, confidence=float(confidence))
     report = _sensitivity(fm, builder, ev, ps, ps[-1], f"the search samples ({how})")
@@ -552,13 +552,13 @@ def search(
     )
     if not met:
         layers = {k: v for k, v in assign.items() if k != OTHER_OPS}
-        raise PrecisionBudgetError(
+        reason = (
             f"No configuration of {fm.source} among {[p.value for p in ps]} stays within "
             f"{max_drop:g} accuracy points at {confidence:.0%} confidence: the best found loses "
             f"{drop:.2f} pt on {_n(xs)} search samples (bound on new data {bound:.2f} pt; "
-            f"{_describe(layers, assign.get(OTHER_OPS, Precision.FLOAT))}). "
-            "Raise max_drop, allow more precise `choices` (float, fp16), or start from a "
-            "QAT model.",
-            best=result,
-        )
+            f"{_describe(layers, assign.get(OTHER_OPS, Precision.FLOAT))}).")
+        fix = ("Raise max_drop, allow more precise `choices` (float, fp16), or start from a "
+               "QAT model.")
+        raise PrecisionBudgetError(f"{reason} {fix}", best=result, option="max_drop", fix=fix,
+                                   reason=reason)
     return result

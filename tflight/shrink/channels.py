@@ -597,7 +597,7 @@ def fine_tune(
             x, y, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
             verbose=verbose,
         )
-    from tflight.distill.distiller import Distiller
+    from tflight.distillation.distiller import Distiller
 
     distiller = Distiller(teacher, model, temperature=temperature, alpha=alpha)
     distiller.compile(optimizer=K.optimizers.Adam(learning_rate))

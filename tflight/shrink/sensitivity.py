@@ -5,7 +5,7 @@ cuts each coupled group of `DependencyGraph` alone at several ratios and
 measures the drop of a metric on the user's validation data (measured, not
 estimated). `SensitivityResult.allocate` then picks one ratio per group so that
 the MACs, the parameters or the estimated latency on a named device profile
-(`tflight.profiles`: pixel3, pixel4, cortex-a53, edgetpu) meet a target, greedily taking the cut with the least
+(`tflight.devices.profiles`: pixel3, pixel4, cortex-a53, edgetpu) meet a target, greedily taking the cut with the least
 predicted loss per unit of cost saved (costs are counted on the graph for the
 joint cut; losses of different groups are assumed to add up, which is what
 "predicted" means here). The latency is estimated, not measured: the
@@ -59,19 +59,19 @@ def estimated_latency_ms(
 ) -> float:
     """Estimated latency (ms) of a graph's convolutions and Dense layers on a device profile.
 
-    The cost model of `tflight.profiles` (fitted to published latencies) is
+    The cost model of `tflight.devices.profiles` (fitted to published latencies) is
     applied to each convolution, depthwise convolution and Dense layer of the
     graph with `keep` applied: its MACs by kind (k x k, pointwise, depthwise),
     the bytes it reads and writes, and a fixed cost per operator. BatchNorm is
     taken as folded and activations as fused; the other element-wise operators
     (additions, pooling) are left out, so the figure is for comparing cuts of
-    one model, not a whole-model estimate (`tflight.profiles.estimate_latency`
+    one model, not a whole-model estimate (`tflight.devices.profiles.estimate_latency`
     estimates a converted `.tflite`).
 
     Args:
       graph: the model's `DependencyGraph`.
       keep: kept channel indices per group id (missing groups are whole).
-      profile: a profile name from `tflight.profiles.PROFILES`.
+      profile: a profile name from `tflight.devices.profiles.PROFILES`.
       arithmetic: "int8" or "fp32", the arithmetic the model will run in.
 
     Returns:

@@ -18,9 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from tflight.compress.models import short_name
 from tflight.errors import CompressionError
 
-__all__ = ["PrunedMask", "Refill", "check_refills", "measure_refills", "pruned_masks", "rezero"]
+__all__ = [
+    "PrunedMask",
+    "Refill",
+    "check_refills",
+    "measure_refills",
+    "pruned_masks",
+    "rezero",
+    "zeros_by_layer",
+]
 
 # A wrapped layer may refill this share of its pruned positions (TF-MOT's
 # prune-preserving QAT lets a few drift in small layers) before it is an error.
@@ -53,9 +62,10 @@ class Refill:
         return self.refilled / self.pruned if self.pruned else 0.0
 
 
-def _short_name(variable: Any) -> str:
-    name = getattr(variable, "path", None) or getattr(variable, "name", "")
-    return str(name).split(":")[0]
+def zeros_by_layer(model: Any) -> dict[str, float]:
+    from tflight.compress.sparsity import sparsity_report
+
+    return {row.layer: row.sparsity for row in sparsity_report(model).layers}
 
 
 def pruned_masks(wrapped: Any, pruned: dict[str, float]) -> list[PrunedMask]:
@@ -71,7 +81,7 @@ def pruned_masks(wrapped: Any, pruned: dict[str, float]) -> list[PrunedMask]:
             if id(w) in seen:
                 continue
             seen.add(id(w))
-            if _short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
+            if short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
                 values = w.numpy()
                 masks.append(PrunedMask(inner.name, w, (values != 0).astype(values.dtype)))
     return masks

@@ -291,3 +291,71 @@ class FeatureLoss(DistillationLoss):
         s = tf.cast(s, tf.float32)
         sq = tf.square(t - s)
         return tf.reduce_mean(tf.reshape(sq, [tf.shape(sq)[0], -1]), axis=-1)
+
+
+def _resolve_losses(
+    temperature: float | None,
+    alpha: float | None,
+    feature_layers: Any,
+    feature_weight: float | None,
+    losses: Any,
+) -> tuple[DistillationLoss, ...]:
+    """The distiller's losses: `losses` as given, or the defaults built from the four shortcuts.
+
+    Raises:
+      DistillationError: both forms given, an empty or foreign `losses`, an
+        `alpha` outside [0, 1], a malformed feature pair, or all weights 0.
+    """
+    if losses is not None:
+        given = [
+            n
+            for n, v in (
+                ("temperature", temperature),
+                ("alpha", alpha),
+                ("feature_layers", feature_layers),
+                ("feature_weight", feature_weight),
+            )
+            if v is not None
+        ]
+        if given:
+            raise DistillationError(
+                f"Pass either `losses=[...]` or {', '.join(given)}, not both: with `losses` the "
+                "list is complete (add SoftTargetLoss(temperature=...) etc. to it)."
+            )
+        losses = list(losses)
+        if not losses:
+            raise DistillationError("`losses` is empty; give at least one DistillationLoss.")
+        for loss in losses:
+            if not isinstance(loss, DistillationLoss):
+                raise DistillationError(
+                    f"`losses` must hold DistillationLoss objects, got {type(loss).__name__}."
+                )
+    else:
+        temperature = 4.0 if temperature is None else temperature
+        alpha = 0.1 if alpha is None else alpha
+        feature_weight = 1.0 if feature_weight is None else feature_weight
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, (int, float))
+            or not math.isfinite(alpha)
+            or not 0.0 <= alpha <= 1.0
+        ):
+            raise DistillationError(
+                f"`alpha` (weight of the ground-truth loss) must be in [0, 1], got {alpha!r}; "
+                "the soft-target loss gets 1 - alpha."
+            )
+        losses = [SoftTargetLoss(temperature=temperature, weight=1.0 - alpha)]
+        if alpha > 0:
+            losses.append(GroundTruthLoss(weight=alpha))
+        for pair in feature_layers or ():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise DistillationError(
+                    "`feature_layers` must be (teacher_layer, student_layer) name pairs, got "
+                    f"{pair!r}."
+                )
+            losses.append(FeatureLoss(pair[0], pair[1], weight=feature_weight))
+    if sum(loss.weight for loss in losses) <= 0:
+        raise DistillationError(
+            "All loss weights are 0; at least one loss needs a weight > 0 to train the student."
+        )
+    return tuple(losses)

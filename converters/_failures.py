@@ -1,0 +1,67 @@
+"""The errors of a mode that failed: converter refusals, crashes, free-length loops.
+
+Each names the mode (`error.mode`) and says what to try instead.
+"""
+
+from __future__ import annotations
+
+from converters._native_log import log_tail
+from converters.errors import ConversionError, ConverterCrashError, UnsupportedModelError
+from converters.modes import Mode
+from converters.source import Source
+
+__all__ = ["converter_error", "recurrent_loop_error", "crash_error"]
+
+
+def _hint(mode: Mode, source: Source) -> str:
+    if source.recurrent_loop:
+        return (
+            " The recurrent layers have a free number of time steps, so they stay a loop; "
+            "give the model's Input a fixed sequence length (e.g. keras.Input((T, features))) "
+            "so that they can be unrolled."
+        )
+    if mode.needs_calibration:
+        return " Some ops have no integer kernels; try mode 'dynamic' or 'fp16'."
+    return ""
+
+
+def converter_error(
+    mode: Mode, source: Source, first: str, fallback: str | None = None
+) -> ConversionError:
+    text = f"The TFLite converter failed on {source.description} in mode {mode.value!r}: {first[:500]}"
+    if fallback is not None and fallback != first:
+        text += f" (converting through a SavedModel instead failed too: {fallback[:300]})"
+    e = UnsupportedModelError(text.rstrip(".") + "." + _hint(mode, source))
+    e.mode = mode.value
+    return e
+
+
+
+def recurrent_loop_error(mode: Mode, source: Source) -> ConversionError:
+    e = UnsupportedModelError(
+        f"Mode {mode.value!r} cannot convert {source.description}: its recurrent layers have a "
+        "free number of time steps, so they stay a WHILE loop, and TensorFlow's int8 calibrator "
+        "crashes on that loop. Give the Input a fixed sequence length (e.g. "
+        "keras.Input((T, features))) so that they are unrolled, or use mode 'fp32', 'fp16' or "
+        "'dynamic'."
+    )
+    e.mode = mode.value
+    return e
+
+
+def crash_error(mode: Mode, source: Source, how: str, log: str) -> ConversionError:
+    tail = log_tail(log)
+    hint = (
+        " Integer calibration runs the model in TensorFlow's calibrator, which crashes on some "
+        "graphs: try mode 'dynamic' or 'fp16'."
+        if mode.needs_calibration
+        else ""
+    )
+    e = ConverterCrashError(
+        f"The converter process {how} while converting {source.description} in mode "
+        f"{mode.value!r}; the other modes are not affected."
+        + (f" Its last output: {tail}." if tail else "")
+        + hint
+    )
+    e.mode = mode.value
+    return e
