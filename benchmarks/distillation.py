@@ -230,7 +230,7 @@ def run_seed(seed: int, train, test, *, alpha: float, epochs: int, args, teacher
     soft_feat = distilled(True) if not args.skip_feature else None
 
     # QAT fine-tune of the soft-distilled student, still distilling.
-    qat = tflight.quantize(soft)
+    qat = tflight.qat(soft)
     dq = tflight.Distiller(teacher, qat, temperature=args.temperature, alpha=alpha)
     dq.compile(optimizer=tf_keras().optimizers.Adam(args.lr / 4))
     dq.fit(dq.cache_teacher(xt, yt).dataset(32, seed=seed), epochs=args.qat_epochs, verbose=0)
