@@ -271,6 +271,7 @@ def _in_cli_words(e: Exception, calibration: str | None, validation: str | None)
                                             kind=e.kind)
     out.mode = e.mode
     out.log_path = e.log_path
+    out.internal = bool(getattr(e, "internal", False))  # a crash stays ours (exit 1)
     return out
 
 
