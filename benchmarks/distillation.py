@@ -19,15 +19,21 @@ A second part measures what caching the teacher's outputs saves: median epoch
 time with the teacher run live vs. from `Distiller.cache_teacher`, for the
 digits teacher and for a large (random-weight, speed-only) teacher.
 
-Soft targets are harder to fit than one-hot labels: the distilled student
-needs a long schedule to use them. Measured on seeds 0-2 (LiteRT, held-out):
-250 epochs with alpha 0.5 closed 66 % +- 12 of the gap, 120 epochs closed only
-22 % +- 12 (alpha 0.1) and 29 % +- 14 (alpha 0.5); the student trained alone
-gets the same number of epochs and does not improve with more.
+Settings are chosen on validation only (`benchmarks/_splits.py`): the
+training split of `tflight.load_digits` is cut into train (80 %) and
+validation (20 %); every candidate schedule (alpha x epochs, `--alphas`,
+`--epoch-choices`) is scored by the distilled student's validation accuracy
+on the selection seeds (`--select-seeds`), the best is kept, and only then is
+the test split (the usual 450 held-out digits) unsealed and every model of the
+report scored on it once. One distillation run per alpha is observed at each
+candidate epoch count (as early stopping on validation would), so the grid
+costs one run per alpha. Soft targets are harder to fit than one-hot labels:
+the distilled student needs a long schedule to use them, and the student
+trained alone gets the same number of epochs.
 
 Usage:
   python benchmarks/distillation.py --json distillation.json
-  python benchmarks/distillation.py --seeds 0 1 2 3 4 --epochs 120 --alpha 0.1
+  python benchmarks/distillation.py --seeds 0 --epoch-choices 60 120 --skip-timing --json quick.json
 
 References:
   Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network", 2015
@@ -50,6 +56,7 @@ import numpy as np  # noqa: E402
 
 import converters  # noqa: E402
 import tflight  # noqa: E402
+from benchmarks._splits import Splits, digits_splits  # noqa: E402
 from converters.files import write_json  # noqa: E402
 from tflight._keras import keras, tf, tf_keras  # noqa: E402
 
@@ -129,16 +136,76 @@ def litert_eval(model, x_test, y_test, mode="fp32", representative=None):
     return float((pred.argmax(-1) == y_test).mean()), int(result.size)
 
 
-def run_seed(seed: int, data, args) -> dict:
-    rows = {}
-    xt, yt, xv, yv = data.x_train, data.y_train, data.x_test, data.y_test
-    fit = dict(epochs=args.epochs, batch_size=32, verbose=0)
-
-    # The teacher is the big model trained with more effort (shift augmentation);
-    # every student sees only the plain training split.
+def train_teacher(seed: int, train, args):
+    """The big model trained with more effort (shift augmentation), on `train` only."""
     teacher = teacher_model(seed)
     teacher.compile(keras.optimizers.Adam(1e-3), xent())
-    teacher.fit(*augmented(xt, yt), epochs=args.teacher_epochs, batch_size=32, verbose=0)
+    teacher.fit(*augmented(*train), epochs=args.teacher_epochs, batch_size=32, verbose=0)
+    return teacher
+
+
+class _WatchEpochs(keras.callbacks.Callback):
+    """Validation accuracy of `student` after each of the epoch counts in `at`."""
+
+    def __init__(self, student, validation, at):
+        super().__init__()
+        self.student, self.validation, self.at = student, validation, set(at)
+        self.accuracy: dict[int, float] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.at:
+            x, y = self.validation
+            pred = self.student.predict(x, batch_size=256, verbose=0)
+            self.accuracy[epoch + 1] = float((pred.argmax(-1) == y).mean())
+
+
+def select_schedule(splits: Splits, args, teachers: dict):
+    """Chooses (alpha, epochs) by the distilled student's validation accuracy.
+
+    The scorer sees the train and validation splits only (the test split is
+    sealed while it runs). One run per (seed, alpha) is watched at every
+    candidate epoch count.
+    """
+    watched: dict[tuple[int, float], dict[int, float]] = {}
+
+    def run(seed: int, alpha: float, train, validation) -> dict[int, float]:
+        if (seed, alpha) not in watched:
+            if seed not in teachers:
+                teachers[seed] = train_teacher(seed, train, args)
+            student = student_model(seed)
+            d = tflight.Distiller(teachers[seed], student, temperature=args.temperature,
+                                  alpha=alpha)
+            d.compile(optimizer=keras.optimizers.Adam(args.lr))
+            watch = _WatchEpochs(student, validation, args.epoch_choices)
+            d.fit(d.cache_teacher(*train).dataset(32, seed=seed),
+                  epochs=max(args.epoch_choices), verbose=0, callbacks=[watch])
+            watched[seed, alpha] = watch.accuracy
+            print(f"selection seed {seed}, alpha {alpha}: validation accuracy by epochs "
+                  f"{watch.accuracy}", flush=True)
+        return watched[seed, alpha]
+
+    def score(candidate, train, validation) -> float:
+        alpha, epochs = candidate
+        return statistics.mean(
+            run(s, alpha, train, validation)[epochs] for s in args.select_seeds
+        )
+
+    candidates = [(a, e) for a in args.alphas for e in args.epoch_choices]
+    return splits.select(
+        candidates, score,
+        rule=(f"highest mean validation accuracy of the soft-distilled student over seeds "
+              f"{args.select_seeds} ({len(splits.validation[1])} validation digits)"),
+    )
+
+
+def run_seed(seed: int, train, test, *, alpha: float, epochs: int, args, teacher=None) -> dict:
+    rows = {}
+    xt, yt = train
+    xv, yv = test
+    fit = dict(epochs=epochs, batch_size=32, verbose=0)
+
+    # Every student sees only the plain training split.
+    teacher = teacher if teacher is not None else train_teacher(seed, train, args)
 
     alone = student_model(seed)
     alone.compile(keras.optimizers.Adam(args.lr), xent())
@@ -150,21 +217,21 @@ def run_seed(seed: int, data, args) -> dict:
             teacher,
             student,
             temperature=args.temperature,
-            alpha=args.alpha,
+            alpha=alpha,
             feature_layers=[("t_feat", "s_feat")] if feature else None,
             feature_weight=args.feature_weight if feature else None,
         )
         d.compile(optimizer=keras.optimizers.Adam(args.lr))
         cache = d.cache_teacher(xt, yt)
-        d.fit(cache.dataset(32, seed=seed), epochs=args.epochs, verbose=0)
+        d.fit(cache.dataset(32, seed=seed), epochs=epochs, verbose=0)
         return student
 
     soft = distilled(False)
-    soft_feat = distilled(True)
+    soft_feat = distilled(True) if not args.skip_feature else None
 
     # QAT fine-tune of the soft-distilled student, still distilling.
-    qat = tflight.quantize(soft)
-    dq = tflight.Distiller(teacher, qat, temperature=args.temperature, alpha=args.alpha)
+    qat = tflight.qat(soft)
+    dq = tflight.Distiller(teacher, qat, temperature=args.temperature, alpha=alpha)
     dq.compile(optimizer=tf_keras().optimizers.Adam(args.lr / 4))
     dq.fit(dq.cache_teacher(xt, yt).dataset(32, seed=seed), epochs=args.qat_epochs, verbose=0)
 
@@ -174,6 +241,8 @@ def run_seed(seed: int, data, args) -> dict:
         ("distilled_soft", soft),
         ("distilled_soft_feature", soft_feat),
     ):
+        if model is None:
+            continue
         acc, size = litert_eval(model, xv, yv)
         rows[name] = {"accuracy": acc, "params": int(model.count_params()), "tflite_bytes": size}
     acc, size = litert_eval(
@@ -186,14 +255,16 @@ def run_seed(seed: int, data, args) -> dict:
     }
     gap = rows["teacher"]["accuracy"] - rows["student_alone"]["accuracy"]
     for name in ("distilled_soft", "distilled_soft_feature", "distilled_qat_int8"):
+        if name not in rows:
+            continue
         gain = rows[name]["accuracy"] - rows["student_alone"]["accuracy"]
         rows[name]["gap_closed"] = gain / gap if gap > 0 else float("nan")
     return rows
 
 
-def epoch_times(teacher, data, *, epochs: int, seed: int) -> dict:
+def epoch_times(teacher, train, *, epochs: int, seed: int) -> dict:
     """Median seconds per epoch, teacher live vs. cached (one warm-up epoch each)."""
-    xt, yt = data.x_train, data.y_train
+    xt, yt = train
 
     def distiller():
         d = tflight.Distiller(teacher, student_model(seed))
@@ -238,11 +309,17 @@ def epoch_times(teacher, data, *, epochs: int, seed: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=250)
+    p.add_argument("--epoch-choices", type=int, nargs="+", default=[120, 250],
+                   help="candidate distillation epochs, chosen on validation")
     p.add_argument("--teacher-epochs", type=int, default=20)
     p.add_argument("--qat-epochs", type=int, default=5)
     p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.5],
+                   help="candidate alphas, chosen on validation")
+    p.add_argument("--select-seeds", type=int, nargs="+", default=[0],
+                   help="seeds whose validation accuracy chooses the schedule")
+    p.add_argument("--skip-feature", action="store_true",
+                   help="skip the soft + feature-loss student")
     p.add_argument("--feature-weight", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--timing-epochs", type=int, default=5)
@@ -250,15 +327,23 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures to this path")
     args = p.parse_args(argv)
 
-    data = tflight.load_digits(seed=0)
+    splits = digits_splits(seed=0)
     print(
-        f"digits: {len(data.x_train)} train / {len(data.x_test)} held-out, seeds {args.seeds}, "
-        f"{args.epochs} epochs, T={args.temperature}, alpha={args.alpha}"
+        f"digits: {len(splits.train[1])} train / {len(splits.validation[1])} validation / "
+        f"{splits.test_size} test (sealed until the schedule is chosen), seeds {args.seeds}, "
+        f"T={args.temperature}, alphas {args.alphas}, epochs {args.epoch_choices}"
     )
+    teachers: dict = {}
+    selection = select_schedule(splits, args, teachers)
+    alpha, epochs = selection.choice
+    print(f"chosen on validation: alpha {alpha}, {epochs} epochs "
+          f"(scores {selection.to_dict()['validation_scores']})")
+    test = selection.test
     per_seed = {}
     for seed in args.seeds:
         t0 = time.perf_counter()
-        per_seed[seed] = run_seed(seed, data, args)
+        per_seed[seed] = run_seed(seed, splits.train, test, alpha=alpha, epochs=epochs, args=args,
+                                  teacher=teachers.get(seed))
         accs = {k: round(v["accuracy"], 4) for k, v in per_seed[seed].items()}
         print(f"seed {seed} ({time.perf_counter() - t0:.0f} s): {accs}")
 
@@ -299,11 +384,11 @@ def main(argv=None) -> int:
     timings = []
     if not args.skip_timing:
         print("\nteacher caching (median epoch time, one warm-up epoch):")
-        teachers = [teacher_model(0), big_teacher(0)]
-        teachers[0].compile(keras.optimizers.Adam(1e-3), xent())
-        teachers[0].fit(data.x_train, data.y_train, epochs=3, batch_size=32, verbose=0)
-        for t in teachers:
-            r = epoch_times(t, data, epochs=args.timing_epochs, seed=0)
+        timing_teachers = [teacher_model(0), big_teacher(0)]
+        timing_teachers[0].compile(keras.optimizers.Adam(1e-3), xent())
+        timing_teachers[0].fit(*splits.train, epochs=3, batch_size=32, verbose=0)
+        for t in timing_teachers:
+            r = epoch_times(t, splits.train, epochs=args.timing_epochs, seed=0)
             timings.append(r)
             print(
                 f"  {r['teacher']:<12} {r['teacher_params']:>9,} params: live {r['live_epoch_s']:.3f} s, "
@@ -315,6 +400,22 @@ def main(argv=None) -> int:
     if args.json:
         out = {
             "config": vars(args),
+            "selection": selection.to_dict() | {
+                "validation_size": len(splits.validation[1]),
+                "train_size": len(splits.train[1]),
+                "test_size": splits.test_size,
+            },
+            "headline": {
+                "gap_closed_mean": summary["distilled_soft"]["gap_closed_mean"],
+                "gap_closed_sd": summary["distilled_soft"]["gap_closed_sd"],
+                "distilled_accuracy_mean": summary["distilled_soft"]["accuracy_mean"],
+                "student_alone_accuracy_mean": summary["student_alone"]["accuracy_mean"],
+                "teacher_accuracy_mean": summary["teacher"]["accuracy_mean"],
+                "chosen_alpha": alpha,
+                "chosen_epochs": epochs,
+                "chosen_on": "validation",
+                "seeds": args.seeds,
+            },
             "per_seed": {str(s): v for s, v in per_seed.items()},
             "summary": summary,
             "cache_timings": timings,

@@ -6,7 +6,7 @@ Each names the mode (`error.mode`) and says what to try instead.
 from __future__ import annotations
 
 from converters._native_log import log_tail
-from converters.errors import ConversionError, UnsupportedModelError
+from converters.errors import ConversionError, ConverterCrashError, UnsupportedModelError
 from converters.modes import Mode
 from converters.source import Source
 
@@ -68,7 +68,7 @@ def crash_error(mode: Mode, source: Source, how: str, log: str) -> ConversionErr
         if mode.needs_calibration
         else ""
     )
-    e = ConversionError(
+    e = ConverterCrashError(
         f"The converter process {how} while converting {source.description} in mode "
         f"{mode.value!r}; the other modes are not affected."
         + (f" Its last output: {tail}." if tail else "")

@@ -19,6 +19,7 @@ __all__ = [
     "TargetError",
     "ConversionWarning",
     "PartialConversionError",
+    "ConverterCrashError",
 ]
 
 
@@ -34,6 +35,9 @@ class ConversionError(Exception):
       layer: the layer or op the error is about, or None.
       fix: what would work, in the library's terms, or None.
       kind: a short machine-readable word for the failure, or None.
+      internal: True for a failure that is not the user's to fix (the
+        converter process crashed natively); a front end reports it as an
+        internal error, not as a mistake of the user's.
       wording: for an error about one argument (made with `about`), the
         message's text before and after the argument's name, so that a front
         end can name it in its own words (`message_for`); else None.
@@ -48,6 +52,7 @@ class ConversionError(Exception):
     layer: str | None = None
     fix: str | None = None
     kind: str | None = None
+    internal: bool = False
     wording: tuple[str, str] | None = None
 
     def __init__(
@@ -117,6 +122,17 @@ class ValidationError(ConversionError):
     finding: str = ""
 
 
+class ConverterCrashError(ConversionError):
+    """The converter (or calibrator) process died in native code (SIGSEGV, abort).
+
+    Not the user's mistake: `internal` is True, so the command line exits 1
+    with "internal error" and the log path. Still a `ConversionError`, so that
+    `convert_many` callers catching it keep working.
+    """
+
+    internal = True
+
+
 class TargetError(ConversionError):
     """The model does not meet the constraints of the requested target."""
 
@@ -146,3 +162,8 @@ class PartialConversionError(ConversionError):
         ]
         lines.extend(f"  {m}: {e}" for m, e in failures.items())
         super().__init__("\n".join(lines))
+
+    @property
+    def internal(self) -> bool:  # type: ignore[override]
+        """True if any failed mode failed for a reason of ours (a native crash)."""
+        return any(getattr(e, "internal", False) for e in self.failures.values())

@@ -22,8 +22,13 @@ from converters.modes import Mode, Target
 
 __all__ = ["TargetReport", "check_mode", "check_model", "gpu_compatibility", "needs_static_shapes"]
 
-# Operators the Edge TPU compiler maps to the accelerator (Coral documentation,
-# "TensorFlow models on the Edge TPU", supported operations); others run on the CPU.
+# Operator names from Coral's table of the operations the Edge TPU compiler can
+# map to the accelerator ("TensorFlow models on the Edge TPU", section
+# "Supported operations", https://coral.ai/docs/edgetpu/models-intro/#supported-operations).
+# Only the names are checked: the table's "known limitations" column (MEAN and
+# PAD along x/y only, FULLY_CONNECTED in the default weights format, fused
+# activations refused on pooling and CONCATENATION, ...) is not, so the check is
+# an op-name check and says so (`EDGETPU_CHECK`). Others run on the CPU.
 EDGETPU_OPS = frozenset(
     """ADD AVERAGE_POOL_2D CONCATENATION CONV_2D DEPTHWISE_CONV_2D DEPTH_TO_SPACE EXPAND_DIMS
     FULLY_CONNECTED GATHER HARD_SWISH L2_NORMALIZATION LOGISTIC LSTM MAXIMUM MAX_POOL_2D MEAN
@@ -31,14 +36,29 @@ EDGETPU_OPS = frozenset(
     RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT SLICE SOFTMAX SPACE_TO_DEPTH SPLIT
     SQUARED_DIFFERENCE SQUEEZE STRIDED_SLICE SUB SUM TANH TRANSPOSE TRANSPOSE_CONV""".split()
 )
+EDGETPU_CHECK = (
+    "static op-name check (Coral's supported-operations table; its per-op limitations are not "
+    "checked), full int8, static shapes; not compiled"
+)
 
-# Operators the NPU compiler plug-ins of LiteRT (Qualcomm QNN, MediaTek
-# NeuroPilot) are commonly able to place on the accelerator: the Edge TPU set
-# plus the ops of current vision and transformer models. An op outside it is
-# reported (it may run on the CPU), not refused.
-NPU_OPS = EDGETPU_OPS | frozenset(
-    """BATCH_MATMUL CAST DEQUANTIZE DIV ELU EMBEDDING_LOOKUP EXP GELU LEAKY_RELU LOG_SOFTMAX
-    POW REDUCE_PROD SELECT SELECT_V2 SQRT SQUARE SUM""".split()
+# Operator names LiteRT's Qualcomm NPU compiler plug-in converts to QNN ops: the
+# cases of `ConvertOp` in google-ai-edge/LiteRT,
+# litert/vendors/qualcomm/compiler/qnn_compose_graph.cc (commit 00120bd0). An op
+# outside it is not placed on a Qualcomm NPU by that plug-in; other vendors'
+# plug-ins (MediaTek, ...) have their own lists, not checked here. The check is
+# by op name only (`NPU_CHECK`): per-op options the plug-in refuses are not seen.
+NPU_OPS = frozenset(
+    """ADD AVERAGE_POOL_2D BATCH_MATMUL CAST CONCATENATION CONV_2D COS CUMSUM DEPTHWISE_CONV_2D
+    DEPTH_TO_SPACE DEQUANTIZE DIV DYNAMIC_UPDATE_SLICE EMBEDDING_LOOKUP FLOOR_DIV
+    FULLY_CONNECTED GATHER GATHER_ND GELU GREATER HARD_SWISH LEAKY_RELU LESS LOGICAL_AND
+    LOGISTIC MAXIMUM MAX_POOL_2D MEAN MINIMUM MUL NOT_EQUAL PACK PAD PADV2 POW QUANTIZE RELU
+    RELU6 RESHAPE RESIZE_BILINEAR RESIZE_NEAREST_NEIGHBOR RSQRT SELECT SELECT_V2 SIN SLICE
+    SOFTMAX SPACE_TO_DEPTH SPLIT SQUARE SQUARED_DIFFERENCE SUB SUM TANH TRANSPOSE
+    TRANSPOSE_CONV""".split()
+)
+NPU_CHECK = (
+    "static op-name check (the ops LiteRT's Qualcomm NPU plug-in converts), builtin ops, static "
+    "shapes, integer compute for integer modes; not compiled, nothing ran on an NPU"
 )
 
 _TARGET_MODES = {
@@ -67,6 +87,8 @@ class TargetReport:
       notes: facts worth knowing (compiler output, kernels used).
       compiled: the Edge TPU compiler's `_edgetpu.tflite` output, if
         `edgetpu_compiler` is on PATH and ran; None otherwise.
+      checked: exactly what was checked (for the Edge TPU without its compiler
+        and for the NPU, an op-name check, never a compilation or a run).
     """
 
     target: Target
@@ -74,11 +96,19 @@ class TargetReport:
     issues: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     compiled: bytes | None = dataclasses.field(default=None, repr=False)
+    checked: str = ""
+
+    @property
+    def static_only(self) -> bool:
+        """True when the verdict rests on op names alone (no compiler ran, nothing was run)."""
+        return self.target is Target.NPU or (self.target is Target.EDGETPU and self.compiled is None)
 
     def short(self) -> str:
-        if self.compatible:
-            return "ok"
-        return f"{len(self.issues)} issue(s)"
+        if not self.compatible:
+            return f"{len(self.issues)} issue(s)"
+        if self.static_only:
+            return "op names ok (static check, not compiled)"
+        return "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +117,8 @@ class TargetReport:
             "issues": list(self.issues),
             "notes": list(self.notes),
             "compiled_size": None if self.compiled is None else len(self.compiled),
+            "checked": self.checked,
+            "static_only": self.static_only,
         }
 
 
@@ -153,7 +185,7 @@ def check_model(
             notes.append("int16x8 runs on LiteRT's reference kernels, not XNNPACK: expect it slow")
         if custom:
             issues.append(f"custom ops need a custom op resolver: {', '.join(custom)}")
-        return TargetReport(target, not issues, tuple(issues), tuple(notes))
+        return TargetReport(target, not issues, tuple(issues), tuple(notes), checked="CPU kernels")
 
     if target is Target.GPU:
         # The static analyzer follows the classic GPU delegate's rules; the
@@ -169,7 +201,8 @@ def check_model(
         ran_issues, ran_notes = gpu_target_check(content)
         issues.extend(ran_issues)
         notes.extend(ran_notes)
-        return TargetReport(target, not issues, tuple(issues), tuple(notes))
+        return TargetReport(target, not issues, tuple(issues), tuple(notes),
+                            checked="run on LiteRT's GPU accelerator (software Vulkan)")
 
     free = [
         f"{t.name} {list(t.shape_signature)}"
@@ -184,7 +217,7 @@ def check_model(
     if target is Target.NPU:
         # A static check, no compiler: builtin ops only (refused otherwise),
         # static shapes (refused above), integer models computing in integer,
-        # and ops in the set NPU plug-ins commonly place (NPU_OPS).
+        # and ops LiteRT's Qualcomm plug-in converts (NPU_OPS), by name only.
         if custom:
             raise TargetError(
                 f"Target 'npu' needs builtin ops only; the model has {', '.join(custom)}."
@@ -204,8 +237,8 @@ def check_model(
         unknown = sorted(op for op in stats.ops if op not in NPU_OPS)
         if unknown:
             issues.append(
-                f"ops outside the set NPU compilers commonly accelerate (they may fall back to "
-                f"the CPU): {', '.join(unknown)}"
+                f"ops LiteRT's Qualcomm NPU plug-in does not convert (they run on the CPU): "
+                f"{', '.join(unknown)}"
             )
         sdks = [
             name
@@ -217,10 +250,9 @@ def check_model(
         else:
             notes.append(
                 "no NPU vendor SDK (ai-edge-litert-sdk-qualcomm / -mediatek) is installed: "
-                "ahead-of-time compilation was not attempted; checked statically: builtin ops, "
-                "static shapes, integer compute for integer modes, known NPU ops"
+                "ahead-of-time compilation was not attempted"
             )
-        return TargetReport(target, not issues, tuple(issues), tuple(notes))
+        return TargetReport(target, not issues, tuple(issues), tuple(notes), checked=NPU_CHECK)
 
     # Edge TPU.
     float_io = [t.name for t in (*stats.inputs, *stats.outputs) if t.dtype not in ("int8", "uint8")]
@@ -242,19 +274,24 @@ def check_model(
     cpu_ops = sorted(op for op in stats.ops if op not in EDGETPU_OPS)
     if cpu_ops:
         issues.append(
-            f"ops the Edge TPU does not run (the compiler leaves them, and everything after "
-            f"the first, on the CPU): {', '.join(cpu_ops)}"
+            f"ops not in Coral's supported-operations table (the compiler leaves them, and "
+            f"everything after the first, on the CPU): {', '.join(cpu_ops)}"
         )
     note, compiled = _run_edgetpu_compiler(content)
     notes.append(note)
-    return TargetReport(target, not issues, tuple(issues), tuple(notes), compiled)
+    checked = EDGETPU_CHECK if compiled is None else "compiled by edgetpu_compiler"
+    return TargetReport(target, not issues, tuple(issues), tuple(notes), compiled, checked)
 
 
 def _run_edgetpu_compiler(content: bytes) -> tuple[str, bytes | None]:
     """Runs `edgetpu_compiler` if it is on PATH; returns (note, compiled model)."""
     exe = shutil.which("edgetpu_compiler")
     if exe is None:
-        return "edgetpu_compiler is not on PATH: constraints checked statically", None
+        return (
+            "edgetpu_compiler is not on PATH: checked statically by op name (Coral's table), "
+            "not compiled",
+            None,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "model.tflite")
         with open(src, "wb") as f:

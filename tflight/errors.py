@@ -21,6 +21,8 @@ __all__ = [
     "LanguageModelError",
     "UnsupportedOpError",
     "TflightWarning",
+    "InternalError",
+    "BridgeInternalError",
 ]
 
 
@@ -39,7 +41,12 @@ class TflightError(Exception):
       kind: a short machine-readable word for the failure (e.g.
         "unsupported_layer", "budget_missed"), or None.
       details: any further fields (e.g. measured figures), as a dict.
+      internal: False for every error a user can cause; True (class
+        `InternalError` and its children) for a failure of ours, which the
+        command line reports as an internal error with exit code 1.
     """
+
+    internal: bool = False
 
     def __init__(
         self,
@@ -128,6 +135,21 @@ class UnsupportedOpError(UnsupportedLayerError, LanguageModelError):
         LanguageModelError.__init__(self, message, argument="causal_lm", value=layer, fix=fix)
         self.op = op
         self.layer = layer
+
+
+class InternalError(TflightError):
+    """A failure of tflight's own (or of a library underneath), not a mistake of the user's.
+
+    The command line reports it as "internal error" with the log path and exit
+    code 1. The fields (`layer`, `fix`, ...) still say what is known and any
+    workaround.
+    """
+
+    internal = True
+
+
+class BridgeInternalError(InternalError, BridgeError):
+    """The bridge failed on a built-in Keras layer: a gap of ours, not the user's."""
 
 
 class TflightWarning(UserWarning):

@@ -110,7 +110,11 @@ def measure_profile(
             OpTiming(o.index, o.op_name, delegated.get(o.index), t, t / total)
             for o, t in zip(work_ops, est.per_op_ms, strict=True)
         ),
-        method=f"estimated from the pixel4 device profile (timing model prefixes failed: {reason})",
+        method=(
+            f"not measured on this host: the pixel4 device profile's estimate, in pixel4 ms "
+            f"(timing model prefixes failed: {reason})"
+        ),
         estimated=True,
+        device="pixel4",
     )
 

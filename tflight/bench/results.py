@@ -246,11 +246,22 @@ class OpTiming:
 
 @dataclasses.dataclass(frozen=True)
 class OpProfile:
-    """Per-op times of a model, measured or estimated (see `method`)."""
+    """Per-op times of a model, measured or estimated (see `method`).
+
+    Attributes:
+      ops: one `OpTiming` per op.
+      method: how the times were obtained.
+      estimated: True unless measured op by op.
+      device: where the times apply: `"host"` (this machine, timed model
+        prefixes) or a device profile's name when the times are that
+        profile's *estimate* (the fallback when timing prefixes fails); the
+        table then labels its column so, never as host milliseconds.
+    """
 
     ops: tuple[OpTiming, ...]
     method: str
     estimated: bool
+    device: str = "host"
 
     def top(self, n: int = 10) -> list[OpTiming]:
         """The `n` ops that take the most time."""
@@ -259,10 +270,11 @@ class OpProfile:
     def summary(self, print_fn: Callable[[str], None] = print, *, top: int = 10) -> None:
         method = self.method if self.estimated else f"measured: {self.method}"
         print_fn(f"Per-op profile ({method})")
-        print_fn(f"  {'#':>4}  {'op':<24} {'delegated':<9} {'ms':>9} {'share':>7}")
+        unit = "host ms" if self.device == "host" else f"{self.device} ms (est.)"
+        print_fn(f"  {'#':>4}  {'op':<24} {'delegated':<9} {unit:>18} {'share':>7}")
         for o in self.top(top):
             dele = {True: "yes", False: "no", None: "?"}[o.delegated]
-            print_fn(f"  {o.index:>4}  {o.op_name:<24} {dele:<9} {o.ms:>9.4f} {o.share:>6.1%}")
+            print_fn(f"  {o.index:>4}  {o.op_name:<24} {dele:<9} {o.ms:>18.4f} {o.share:>6.1%}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -369,6 +381,7 @@ class BenchmarkResult:
             d["profile"] = {
                 "method": self.profile.method,
                 "estimated": self.profile.estimated,
+                "device": self.profile.device,
                 "ops": [dataclasses.asdict(o) for o in self.profile.ops],
             }
         return d

@@ -23,7 +23,7 @@ from tflight.bridge.configs import builtin_base, find_class, layer_config, rebui
 from tflight.bridge.generations import Direction, source_of, target_of
 from tflight.bridge.registry import from_twin, matching_translation, user_translation
 from tflight.bridge.tracing import inlines, trace
-from tflight.errors import BridgeError, UnsupportedLayerError
+from tflight.errors import BridgeError, BridgeInternalError, UnsupportedLayerError
 
 __all__ = ["rebuild"]
 
@@ -209,10 +209,15 @@ class _Builder:
         try:
             return rebuild_layer(cls, config)
         except Exception as e:  # noqa: BLE001 - reported with the layer's name
-            raise BridgeError(
+            # `cls` is a built-in layer of the target Keras and `config` our own
+            # translation of it: a failure here is a gap of the bridge's, not a
+            # mistake of the user's (their own layers go through `register`).
+            raise BridgeInternalError(
                 f"{target.label} could not rebuild layer '{layer.name}' ({name}) from its "
                 f"config: {type(e).__name__}: {e}. Register a translation with "
-                f"{target.register_hint} for this layer."
+                f"{target.register_hint} for this layer to work around it.",
+                layer=layer.name, kind="rebuild_failed",
+                fix=f"register a translation with {target.register_hint}",
             ) from e
 
     # -- wrappers (TimeDistributed, Bidirectional) -----------------------

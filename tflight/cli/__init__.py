@@ -120,10 +120,25 @@ def _write_traceback(e: BaseException) -> str | None:
 
 
 def _is_user_error(e: BaseException) -> bool:
+    """True for a mistake of the user's: exit 2. Decided by type and fields, never by text.
+
+    A library error (`TflightError`, `ConversionError`) is the user's unless
+    its `internal` field says it is ours (a native converter crash, a bridge
+    gap on a built-in layer: `tflight.errors.InternalError`,
+    `converters.errors.ConverterCrashError`); then, like any other exception,
+    it is an internal error (exit 1, the log named).
+    """
     from converters.errors import ConversionError
     from tflight.errors import TflightError
 
-    return isinstance(e, (TflightError, ConversionError)) or _is_users_path_error(e)
+    if isinstance(e, (TflightError, ConversionError)):
+        return not getattr(e, "internal", False)
+    return _is_users_path_error(e)
+
+
+def exit_code_for(errors: Iterator[BaseException] | list[BaseException]) -> int:
+    """The exit code of a command that reports several failures itself (2, or 1 if any is ours)."""
+    return EXIT_USAGE if all(_is_user_error(e) for e in errors) else EXIT_INTERNAL
 
 
 def _is_users_path_error(e: BaseException) -> bool:

@@ -215,9 +215,12 @@ def convert(
     messages = {m: str(_in_cli_words(e, calibration, validation)) for m, e in failures.items()}
     _report(results, paths, target, as_json, model, messages)
     if failures:
+        from tflight.cli import exit_code_for
+
         for mode, message in messages.items():
-            click.echo(f"Error: {mode}: {message}", err=True)
-        raise click.exceptions.Exit(2)
+            ours = getattr(failures[mode], "internal", False)
+            click.echo(f"Error: {mode}: {'internal error: ' if ours else ''}{message}", err=True)
+        raise click.exceptions.Exit(exit_code_for(list(failures.values())))
 
 
 def _flags(calibration: str | None, validation: str | None) -> dict[str, str]:
@@ -268,6 +271,7 @@ def _in_cli_words(e: Exception, calibration: str | None, validation: str | None)
                                             kind=e.kind)
     out.mode = e.mode
     out.log_path = e.log_path
+    out.internal = bool(getattr(e, "internal", False))  # a crash stays ours (exit 1)
     return out
 
 

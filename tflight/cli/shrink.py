@@ -313,7 +313,8 @@ def shrink(
         report["fine_tune"] = {
             "epochs": epochs,
             "distilled": distill,
-            "final": {k: float(v[-1]) for k, v in history.history.items()},
+            # Keras' fit history: measured on the training data (--data), last epoch.
+            "final_on_training_data": {k: float(v[-1]) for k, v in history.history.items()},
         }
     check = None
     if held is not None:
@@ -372,8 +373,13 @@ def shrink(
     if target_note:
         click.echo(target_note)
     if epochs:
-        final = ", ".join(f"{k}={v:.4f}" for k, v in report["fine_tune"]["final"].items())
-        click.echo(f"fine-tuned {epochs} epoch(s){' with distillation' if distill else ''}: {final}")
+        final = ", ".join(
+            f"{k}={v:.4f}" for k, v in report["fine_tune"]["final_on_training_data"].items()
+        )
+        click.echo(
+            f"fine-tuned {epochs} epoch(s){' with distillation' if distill else ''}; last epoch "
+            f"on the training data (--data, not held out): {final}"
+        )
     if check is not None:
         click.echo(
             f"measured on {held}: accuracy original {check.original:.2%}, smaller model "

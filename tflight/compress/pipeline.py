@@ -21,7 +21,13 @@ from typing import Any
 
 from tflight.compress.checks import check_data, check_finite, per_stage
 from tflight.compress.compile import compile_model, fresh_optimizer
-from tflight.compress.masks import check_sparsity_kept, zero_masks, zeros_by_layer
+from tflight.compress.masks import (
+    check_refills,
+    measure_refills,
+    pruned_masks,
+    rezero,
+    zeros_by_layer,
+)
 from tflight.compress.models import own, prepare
 from tflight.compress.report import CompressionReport, attach_report
 from tflight.compress.report import compression_report as report
@@ -192,18 +198,23 @@ class Pipeline:
             if train is not None:
                 freeze(wrapped, train=train)
             compile_model(wrapped, fresh_optimizer(compile))
-            zeros = zero_masks(wrapped, pruned_zeros) if pruned_zeros else []
+            masks = pruned_masks(wrapped, pruned_zeros) if pruned_zeros else []
             history = fit(
                 wrapped, x, y, epochs=n_epochs, callbacks=list(user_callbacks), **fit_kwargs
             )
             check_finite(wrapped, history.history, stage=_label(technique))
-            for variable, keep in zeros:
-                variable.assign(variable.numpy() * keep)
+            if masks:
+                # Counted and checked before the repair, so that the check can fire.
+                refills = measure_refills(masks)
+                kept_sparse = set(rep.wrapped) if rep is not None else set()
+                check_refills(refills, kept_sparse, technique, preserve)
+                rezero(masks)
+                if rep is not None:
+                    rep = dataclasses.replace(rep, rezeroed=tuple(
+                        (r.layer, r.refilled, r.pruned) for r in refills if r.refilled))
             current = own(technique.strip(wrapped))
             if "sparsity" in technique.provides:
                 pruned_zeros = zeros_by_layer(current)
-            elif pruned_zeros:
-                check_sparsity_kept(pruned_zeros, current, technique, preserve)
             if rep is not None:
                 reports.append(rep)
                 attach_report(current, rep)

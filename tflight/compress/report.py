@@ -34,6 +34,9 @@ class CompressionReport:
         (dense / unclustered) by pruning or clustering.
       inlined: nested models replaced by their layers so the technique could
         reach them.
+      rezeroed: `(layer, re-zeroed, pruned)` per pruned layer in a stage after
+        `Prune`: how many pruned weights this stage refilled and the pipeline
+        set back to zero (`tflight.compress.masks`), counted before the repair.
       frozen: layers that were not trained (`trainable=False` on them or on an
         enclosing model). Prune and Cluster skip frozen layers (changing
         weights that may not train would break the frozen model); QAT wraps
@@ -47,10 +50,16 @@ class CompressionReport:
     skipped: tuple[tuple[str, str], ...] = ()
     inlined: tuple[str, ...] = ()
     frozen: tuple[str, ...] = ()
+    rezeroed: tuple[tuple[str, int, int], ...] = ()
 
     def lines(self) -> list[str]:
         """The report as text lines (what `summary` prints)."""
         out = [f"{self.technique}: {len(self.wrapped)} layer(s) wrapped"]
+        for layer, refilled, pruned in self.rezeroed:
+            out.append(
+                f"  re-zeroed after training: {layer}, {refilled} of its {pruned} pruned "
+                "weights (this stage refilled them; pruning's zeros were put back)"
+            )
         if self.inlined:
             out.append(f"  nested models inlined: {', '.join(self.inlined)}")
         if self.frozen:

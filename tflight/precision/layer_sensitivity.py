@@ -71,6 +71,7 @@ class LayerSensitivity:
     supported: bool
     kept_float_snr_db: float = math.nan
     kept_float_drop_pt: float = math.nan
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -227,13 +228,15 @@ def _sensitivity(
             try:
                 content = (builder.build({}, p) if name == OTHER_OPS
                            else builder.build({name: p}, Precision.FLOAT))
-            except PrecisionError:
+            except PrecisionError as e:
                 # litert-quantizer refuses this layer at this precision (e.g. a
                 # dimension not divisible by the block size): not a choice for it.
                 content = fm.content
                 s = None
+                error = f"litert-quantizer refused it: {e}"
             else:
                 s = ev(content)
+                error = getattr(ev, "last_error", None) if s is None else None
             if p is Precision.FLOAT:
                 changed = True
             elif name == OTHER_OPS:
@@ -254,6 +257,7 @@ def _sensitivity(
                     accuracy_drop_pt=nan if s is None else ev.drop_pt(s),
                     size=len(content),
                     supported=s is not None and changed,
+                    error=error,
                 )
             )
 

@@ -130,11 +130,22 @@ class _Builder:
                         self.qsv if q.need_calibration else None, enable_progress_report=False
                     )
                 out = bytes(result.quantized_model)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - classified by type and origin below
+                from tflight.errors import InternalError
+                from tflight.precision.refusals import quantizer_refused
+
+                if not quantizer_refused(e):
+                    # Not a documented refusal: a bug of ours or of the quantizer,
+                    # never "this precision is unsupported".
+                    raise InternalError(
+                        f"building {_describe(layers, other)} for {self.fm.source} failed "
+                        f"unexpectedly: {type(e).__name__}: {e}",
+                        kind="quantizer_bug",
+                    ) from e
                 raise PrecisionError(
-                    f"litert-quantizer failed on {self.fm.source} with "
-                    f"{_describe(layers, other)}: {e}",
-                    kind="quantizer_failed",
+                    f"litert-quantizer refused {_describe(layers, other)} on {self.fm.source}: "
+                    f"{e}",
+                    kind="unsupported",
                 ) from e
         self.cache[key] = out
         return out

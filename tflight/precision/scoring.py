@@ -52,6 +52,8 @@ class _Evaluator:
         self.x, self.y = x, y
         self.output = output
         self.confidence = confidence
+        self.last_error: str | None = None
+        self.errors: dict[int, str] = {}
         self.ref = self._run_trusted(fm.content)
         self.ref_top = self.ref.reshape(len(self.ref), -1).argmax(-1)
         self.float_right = None if y is None else self.ref_top == y
@@ -93,11 +95,20 @@ class _Evaluator:
         return _Score(snr, cos, max(kl, 0.0), agreement, acc, losses, gains)
 
     def __call__(self, content: bytes) -> _Score | None:
-        """Scores a variant; None if LiteRT's default CPU path cannot run it."""
+        """Scores a variant; None if LiteRT's default CPU path cannot run it.
+
+        A None is never a silent NaN: LiteRT's message is kept in
+        `last_error` (and `errors`, by variant), and the sensitivity entry or
+        search step that got None carries it in its `error` field.
+        """
+        self.last_error = None
         try:
             return self._score(self._run_trusted(content))
-        except (RuntimeError, ValueError):
+        except (RuntimeError, ValueError) as e:
             # e.g. "failed to create XNNPACK runtime" for some mixes of int4 and float ops.
+            text = " ".join(str(e).split())[:300] or type(e).__name__
+            self.last_error = f"LiteRT could not run this variant: {type(e).__name__}: {text}"
+            self.errors[hash(content)] = self.last_error
             return None
 
     def drop_pt(self, s: _Score | None) -> float:

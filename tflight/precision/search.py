@@ -69,9 +69,11 @@ class SearchStep:
     cost: float
     accepted: bool
     snr_db: float = math.nan
+    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "error": self.error,
             "assignment": {k: v.value for k, v in self.assignment.items()},
             "accuracy_drop_pt": self.accuracy_drop_pt,
             "drop_bound_pt": self.drop_bound_pt,
@@ -476,15 +478,19 @@ def search(
 
     def evaluate(assign: dict[str, Precision]) -> tuple[float, float, float, bytes, Any]:
         layers = {g: p for g, p in assign.items() if g != OTHER_OPS}
+        error = None
         try:
             content = builder.build(layers, assign.get(OTHER_OPS, Precision.FLOAT))
-        except PrecisionError:
+        except PrecisionError as e:
             content = b""
+            error = f"litert-quantizer refused it: {e}"
         s = ev(content) if content else None
+        if content and s is None:
+            error = getattr(ev, "last_error", None)
         bound, drop = ev.bound_pt(s), ev.drop_pt(s)
         c = cost(content) if content else math.inf
         steps.append(SearchStep(dict(assign), drop, bound, c, bound <= max_drop + 1e-9,
-                                math.nan if s is None else s.snr_db))
+                                math.nan if s is None else s.snr_db, error))
         return bound, drop, c, content, s
 
     assign = {g: min(o, key=lambda p, o=o: (o[p][1], o[p][0])) for g, o in options.items()}
