@@ -423,7 +423,8 @@ def test_public_surface_is_pinned():
     }
     assert set(profiles.__all__) == {
         "OpKind", "OpWork", "ModelWork", "DeviceProfile", "LatencyEstimate", "PROFILES",
-        "get_profile", "model_work", "estimate_latency", "calibrate",
+        "get_profile", "model_work", "estimate_latency", "calibrate", "UNFITTED_DEVICES",
+        "gpu_placement",
     }
 
 

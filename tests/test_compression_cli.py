@@ -205,7 +205,7 @@ def test_compress_measures_on_held_out_data_and_prints_progress(files, tmp_path)
     # 320 examples: 64 (20 %) held out, 256 trained on.
     assert "Fine-tuning on 256 examples" in result.stderr
     assert "stage 1/1: prune ..." in result.stderr and "epoch 1/1: loss=" in result.stderr
-    assert f"measured on 64 held-out samples (20% of {data}, not used for training)" in (
+    assert f"measured on 64 held-out samples (20% of {data}, not used in this fine-tuning)" in (
         result.stdout
     )
     assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()

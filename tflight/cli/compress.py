@@ -99,6 +99,10 @@ def _unsupported(e, skip_unsupported: bool, keep_unsupported_float: bool):
     from tflight.errors import UnsupportedLayerError
 
     technique = e.details.get("technique")
+    if technique is None or "reason" not in e.details:
+        # Not a technique's refusal (e.g. the bridge cannot rebuild a custom
+        # layer): its own message names the layer and the fix.
+        return e
     if technique == "prune" and not skip_unsupported:
         fix = " Leave them dense with --skip-unsupported, or r"
     elif technique == "qat" and not keep_unsupported_float:
@@ -306,7 +310,10 @@ def compress(
             names=(data_path, validation_path),
         )
     except UnsupportedLayerError as e:
-        raise _unsupported(e, skip_unsupported, keep_unsupported_float) from e
+        mapped = _unsupported(e, skip_unsupported, keep_unsupported_float)
+        if mapped is e:
+            raise
+        raise mapped from e
     except CompressionError as e:
         failed = e.details.get("result")
         if e.kind == "target_missed":
@@ -358,4 +365,4 @@ def _held(out, data_path: str, validation_path: str | None, holdout: float) -> s
     """Names the data the figures were measured on."""
     if out.held_out_from == "validation":
         return f"{out.held_out} samples of {validation_path}"
-    return f"{out.held_out} held-out samples ({holdout:.0%} of {data_path}, not used for training)"
+    return f"{out.held_out} held-out samples ({holdout:.0%} of {data_path}, not used in this fine-tuning)"

@@ -386,5 +386,9 @@ def shrink(
             f"{check.accuracy:.2%}; drop {check.drop:+.1f} pt (--max-drop {max_drop:g})"
         )
     else:
-        click.echo("accuracy not checked against --max-drop: it needs --data")
+        click.echo(
+            "Warning: accuracy not checked against --max-drop: it needs --data. A cut that is "
+            "not fine-tuned can lose many points; pass --data (and --epochs) to fine-tune and "
+            "check it."
+        )
     click.echo(f"wrote {out_path}")

@@ -20,7 +20,7 @@ import dataclasses
 import enum
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tflight.compress.checks import check_classifier_data, n_samples, rows, split_rows
 from tflight.compress.gate import (
@@ -30,8 +30,10 @@ from tflight.compress.gate import (
     check_max_drop,
     top1_accuracy,
 )
-from tflight.compress.pipeline import Pipeline, PipelineResult
 from tflight.errors import CompressionError
+
+if TYPE_CHECKING:  # the pipeline imports TensorFlow: `tflight --help` must not
+    from tflight.compress.pipeline import PipelineResult
 
 __all__ = [
     "CompressedTflite",
@@ -301,6 +303,8 @@ def compress_to_tflite(
         f"measuring on {n_samples(x_val)} held-out samples"
         + (f" of {val_name}." if held_from == "validation" else " (not trained on).")
     )
+    from tflight.compress.pipeline import Pipeline
+
     out = Pipeline(techniques).fit(
         model,
         x,
