@@ -39,7 +39,7 @@ from tflight._keras import is_keras3_model, is_tf_keras_model
 from tflight.bridge import own_objects  # noqa: F401
 from tflight.bridge.generations import Direction
 from tflight.bridge.rebuild import rebuild
-from tflight.bridge.verify import DEFAULT_ATOL, BridgeReport, compare
+from tflight.bridge.verify import DEFAULT_ATOL, DEFAULT_RTOL, BridgeReport, compare
 from tflight.errors import BridgeError
 
 __all__ = ["to_tf_keras", "to_keras3", "report_of"]
@@ -51,7 +51,7 @@ def _bridge(model: Any, direction: Direction, *, verify: bool, atol: float) -> A
     start = time.perf_counter()
     new, pairs = rebuild(model, direction)
     if verify:
-        report = compare(model, new, atol=atol)
+        report = compare(model, new, atol=atol, rtol=DEFAULT_RTOL)
         report = dataclasses.replace(
             report,
             num_layers=len(pairs),
@@ -60,7 +60,8 @@ def _bridge(model: Any, direction: Direction, *, verify: bool, atol: float) -> A
         if not report.passed:
             raise BridgeError(
                 f"The rebuilt model '{new.name}' disagrees with '{model.name}' by up to "
-                f"{report.max_abs_diff:.3g} (atol {atol:g}) on random inputs. A layer's "
+                f"{report.max_abs_diff:.3g} (tolerance {report.tolerance:.3g}) on random inputs. "
+                "A layer's "
                 "translation does not compute the same function; register a translation "
                 "for custom layers, or pass a larger atol if the difference is rounding."
             )
@@ -82,7 +83,9 @@ def to_tf_keras(model: Any, *, verify: bool = True, atol: float = DEFAULT_ATOL) 
         model: A Keras 3 Sequential or Functional model, or a tf_keras model.
         verify: Run both models on random inputs (inference mode) and check
             that the outputs agree.
-        atol: Largest absolute output difference that passes the check.
+        atol: Largest absolute output difference that passes the check, plus
+            `DEFAULT_RTOL` (1e-4) of the largest output magnitude: float32 rounding
+            grows with the outputs and the depth of the model.
 
     Returns:
         An uncompiled tf_keras model. After a verified run its

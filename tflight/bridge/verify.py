@@ -16,9 +16,10 @@ from tflight._keras import is_keras3_model, tf
 from tflight.bridge.generations import Direction
 from tflight.errors import BridgeError
 
-__all__ = ["BridgeReport", "compare", "DEFAULT_ATOL"]
+__all__ = ["BridgeReport", "compare", "DEFAULT_ATOL", "DEFAULT_RTOL"]
 
 DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-4
 # Size given to unknown (None) non-batch dimensions when making random inputs.
 _FREE_DIM = 32
 
@@ -33,7 +34,11 @@ class BridgeReport:
         direction: Which way the bridge went.
         max_abs_diff: Largest absolute difference over all outputs.
         output_diffs: Largest absolute difference per output, in output order.
-        atol: The tolerance the check used.
+        atol: The absolute tolerance the check used.
+        rtol: The tolerance relative to the source's largest output magnitude
+            (`scale`): float32 rounding grows with the outputs and with depth
+            (a trained MobileNetV2 differs by ~1e-5 between the two Keras).
+        scale: Largest absolute output of the source model.
         num_layers: Layers translated (nested models counted through).
         seconds: Wall time of the translation and check.
     """
@@ -46,17 +51,30 @@ class BridgeReport:
     atol: float
     num_layers: int = 0
     seconds: float = 0.0
+    rtol: float = 0.0
+    scale: float = 0.0
+
+    @property
+    def tolerance(self) -> float:
+        """The largest difference that passes: `atol + rtol * scale`."""
+        return self.atol + self.rtol * self.scale
 
     @property
     def passed(self) -> bool:
-        """True if every output agrees within `atol`."""
-        return bool(self.max_abs_diff <= self.atol)
+        """True if every output agrees within `tolerance`."""
+        return bool(self.max_abs_diff <= self.tolerance)
 
     def summary(self, print_fn: Callable[[str], Any] = print) -> None:
         """Prints a few lines: the verdict, the difference, the layer count."""
         verdict = "PASS" if self.passed else "FAIL"
         print_fn(f"{self.direction.value}: {self.source} -> {self.target}: {verdict}")
-        print_fn(f"  max abs diff {self.max_abs_diff:.3g} (atol {self.atol:g})")
+        if self.rtol:
+            print_fn(
+                f"  max abs diff {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}: atol "
+                f"{self.atol:g} + rtol {self.rtol:g} x largest output {self.scale:.3g})"
+            )
+        else:
+            print_fn(f"  max abs diff {self.max_abs_diff:.3g} (atol {self.atol:g})")
         if len(self.output_diffs) > 1:
             print_fn("  per output: " + ", ".join(f"{d:.3g}" for d in self.output_diffs))
         print_fn(f"  layers translated: {self.num_layers}, {self.seconds:.2f} s")
@@ -104,6 +122,7 @@ def compare(
     target: Any,
     *,
     atol: float = DEFAULT_ATOL,
+    rtol: float = 0.0,
     batch_size: int = 2,
     seed: int = 0,
 ) -> BridgeReport:
@@ -116,7 +135,9 @@ def compare(
         source: A Keras 3 or tf_keras model.
         target: A model with the same inputs and outputs, usually the other
             generation's rebuild of `source`.
-        atol: Largest absolute difference that still passes.
+        atol: Largest absolute difference that still passes (with `rtol`).
+        rtol: Added tolerance per unit of the source's largest output magnitude
+            (0: `atol` alone; the bridge's own check uses `DEFAULT_RTOL`).
         batch_size: Random samples per input.
         seed: Seed of the random inputs.
 
@@ -126,8 +147,8 @@ def compare(
     Raises:
         BridgeError: If the models' inputs or outputs do not line up.
     """
-    if atol < 0:
-        raise BridgeError(f"atol must be >= 0, got {atol}.")
+    if atol < 0 or rtol < 0:
+        raise BridgeError(f"atol and rtol must be >= 0, got {atol} and {rtol}.")
     if batch_size < 1:
         raise BridgeError(f"batch_size must be >= 1, got {batch_size}.")
     if len(source.inputs) != len(target.inputs):
@@ -155,4 +176,6 @@ def compare(
         max_abs_diff=max(diffs, default=0.0),
         output_diffs=diffs,
         atol=float(atol),
+        rtol=float(rtol),
+        scale=max((float(np.max(np.abs(p))) for p in a if p.size), default=0.0),
     )
