@@ -153,7 +153,7 @@ _LOADER = """
 import json, sys
 import numpy as np
 import keras, tf_keras
-import tflight.bridge.core
+import tflight.bridge
 
 objects = tflight.bridge.custom_objects()
 x = np.linspace(-4, 4, 6, dtype="float32").reshape(2, 3)

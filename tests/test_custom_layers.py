@@ -46,7 +46,7 @@ def test_register_docstring_example_runs_as_written(tmp_path):
 MY_LAYERS = '''
 import keras
 import tf_keras
-import tflight.bridge.core
+import tflight.bridge
 
 
 @keras.saving.register_keras_serializable(package="my_layers")
