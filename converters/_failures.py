@@ -5,12 +5,30 @@ Each names the mode (`error.mode`) and says what to try instead.
 
 from __future__ import annotations
 
+import re
+
 from converters._native_log import log_tail
 from converters.errors import ConversionError, ConverterCrashError, UnsupportedModelError
 from converters.modes import Mode
 from converters.source import Source
 
 __all__ = ["converter_error", "recurrent_loop_error", "crash_error"]
+
+# How the converter and LiteRT name the op they stopped at.
+_OP_PATTERNS = (
+    re.compile(r"not yet supported for op: '([A-Z0-9_]+)'"),
+    re.compile(r"Node number \d+ \(([A-Z0-9_]+)\) failed"),
+    re.compile(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op"),
+)
+
+
+def _failing_op(*texts: str | None) -> str | None:
+    """The op the converter's message names as the one it cannot handle, if any."""
+    for text in texts:
+        for pattern in _OP_PATTERNS:
+            if text and (m := pattern.search(text)):
+                return m.group(1)
+    return None
 
 
 def _hint(mode: Mode, source: Source) -> str:
@@ -44,6 +62,16 @@ def converter_error(
     if mode.needs_calibration and source.qat_float_kernels:
         e.layer = source.qat_float_kernels[0]
         e.fix = "quantize the layers QAT kept float, or use mode 'dynamic'"
+    elif (op := _failing_op(first, fallback)) is not None:
+        # The converter or LiteRT stopped at this op in this mode: name it, and what works.
+        e.layer = op
+        e.kind = "unsupported_op"
+        e.fix = (
+            f"LiteRT stops at op {op} in mode {mode.value}: use mode 'dynamic' or 'fp16', "
+            "or replace the layer that produces it"
+            if mode.needs_calibration
+            else f"replace the layer that produces {op}"
+        )
     return e
 
 

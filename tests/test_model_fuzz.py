@@ -34,8 +34,16 @@ PER_MODEL = 2
 OK = ("working", "refused")
 
 
+# Found by the generator and not fixed yet: PQAT leaves a SeparableConv2D dense.
+KNOWN = {1021: "PQAT leaves a SeparableConv2D at 0 % sparsity"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    "seed",
+    [pytest.param(s, marks=pytest.mark.xfail(reason=KNOWN[s], strict=True)) if s in KNOWN else s
+     for s in SEEDS],
+)
 def test_generated_model(seed):
     gen = modelgen.generate(seed)
     cells = [fuzz_models.run_cell(gen, t) for t in fuzz_models.sample_techniques(seed, PER_MODEL)]
