@@ -752,11 +752,19 @@ def test_functional_lstm_is_pruned_inside_a_keras3_model():
 
 def test_unsupported_layer_errors_carry_fields_for_front_ends():
     k = tf_keras()
+
+    class Mix(k.layers.Layer):  # a kernel TF-MOT has no rule for (PReLU has none: nothing to prune)
+        def build(self, shape):
+            self.kernel = self.add_weight(name="kernel", shape=(shape[-1], shape[-1]))
+
+        def call(self, x):
+            return x @ self.kernel
+
     model = k.Sequential([
         k.Input((8, 8, 1)),
         k.layers.Flatten(),
         k.layers.Dense(16, name="d1"),
-        k.layers.PReLU(name="prelu"),
+        Mix(name="mix"),
         k.layers.Reshape((16, 1)),
         k.layers.Conv1D(4, 3, name="conv1d"),
         k.layers.Flatten(),
@@ -765,8 +773,8 @@ def test_unsupported_layer_errors_carry_fields_for_front_ends():
     with pytest.raises(UnsupportedLayerError) as pruned:
         tflight.prune(model)
     e = pruned.value
-    assert (e.kind, e.option, e.layer) == ("unsupported_layer", "unsupported", "prelu")
-    assert e.details["technique"] == "prune" and e.details["layers"] == ("prelu",)
+    assert (e.kind, e.option, e.layer) == ("unsupported_layer", "unsupported", "mix")
+    assert e.details["technique"] == "prune" and e.details["layers"] == ("mix",)
     assert e.fix == "unsupported='skip'" and str(e).startswith(e.details["reason"])
     with pytest.raises(UnsupportedLayerError) as quantized:
         tflight.qat(model)

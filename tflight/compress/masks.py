@@ -27,6 +27,7 @@ __all__ = [
     "check_refills",
     "measure_refills",
     "pruned_masks",
+    "preserve_concat_feeds",
     "rezero",
     "zeros_by_layer",
 ]
@@ -137,3 +138,27 @@ def rezero(masks: list[PrunedMask]) -> None:
     """Puts the pruned zeros back (after `measure_refills` has counted them)."""
     for m in masks:
         m.variable.assign(m.variable.numpy() * m.keep)
+
+
+def preserve_concat_feeds(qat: Any, registry: Any) -> None:
+    """Gives the layers feeding a Concatenate their sparsity-preserving quantizer back.
+
+    TF-MOT's Concatenate transform configures the layers feeding a Concatenate
+    from the plain 8-bit registry, so PQAT trained their pruned zeros back in.
+    The wrapper is built by then: swap its weight quantizer for the scheme's
+    and give it the mask of the current (pruned) kernel.
+    """
+    import tensorflow as tf
+    for layer in qat.layers:
+        inner = getattr(layer, "layer", None)
+        current = getattr(layer, "_weight_vars", None)
+        if inner is None or not current or not registry.supports(inner):
+            continue
+        want = registry.get_quantize_config(inner).weight_quantizer
+        if "PrunePreserve" not in type(want).__name__ or type(current[0][1]) is type(want):
+            continue
+        layer._weight_vars = [
+            (w, want, {**qvars, "sparsity_mask": tf.math.divide_no_nan(w, w)})
+            for w, _, qvars in current
+        ]
+        layer.quantize_config.weight_quantizer = want

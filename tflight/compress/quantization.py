@@ -28,6 +28,7 @@ import numpy as np
 
 from tflight._keras import is_tf_keras_model, tf_keras, tfmot, tfmot_internal
 from tflight.compress.compile import compile_model
+from tflight.compress.masks import preserve_concat_feeds
 from tflight.compress.models import is_frozen, is_input_layer, prepare
 from tflight.compress.report import CompressionReport, attach_report
 from tflight.compress.technique import Selector, check_names_exist, check_selector, layer_matches
@@ -127,6 +128,8 @@ class QAT:
                 "in float (`keep_float=[...]`) or convert without QAT (converters.convert "
                 "'int8' or 'dynamic')."
             ) from e
+        if preserve == frozenset({"sparsity"}):
+            preserve_concat_feeds(qat, scheme.get_quantize_registry())
         _keep_frozen(qat, set(rep.frozen))
         if "clusters" in preserve:
             _untrain_assigned_kernels(qat)
@@ -627,3 +630,4 @@ def _float_inputs(layer: Any) -> bool:
         return False
     inputs = inputs if isinstance(inputs, list | tuple) else [inputs]
     return all(getattr(getattr(t, "dtype", None), "is_floating", False) for t in inputs)
+
