@@ -158,6 +158,14 @@ def _as_list(item: Any, inputs: Sequence[InputSpec], what: str) -> list[Any] | N
     return None
 
 
+def _one_sample(a: np.ndarray, spec: InputSpec) -> bool:
+    """Whether `a` is one sample of `spec` (its shape without the batch axis)."""
+    want = spec.shape[1:]
+    if a.ndim != len(want):
+        return False
+    return all(w is None or g == w for g, w in zip(a.shape, want, strict=True))
+
+
 def _collect(
     data: Any, inputs: Sequence[InputSpec], what: str, max_samples: int | None
 ) -> list[np.ndarray]:
@@ -166,7 +174,7 @@ def _collect(
         arrays = [np.asarray(a) for a in direct]
         # An array whose rank is one less than the input's is a single sample.
         if len(arrays) == len(inputs) and all(
-            a.ndim == len(s.shape) - 1 for a, s in zip(arrays, inputs, strict=False)
+            _one_sample(a, s) for a, s in zip(arrays, inputs, strict=False)
         ):
             arrays = [a[None] for a in arrays]
         return arrays
@@ -209,7 +217,7 @@ def _collect(
                     f"({type(item).__name__})."
                 )
             batch = [np.asarray(a) for a in sample]
-            if all(a.ndim == len(s.shape) - 1 for a, s in zip(batch, inputs, strict=False)):
+            if all(_one_sample(a, s) for a, s in zip(batch, inputs, strict=False)):
                 batch = [a[None] for a in batch]
             for p, a in zip(parts, batch, strict=False):
                 p.append(a)
@@ -245,10 +253,14 @@ def _check(
     n = None
     for a, spec in zip(arrays, inputs, strict=False):
         if a.ndim != len(spec.shape):
+            want = tuple(spec.shape[1:])
+            hint = ""
+            if a.ndim == len(spec.shape) - 1 and tuple(a.shape[1:]) + (1,) == want:
+                hint = " Add the channel axis: x[..., None]."
             raise RepresentativeDataError.about(
                 what,
                 f" for input {spec.name!r} has shape {a.shape} but the model expects "
-                f"(samples, {', '.join('None' if d is None else str(d) for d in spec.shape[1:])})."
+                f"(samples, {', '.join('None' if d is None else str(d) for d in want)}).{hint}"
             )
         for axis, (got, want) in enumerate(zip(a.shape[1:], spec.shape[1:], strict=False), start=1):
             if want is not None and got != want:

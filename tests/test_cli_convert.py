@@ -158,3 +158,20 @@ def test_library_errors_carry_the_argument_they_are_about(keras3_cnn, tmp_path):
     with pytest.raises(converters.errors.RepresentativeDataError) as info:
         converters.convert(keras3_cnn, "fp32", validation_data=tmp_path / "none.npz")
     assert (info.value.option, info.value.kind) == ("validation_data", "missing")
+
+
+def test_a_quantized_file_no_smaller_than_fp32_is_pointed_out(tmp_path):
+    """int8 traces a fixed-length LSTM unrolled: more ops than fp32's loop, and the table says why."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((24, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    model.save(tmp_path / "rnn.keras")
+    np.savez(tmp_path / "c.npz", np.random.default_rng(0).normal(size=(16, 24, 3)).astype("float32"))
+    result = _run("convert", tmp_path / "rnn.keras", "-o", tmp_path / "out", "-m", "fp32,int8",
+                  "-c", tmp_path / "c.npz")
+    assert result.exit_code == 0, result.output
+    sizes = {m: (tmp_path / "out" / f"rnn_{m}.tflite").stat().st_size for m in ("fp32", "int8")}
+    noted = "note: int8 is not smaller than fp32" in result.output
+    assert noted == (sizes["int8"] >= sizes["fp32"]), result.output
+    assert noted, sizes  # an unrolled 24-step LSTM of 4 units: the ops outweigh the weights

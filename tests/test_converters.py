@@ -221,6 +221,8 @@ def test_int8_from_dataset_and_file(keras3_cnn, calib, tmp_path):
     [
         (np.zeros((4, 9, 9, 1), np.float32), r"axis 1: got 9, expected 8"),
         (np.zeros((4, 64), np.float32), r"has shape \(4, 64\)"),
+        (np.zeros((40, 8, 8), np.float32), r"has shape \(40, 8, 8\) .* x\[\.\.\., None\]"),
+        (np.zeros((8, 8, 1), np.float32)[None, None], r"has shape \(1, 1, 8, 8, 1\)"),
         (np.zeros((4, 8, 8, 1), np.uint8), r"dtype uint8 .* float32"),
         (np.full((4, 8, 8, 1), np.nan, np.float32), "NaN"),
         ([np.zeros((4, 8, 8, 1), np.float32)] * 2, r"2 array\(s\) but the model has 1"),

@@ -229,7 +229,7 @@ def test_distill_past_the_budget_exits_2_and_writes_nothing(files, tmp_path):
             files["data"], "--epochs", "1", "--max-drop", "0", "-o", str(out)]
     result = _run(*args)
     assert result.exit_code == 2, result.output
-    assert "measured on 38 held-out samples" in result.output
+    assert "measured in Keras on 38 held-out samples" in result.output
     line = result.output.strip().splitlines()[-1]
     assert line.startswith("Error: the student does not meet the accuracy budget"), line
     assert "vs the teacher's" in line and "more than --max-drop 0" in line

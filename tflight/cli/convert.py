@@ -316,6 +316,14 @@ def _report(
         )
     click.echo(_render_table(rows, header))
     for mode, r in results.items():
+        if fp32 is not None and mode != "fp32" and r.size >= fp32.size:
+            ops, fp32_ops = _op_count(r), _op_count(fp32)
+            more = f" ({ops} ops vs {fp32_ops})" if ops > fp32_ops else ""
+            click.echo(
+                f"note: {mode} is not smaller than fp32 ({r.size:,} vs {fp32.size:,} bytes): "
+                f"its graph holds more than the fp32 one{more}, e.g. a recurrent layer unrolled "
+                "over its time steps; pick the smallest file that validates."
+            )
         if r.target_report is not None:
             for issue in r.target_report.issues:
                 click.echo(f"{mode} on {target}: {issue}")
@@ -341,3 +349,7 @@ def inspect(model: str, as_json: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(report.summary())
+
+
+def _op_count(result) -> int:
+    return sum(sum(by_dtype.values()) for by_dtype in result.op_dtypes.values())

@@ -283,7 +283,7 @@ def _echo_check(check, held: str) -> None:
     """The teacher's and the student's accuracy on the held-out data, and the drop."""
     budget = "" if check.max_drop is None else f" (--max-drop {check.max_drop:g})"
     click.echo(
-        f"measured on {held}: accuracy teacher {check.original:.2%}, student "
+        f"measured in Keras on {held}: accuracy teacher {check.original:.2%}, student "
         f"{check.accuracy:.2%}; drop {check.drop:+.1f} pt{budget}"
     )
     if check.max_drop is not None and check.resolution > check.max_drop:

@@ -279,15 +279,10 @@ def quantize(
             click.echo(json.dumps(result.to_dict() | {"output": None}, indent=2))
         else:
             result.summary(print_fn=click.echo)
-        click.echo(
-            f"Warning: the search's bound ({result.search_drop_bound_pt:.2f} pt) meets "
-            f"--max-drop {max_drop:g}, but the held-out re-check's bound is "
-            f"{v.drop_bound_pt:.2f} pt ({v.losses} lost of {v.samples} samples).",
-            err=True,
-        )
         written = "nothing was written; " if out_path is not None else ""
         raise PrecisionError(
-            f"The held-out re-check bounds the drop on new data at {v.drop_bound_pt:.2f} pt at "
+            f"The held-out re-check bounds the drop on new data at {v.drop_bound_pt:.2f} pt "
+            f"({v.losses} lost of {v.samples} held-out samples) at "
             f"{confidence:.0%} confidence, above --max-drop {max_drop:g} (the search's own "
             f"bound was {result.search_drop_bound_pt:.2f} pt): the budget is not shown to hold; "
             f"{written}give more samples in --data (the re-check uses half of them) or a looser "

@@ -382,7 +382,7 @@ def shrink(
         )
     if check is not None:
         click.echo(
-            f"measured on {held}: accuracy original {check.original:.2%}, smaller model "
+            f"measured in Keras on {held}: accuracy original {check.original:.2%}, smaller model "
             f"{check.accuracy:.2%}; drop {check.drop:+.1f} pt (--max-drop {max_drop:g})"
         )
     else:

@@ -213,6 +213,8 @@ class SearchResult:
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         m = self.model
         status = "met" if self.met_budget else "NOT met (best configuration found)"
+        if self.met_budget and not self.recheck_met_budget:
+            status = "met on the search samples but NOT by the held-out re-check"
         print_fn(f"Mixed-precision search ({self.objective.value}, guided by the "
                  f"'{self.guide.value}' sensitivity) of {self.source}: budget "
                  f"{self.max_drop_pt:g} pt {status}; {self.evaluations} models evaluated in "
