@@ -82,7 +82,7 @@ def pruned_masks(wrapped: Any, pruned: dict[str, float]) -> list[PrunedMask]:
             if id(w) in seen:
                 continue
             seen.add(id(w))
-            if short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel"):
+            if short_name(w).split("/")[-1] in ("kernel", "depthwise_kernel", "pointwise_kernel"):
                 values = w.numpy()
                 masks.append(PrunedMask(inner.name, w, (values != 0).astype(values.dtype)))
     return masks

@@ -110,14 +110,17 @@ def sparsity_report(model: Any) -> SparsityReport:
 
 
 def _kernel_variable(layer: Any) -> Any:
-    """The (depthwise) kernel variable of a layer or of the layer a wrapper holds.
+    """The kernel variable of a layer or of the layer a wrapper holds.
 
     QAT wrappers replace the inner layer's `kernel` attribute with a fake-quant
-    tensor, so look the variable up among the weights instead.
+    tensor, so look the variable up among the weights instead. A
+    SeparableConv2D's is its pointwise kernel (the one TF-MOT prunes), not
+    its depthwise one.
     """
-    for weight in layer.weights:
-        if weight.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel"):
-            return weight
+    by_role = {weight.name.split("/")[-1].split(":")[0]: weight for weight in layer.weights}
+    for role in ("kernel", "pointwise_kernel", "depthwise_kernel"):
+        if role in by_role:
+            return by_role[role]
     return None
 
 

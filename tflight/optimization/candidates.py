@@ -167,6 +167,10 @@ def _convert(ctx: Context, model: Any, storage: str, *, validate: bool = True) -
     return result.flatbuffer
 
 
+# A SeparableConv2D's pointwise kernel is the one pruning acts on.
+_KERNEL_ROLES = ("kernel", "pointwise_kernel", "depthwise_kernel")
+
+
 def _layer_rows(model: Any, precision: str | dict[str, str],
                 channels: dict[str, tuple[int, int]] | None = None) -> list[dict[str, Any]]:
     """One row per layer with a kernel: precision, output channels (before -> after), sparsity."""
@@ -174,8 +178,8 @@ def _layer_rows(model: Any, precision: str | dict[str, str],
     for layer in getattr(model, "layers", []):
         # Only the kernel itself: QAT and clustering add scalars such as `kernel_min`.
         kernels = [w for w in layer.weights
-                   if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")
-                   and len(w.shape) >= 2]
+                   if w.name.split("/")[-1].split(":")[0] in _KERNEL_ROLES and len(w.shape) >= 2]
+        kernels.sort(key=lambda w: _KERNEL_ROLES.index(w.name.split("/")[-1].split(":")[0]))
         if not kernels:
             continue
         k = np.asarray(kernels[0].numpy() if hasattr(kernels[0], "numpy") else kernels[0])
