@@ -113,7 +113,9 @@ def _images(model, seed=1):
 def test_backbone_bridges_to_tf_keras_with_the_same_outputs(hub):
     source, _, forward, _ = hub
     assert is_tf_keras_model(forward)
-    assert bridge.report_of(forward).max_abs_diff == 0.0
+    # The bridge's own check runs another batch size, where oneDNN may round differently.
+    rep = bridge.report_of(forward)
+    assert rep.passed and rep.max_abs_diff <= 1e-6 * max(1.0, rep.scale)
     x = _images(source)
     np.testing.assert_array_equal(np.asarray(forward(x)), np.asarray(source(x, training=False)))
     assert sum(w.size for w in forward.get_weights()) == source.count_params()
