@@ -117,7 +117,9 @@ def test_backbone_bridges_to_tf_keras_with_the_same_outputs(hub):
     rep = bridge.report_of(forward)
     assert rep.passed and rep.max_abs_diff <= 1e-6 * max(1.0, rep.scale)
     x = _images(source)
-    np.testing.assert_array_equal(np.asarray(forward(x)), np.asarray(source(x, training=False)))
+    # Keras 3 and tf_keras build different kernels for the same op; oneDNN's rounding follows.
+    np.testing.assert_allclose(np.asarray(forward(x)), np.asarray(source(x, training=False)),
+                               rtol=1e-5, atol=1e-6)
     assert sum(w.size for w in forward.get_weights()) == source.count_params()
 
 
