@@ -324,7 +324,17 @@ def build(spec: Spec, ctx: Context) -> Built:
 
             training.refuse_under_strategy("distillation (tflight.shrink.fine_tune)",
                                            ctx.strategy)
-            student = fine_tune(student, d.x_train, d.y_train, teacher=model, epochs=ctx.epochs)
+            # fine_tune trains in place (and returns the History): train a copy, so the
+            # memoised structure stays untrained for the other candidates.
+            import keras
+
+            from tflight._keras import is_tf_keras_model, tf_keras
+
+            k = tf_keras() if is_tf_keras_model(student) else keras
+            copy = k.models.clone_model(student)
+            copy.set_weights(student.get_weights())
+            fine_tune(copy, d.x_train, d.y_train, teacher=model, epochs=ctx.epochs)
+            student = copy
         else:
             student = training.fit(student, d.x_train, d.y_train, epochs=ctx.epochs,
                                    strategy=ctx.strategy, seed=ctx.seed, progress=ctx.progress,
