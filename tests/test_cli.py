@@ -274,11 +274,17 @@ def test_real_convert_is_quiet(tiny_model, tmp_path):
     for marker in NATIVE_MARKERS:
         assert marker not in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
-    header, rule, *rows = proc.stdout.splitlines()
+    header, rule, *lines = proc.stdout.splitlines()
     assert header.split()[:2] == ["mode", "size"]
     assert re.fullmatch(r"[- ]+", rule)
+    rows, notes = lines[:2], lines[2:]
     assert [r.split()[0] for r in rows] == ["fp32", "int8"]
     assert all("ok (SNR" in r for r in rows)
+    # A 212-parameter model: int8's scales and quantize steps outweigh its weights,
+    # and the table is followed by one note saying so, nothing else.
+    sizes = {m: (tmp_path / "out" / f"tiny_{m}.tflite").stat().st_size for m in ("fp32", "int8")}
+    expected = ["note: int8 is not smaller than fp32"] if sizes["int8"] >= sizes["fp32"] else []
+    assert [n[: len("note: int8 is not smaller than fp32")] for n in notes] == expected
     assert (tmp_path / "out" / "tiny_int8.tflite").read_bytes()[4:8] == b"TFL3"
     assert _native_logs(tmp_path) == []
 

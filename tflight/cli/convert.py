@@ -318,11 +318,16 @@ def _report(
     for mode, r in results.items():
         if fp32 is not None and mode != "fp32" and r.size >= fp32.size:
             ops, fp32_ops = _op_count(r), _op_count(fp32)
-            more = f" ({ops} ops vs {fp32_ops})" if ops > fp32_ops else ""
+            if ops > fp32_ops:
+                why = (f"its graph holds more ops than the fp32 one ({ops} vs {fp32_ops}: "
+                       "quantize/dequantize steps, or a recurrent layer unrolled over its time "
+                       "steps) and they outweigh what its smaller weights save")
+            else:
+                why = ("its quantization scales and metadata outweigh what its smaller weights "
+                       "save (a model this small has few weights to shrink)")
             click.echo(
                 f"note: {mode} is not smaller than fp32 ({r.size:,} vs {fp32.size:,} bytes): "
-                f"its graph holds more than the fp32 one{more}, e.g. a recurrent layer unrolled "
-                "over its time steps; pick the smallest file that validates."
+                f"{why}; pick the smallest file that validates."
             )
         if r.target_report is not None:
             for issue in r.target_report.issues:
