@@ -46,17 +46,28 @@ def _hint(mode: Mode, source: Source) -> str:
             "quantize those layers too (give them a QuantizeConfig), or convert this model "
             "with mode 'dynamic' or 'fp16'."
         )
+    if mode is Mode.INT16X8:
+        return (
+            " Some ops have no 16x8 kernels; the selective option (selective=True, "
+            "--selective) keeps them float, or try mode 'int8', 'dynamic' or 'fp16'."
+        )
     if mode.needs_calibration:
         return " Some ops have no integer kernels; try mode 'dynamic' or 'fp16'."
     return ""
 
 
 def converter_error(
-    mode: Mode, source: Source, first: str, fallback: str | None = None
+    mode: Mode, source: Source, first: str, fallback: str | None = None,
+    fields: dict[str, str] | None = None,
 ) -> ConversionError:
     text = f"The TFLite converter failed on {source.description} in mode {mode.value!r}: {first[:500]}"
     if fallback is not None and fallback != first:
         text += f" (converting through a SavedModel instead failed too: {fallback[:300]})"
+    if fields and fields.get("fix"):
+        # A refusal of our own in the child: its fields say what to do.
+        e = UnsupportedModelError(text.rstrip(".") + ".", **fields)
+        e.mode = mode.value
+        return e
     e = UnsupportedModelError(text.rstrip(".") + "." + _hint(mode, source))
     e.mode = mode.value
     if mode.needs_calibration and source.qat_float_kernels:
@@ -66,12 +77,18 @@ def converter_error(
         # The converter or LiteRT stopped at this op in this mode: name it, and what works.
         e.layer = op
         e.kind = "unsupported_op"
-        e.fix = (
-            f"LiteRT stops at op {op} in mode {mode.value}: use mode 'dynamic' or 'fp16', "
-            "or replace the layer that produces it"
-            if mode.needs_calibration
-            else f"replace the layer that produces {op}"
-        )
+        if mode is Mode.INT16X8:
+            e.fix = (
+                f"{op} has no 16x8 kernel: the selective option (selective=True, --selective) "
+                "keeps those ops float, labelled; or use mode 'int8', 'dynamic' or 'fp16'"
+            )
+        elif mode.needs_calibration:
+            e.fix = (
+                f"LiteRT stops at op {op} in mode {mode.value}: use mode 'dynamic' or 'fp16', "
+                "or replace the layer that produces it"
+            )
+        else:
+            e.fix = f"replace the layer that produces {op}"
     return e
 
 

@@ -125,8 +125,21 @@ class _Converter:
         self, spec: dict[str, Any], calibration: list[np.ndarray] | None, samples: Any,
         reference: Any,
     ) -> tuple[bytes, list[str]]:
-        """Int8 with the ops that lose the signal kept float (`converters.selective`)."""
-        from converters.selective import DEFAULT_MAX_FLOAT_OPS, convert_selectively
+        """Int8 with the ops that lose the signal kept float (`converters.selective`).
+
+        Int16x8: the ops without a 16x8 kernel kept float (`convert_16x8_keeping_float`).
+        """
+        from converters.selective import (
+            DEFAULT_MAX_FLOAT_OPS,
+            convert_16x8_keeping_float,
+            convert_selectively,
+        )
+
+        if spec["mode"] == "int16x8":
+            flatbuffer, notes = convert_16x8_keeping_float(
+                lambda: self._converter(spec, calibration)
+            )
+            return self._finish(flatbuffer), notes
 
         def validate(flatbuffer: bytes) -> dict[str, Any] | None:
             if spec.get("thresholds") is None or samples is None:
@@ -190,7 +203,7 @@ def _handle(directory: Path, emit: Any) -> None:
         outcome: dict[str, Any] = {"mode": mode}
         start = time.perf_counter()
         try:
-            if spec.get("selective"):
+            if spec.get("selective") is not None:
                 flatbuffer, notes = converter.convert_selectively(
                     spec, calibration, samples, reference
                 )
@@ -208,6 +221,10 @@ def _handle(directory: Path, emit: Any) -> None:
         except Exception as e:  # noqa: BLE001 - the converter raises many types
             outcome.update(ok=False, stage="convert", error=_error_line(e)[:2000],
                            error_type=type(e).__name__)
+            # Our own refusals raised in the child keep their fields across the pipe.
+            for field in ("layer", "fix", "kind"):
+                if getattr(e, field, None) is not None:
+                    outcome[field] = getattr(e, field)
             traceback.print_exc()
         else:
             (directory / f"{mode}.tflite").write_bytes(flatbuffer)

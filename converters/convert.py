@@ -234,7 +234,7 @@ def convert_many(
                     "input_dtype": io[m][0],
                     "output_dtype": io[m][1],
                     "thresholds": dataclasses.asdict(limits[m]) if validate else None,
-                    "selective": {} if selective and m is Mode.INT8 else None,
+                    "selective": {} if selective and m.needs_calibration else None,
                 }
                 for m in pending
             ]
@@ -264,7 +264,8 @@ def convert_many(
                     elif got["stage"] == "convert":
                         failures[m.value] = converter_error(
                             m, source, first_errors.get(m, export.frozen_error or got["error"]),
-                            got["error"],
+                            got["error"], fields={k: got[k] for k in ("layer", "fix", "kind")
+                                                  if k in got},
                         )
                     else:
                         e = ConversionError(
@@ -410,11 +411,13 @@ def convert(
         or on uniform random inputs. `result.validation.sample_source` says
         which.
       sample_data: the older name of `validation_data`.
-      selective: mode `int8` only: if full int8 fails validation, keep float
+      selective: mode `int8`: if full int8 fails validation, keep float
         the fewest ops that lose the signal (ranked by TensorFlow's
         `QuantizationDebugger`) so that it passes — a selective int8 model,
         labelled as such in `result.notes`, which needs float kernels besides
-        the int8 ones (`converters.selective`).
+        the int8 ones (`converters.selective`). Mode `int16x8`: ops that have
+        no 16x8 kernel (e.g. `NEG`) are kept float instead of failing the
+        conversion, named in `result.notes`.
 
     Returns:
       A `ConversionResult`.

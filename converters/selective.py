@@ -27,12 +27,18 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_MAX_FLOAT_OPS", "convert_selectively", "rank_ops"]
+__all__ = [
+    "DEFAULT_MAX_FLOAT_OPS",
+    "convert_16x8_keeping_float",
+    "convert_selectively",
+    "rank_ops",
+]
 
 DEFAULT_MAX_FLOAT_OPS = 4
 
@@ -214,3 +220,81 @@ def _snr(report: dict[str, Any] | None) -> float:
     values = [o.get("snr_db", -np.inf) for o in report.get("outputs", [])]
     finite = [v if v is not None else -np.inf for v in values]
     return min(finite) if finite else -np.inf
+
+
+_NO_16X8 = re.compile(r"not yet supported for op: '([A-Z0-9_]+)'")
+
+
+def convert_16x8_keeping_float(make_converter: Callable[[], Any]) -> tuple[bytes, list[str]]:
+    """16x8 quantization, with the ops that have no 16x8 kernel kept float.
+
+    The 16x8 recipe (int16 activations, int8 weights) refuses a whole model
+    when one op lacks a 16x8 kernel (`NEG` in a GELU, for one). TensorFlow's
+    16x8 guide allows such ops to run in float instead, by adding the float
+    builtins to the supported ops; that is done only when the strict
+    conversion fails for that reason, and the ops kept float are named.
+
+    Args:
+      make_converter: returns a fresh `TFLiteConverter` configured for 16x8.
+
+    Returns:
+      (flatbuffer, notes): the strict 16x8 model and no notes if it converts;
+      else the model with float fallback and a note naming the ops kept float.
+
+    Raises:
+      The strict conversion's error when it failed for another reason.
+    """
+    import tensorflow as tf
+
+    from converters._recipes import run_converter
+
+    try:
+        return run_converter(make_converter()), []
+    except Exception as e:  # noqa: BLE001 - the converter raises many types
+        missing = sorted(set(_NO_16X8.findall(str(e))))
+        if not missing:
+            raise
+    converter = make_converter()
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+    ]
+    flatbuffer = run_converter(converter)
+    _check_runs(flatbuffer, missing)
+    return flatbuffer, [
+        f"selective 16x8: {', '.join(missing)} has no 16x8 kernel, so those ops are kept "
+        "float (TensorFlow's 16x8 float fallback); every other op has int16 activations and "
+        "int8 weights, and the file needs float kernels besides the 16x8 ones"
+    ]
+
+
+def _check_runs(flatbuffer: bytes, kept_float: list[str]) -> None:
+    """Refuses a 16x8 file LiteRT cannot run (the converter emits int16 ops LiteRT lacks).
+
+    The converter's float fallback only covers the ops it knows have no 16x8
+    kernel; LiteRT can still refuse others at run time (an int16
+    `SQUARED_DIFFERENCE` in a layer norm, for one). One invoke on zeros finds
+    that before the file is handed back.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.errors import UnsupportedModelError
+
+    try:
+        interpreter = Interpreter(model_content=flatbuffer)
+        interpreter.allocate_tensors()
+        for d in interpreter.get_input_details():
+            interpreter.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interpreter.invoke()
+    except (RuntimeError, ValueError) as e:
+        found = re.search(r"Node number \d+ \(([A-Z0-9_]+)\) failed", str(e))
+        op = found.group(1) if found else None
+        error = UnsupportedModelError(
+            f"Mode 'int16x8' with {', '.join(kept_float)} kept float converts, but LiteRT cannot "
+            f"run the result: {str(e).strip()[:300]} Use mode 'int8', 'dynamic' or 'fp16'.",
+            layer=op, kind="unsupported_op",
+            fix="use mode 'int8', 'dynamic' or 'fp16' (LiteRT has no int16 kernel for "
+            f"{op or 'an op of this model'})",
+        )
+        error.mode = "int16x8"
+        raise error from e

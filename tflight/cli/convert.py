@@ -133,6 +133,12 @@ def _render_table(rows: list[list[str]], header: list[str]) -> str:
 @click.option("--min-top1", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
               help="Lowest top-1 agreement with MODEL for classifier outputs (default per mode).")
 @click.option("--no-validate", is_flag=True, help="Skip the comparison with the source model.")
+@click.option(
+    "--selective",
+    is_flag=True,
+    help="int8: if full int8 fails validation, keep float the fewest ops that lose the signal; "
+    "int16x8: keep float the ops without a 16x8 kernel. The ops kept float are listed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @custom_objects_option
 def convert(
@@ -148,6 +154,7 @@ def convert(
     min_snr: float | None,
     min_top1: float | None,
     no_validate: bool,
+    selective: bool,
     as_json: bool,
     custom_objects_path: str | None,
 ) -> None:
@@ -204,6 +211,7 @@ def convert(
                 thresholds=thresholds,
                 sparse=sparse,
                 progress=progress,
+                selective=selective,
             )
     except converters.errors.PartialConversionError as e:
         results, failures = e.results, dict(e.failures)
@@ -258,8 +266,9 @@ def _in_cli_words(e: Exception, calibration: str | None, validation: str | None)
         )
         if e.mode == "int8":
             message += (
-                " Mode dynamic (-m dynamic) keeps activations in float and often passes where "
-                "int8 does not (e.g. a QAT model with layers kept float)."
+                " --selective keeps float just the ops that lose the signal (listed); mode "
+                "dynamic (-m dynamic) keeps activations in float and often passes where int8 "
+                "does not (e.g. a QAT model with layers kept float)."
             )
     elif isinstance(e, converters.errors.ConversionError):
         message = e.message_for(_flags(calibration, validation).get(e.option or ""))
@@ -329,6 +338,8 @@ def _report(
                 f"note: {mode} is not smaller than fp32 ({r.size:,} vs {fp32.size:,} bytes): "
                 f"{why}; pick the smallest file that validates."
             )
+        for note in r.notes:
+            click.echo(f"{mode}: {note}")
         if r.target_report is not None:
             for issue in r.target_report.issues:
                 click.echo(f"{mode} on {target}: {issue}")

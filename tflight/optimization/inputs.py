@@ -10,13 +10,15 @@ or holds an input.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any
 
 import numpy as np
 
 from tflight.errors import TflightError
+
+# The paired bound is the precision search's, one copy for both stages.
+from tflight.precision.stats import drop_bound_pt, samples_needed
 
 __all__ = ["DEVICES", "Device", "OptimizeError", "Prepared", "prepare", "resolve_device",
            "samples_needed", "drop_bound_pt"]
@@ -71,30 +73,6 @@ def resolve_device(name: str) -> Device:
             option="device", fix=f"device in {sorted(DEVICES)}", kind="unknown_device",
         )
     return device
-
-
-def drop_bound_pt(losses: int, n: int, confidence: float) -> float:
-    """One-sided upper bound on an accuracy drop on new data, in points.
-
-    The exact (Clopper-Pearson) binomial bound on the paired loss rate --
-    samples the baseline gets right and the candidate wrong -- as the
-    mixed-precision search uses it: gains are not credited, so the bound is
-    conservative. 100 when every sample is lost.
-    """
-    from scipy.stats import beta
-
-    if n <= 0 or losses >= n:
-        return 100.0
-    return 100.0 * float(beta.ppf(confidence, losses + 1, n - losses))
-
-
-def samples_needed(max_drop_pt: float, confidence: float) -> int | None:
-    """Fewest samples on which `drop_bound_pt` can reach `max_drop_pt` (no loss at all)."""
-    if max_drop_pt <= 0:
-        return None
-    if max_drop_pt >= 100:
-        return 1
-    return max(1, math.ceil(math.log(1 - confidence) / math.log(1 - max_drop_pt / 100)))
 
 
 @dataclasses.dataclass

@@ -146,9 +146,14 @@ def _float_twin_of_qat(model: Any) -> Any:
                 continue
             # The wrapper holds the inner layer's kernel ("conv/kernel:0") next to
             # its own quantizer variables ("quant_conv/kernel_min:0").
+            # Layers of layers (MultiHeadAttention's "mha/query/kernel:0") are
+            # matched by the path below the layer's name, not the last part.
             prefix = src.layer.name + "/"
             own = {w.name[len(prefix):]: w for w in src.weights if w.name.startswith(prefix)}
-            dst.set_weights([own[w.name.split("/")[-1]].numpy() for w in dst.weights])
+            dst.set_weights([
+                own[w.name[len(prefix):] if w.name.startswith(prefix) else w.name.split("/")[-1]]
+                .numpy() for w in dst.weights
+            ])
     except Exception as e:  # noqa: BLE001 - any failure means we cannot read this QAT model
         fix = "Pass the float model, or its float .tflite (converters.convert(model, 'fp32'))."
         raise PrecisionError(
