@@ -7,8 +7,10 @@ Three models trained on scikit-learn's bundled digits (fixed seeds):
   * an attention block (Dense embedding, MultiHeadAttention, LayerNormalization,
     feed-forward) reading each digit as 8 rows, searched for size.
 
-Each search runs with max_drop=1.0 on 400 validation digits taken from the
-training digits; the chosen model is measured once on the 450 held-out test
+Each search runs with max_drop=1.0 on 700 validation digits taken from the
+training digits (the paired 95 % bound needs 298 samples to claim 1 pt with no
+sample lost; 700 let it tolerate two lost samples, as the mixed-precision
+benchmark's 700 do); the chosen model is measured once on the 450 held-out test
 digits, which neither training nor the search saw. Beside it, in the same run:
 plain full-int8 PTQ straight from `tf.lite.TFLiteConverter` (what a user does
 without tflight), and the best candidate that uses one tflight technique alone
@@ -18,6 +20,7 @@ CPU runtime (measured).
 
 Usage:
   python benchmarks/optimize.py [--json PATH] [--time-budget-min 7] [--epochs 8]
+                                [--mobilenet-epochs 30]
 
 Targets (printed as PASS/FAIL):
   * latency: the MobileNetV2-shaped winner >= 1.5x faster (estimated, pixel4) than
@@ -41,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 SEED = 0
-N_VAL = 400
+N_VAL = 700
 SINGLE = ("int8", "dynamic", "fp16", "int16x8", "mixed", "int4", "qat-int8")
 
 
@@ -189,7 +192,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--time-budget-min", type=float, default=7.0,
                         help="time budget of each search, minutes")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs of each model")
+    parser.add_argument("--epochs", type=int, default=8,
+                        help="training epochs of the digits CNN and the attention block")
+    parser.add_argument("--mobilenet-epochs", type=int, default=30,
+                        help="training epochs of the MobileNetV2-shaped model (it converges "
+                        "more slowly; under-trained, any fine-tuning moves its predictions)")
     args = parser.parse_args(argv)
     import keras
 
@@ -201,7 +208,7 @@ def main(argv=None) -> int:
     cnn = _train(digits_cnn(seed=SEED), *train, args.epochs)
     rows.append(run_one("digits_cnn", cnn, (train, val, test), "size", args))
     up = [(_upscale(x), y) for x, y in (train, val, test)]
-    mnv2 = _train(mobilenet(keras), *up[0], args.epochs)
+    mnv2 = _train(mobilenet(keras), *up[0], args.mobilenet_epochs)
     rows.append(run_one("mobilenetv2_32", mnv2, tuple(up), "latency", args))
     seq = [(x[..., 0], y) for x, y in (train, val, test)]
     att = _train(attention(keras), *seq[0], args.epochs)
@@ -223,6 +230,7 @@ def main(argv=None) -> int:
         / max(1e-9, sum(r["search_minutes"] for r in rows)),
         "latency_met_budget": lat["met"], "size_met_budget": size["met"],
         "time_budget_min_per_search": args.time_budget_min, "epochs": args.epochs,
+        "mobilenet_epochs": args.mobilenet_epochs, "validation_samples": N_VAL,
     }
     targets = {
         "latency >= 1.5x int8 PTQ (estimated) at <= 1 pt": bool(

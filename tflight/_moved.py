@@ -21,7 +21,7 @@ __all__ = ["MOVED", "install"]
 MOVED: dict[str, str] = {
     "tflight.compose": "tflight.compress.pipeline",
     "tflight.pruning": "tflight.compress.pruning",
-    "tflight.quantization": "tflight.compress.quantization",
+    "tflight.quantization": "tflight.compress.quantization+tflight.compress.agreement",
     "tflight.clustering": "tflight.compress.clustering",
     "tflight.flatten": "tflight.bridge.flattening",
     "tflight._bridge_ops": "tflight.bridge.ops",
@@ -53,19 +53,31 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None  # a plain module, filled in by exec_module
 
     def exec_module(self, module: types.ModuleType) -> None:
-        new = MOVED[module.__name__]
+        # One old module may have been split in several ("a+b").
+        news = MOVED[module.__name__].split("+")
         warnings.warn(
-            f"{module.__name__} moved to {new}; import it from there "
+            f"{module.__name__} moved to {' and '.join(news)}; import it from there "
             "(the old path will be removed in a later release).",
             DeprecationWarning,
             stacklevel=2,
         )
-        target = importlib.import_module(new)
-        module.__dict__.update(
-            {k: v for k, v in vars(target).items() if not k.startswith("__") or k == "__all__"}
-        )
-        module.__doc__ = target.__doc__
-        module.__getattr__ = lambda name: getattr(target, name)  # type: ignore[method-assign]
+        targets = [importlib.import_module(new) for new in news]
+        names: list[str] = []
+        for target in reversed(targets):
+            module.__dict__.update(
+                {k: v for k, v in vars(target).items() if not k.startswith("__")}
+            )
+            names = [*getattr(target, "__all__", []), *names]
+        module.__all__ = names
+        module.__doc__ = targets[0].__doc__
+
+        def find(name: str) -> Any:
+            for target in targets:
+                if hasattr(target, name):
+                    return getattr(target, name)
+            raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+
+        module.__getattr__ = find  # type: ignore[method-assign]
 
 
 def install() -> None:

@@ -237,9 +237,10 @@ def compress_to_tflite(
     """
     import converters
     from tflight._keras import tf_keras
+    from tflight.compress.agreement import check_agreement
     from tflight.compress.clustering import Cluster
     from tflight.compress.pruning import Prune
-    from tflight.compress.quantization import QAT, check_agreement
+    from tflight.compress.quantization import QAT
     from tflight.compress.sparsity import sparsity_report
 
     try:
