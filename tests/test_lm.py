@@ -162,7 +162,8 @@ def tflight_ops(model: bytes) -> set[str]:
 
     names = enum_names(schema().BuiltinOperator)
     m = parse(model)
-    return {names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in m.operatorCodes}
+    codes = [names[max(c.builtinCode, c.deprecatedBuiltinCode)] for c in m.operatorCodes]
+    return {codes[op.opcodeIndex] for sg in m.subgraphs for op in sg.operators}
 
 
 def test_llama_shaped_model_converts_and_matches():
@@ -210,6 +211,87 @@ def test_int4_blockwise_runs_in_litert_and_is_smaller(gpt2_fp32, gpt2_int4):
     v = gpt2_int4.verification
     assert 0.5 <= v["top1_agreement"] <= 1.0 and v["positions"] > 0
 
+
+
+def _producers(model: bytes) -> dict[str, dict[str, str]]:
+    """Per signature: output name -> the op that writes it."""
+    from converters.flatbuffer import enum_names, op_name, parse, schema
+
+    m = parse(model)
+    names = enum_names(schema().BuiltinOperator)
+    out = {}
+    for sd in m.signatureDefs:
+        sg = m.subgraphs[sd.subgraphIndex]
+        made = {int(o): op_name(m.operatorCodes[op.opcodeIndex], names)
+                for op in sg.operators for o in op.outputs}
+        out[sd.signatureKey.decode()] = {tm.name.decode(): made.get(int(tm.tensorIndex), "input")
+                                         for tm in sd.outputs}
+    return out
+
+
+def test_cache_is_updated_in_place_not_stacked_and_sliced(gpt2_fp32, gpt2_int4):
+    """Each cache output is written by its DYNAMIC_UPDATE_SLICE: no stack-then-slice copies."""
+    from converters.flatbuffer import enum_names, op_name, parse, schema
+
+    for result in (gpt2_fp32, gpt2_int4):
+        for sig, outputs in _producers(result.model).items():
+            for name, op in outputs.items():
+                if name.startswith("kv_cache"):
+                    assert op == "DYNAMIC_UPDATE_SLICE", (sig, name, op)
+        m = parse(result.model)
+        names = enum_names(schema().BuiltinOperator)
+        stacked = (1, 2, 2, MAX_LENGTH)  # [1, layers, 2, max_length, ...] or [1, 2, max_length, ...]
+        for sg in m.subgraphs:
+            for op in sg.operators:
+                if op_name(m.operatorCodes[op.opcodeIndex], names) in ("PACK", "STRIDED_SLICE"):
+                    for i in [*op.inputs, *op.outputs]:
+                        shape = tuple(int(d) for d in sg.tensors[int(i)].shape)
+                        assert shape[:4] != stacked and shape[:3] != (1, 2, MAX_LENGTH), shape
+
+
+def test_int4_stores_the_embedding_quantized_and_names_compactly(gpt2_fp32, gpt2_int4):
+    """The token table is an int4 EMBEDDING_LOOKUP; internal tensor names are short."""
+    from converters.flatbuffer import parse
+
+    fp, q = tensor_groups(gpt2_fp32.model), tensor_groups(gpt2_int4.model)
+    assert "EMBEDDING_LOOKUP" in tflight_ops(gpt2_int4.model)
+    assert "GATHER" not in tflight_ops(gpt2_int4.model)
+    assert q.embedding * 6 <= fp.embedding  # 4-bit codes (the scales are separate)
+    for model in (gpt2_fp32.model, gpt2_int4.model):
+        m = parse(model)
+        for sg in m.subgraphs:
+            io = {int(i) for i in [*sg.inputs, *sg.outputs]}
+            assert all(len(t.name) <= 5 for i, t in enumerate(sg.tensors) if i not in io)
+            assert all(t.quantization is None or t.quantization.scale is not None
+                       or t.quantization.details is not None for t in sg.tensors)
+    print(f"tiny GPT-2 sizes: fp32 {fp.file_bytes:,} int4 {q.file_bytes:,}")
+
+
+@pytest.mark.parametrize("mode, block, step", [("int8", None, 1 / 127), ("int4", 32, 1 / 7)])
+def test_embedding_lookup_rows_within_one_quantization_step(tmp_path, mode, block, step):
+    """A float GATHER table becomes an int8/int4 EMBEDDING_LOOKUP that LiteRT reads back right."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from converters.lm import convert_saved_lm
+
+    table = np.random.default_rng(0).normal(0, 0.02, (64, 32)).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6], tf.int32, name="tokens")])
+    def lookup(tokens):
+        return {"rows": tf.gather(tf.constant(table), tokens) * 2.0}
+
+    tf.saved_model.save(tf.Module(), str(tmp_path), signatures={"decode": lookup})
+    model = convert_saved_lm(str(tmp_path), signature_keys=["decode"], mode=mode,
+                             block_size=block)
+    assert "EMBEDDING_LOOKUP" in tflight_ops(model) and tensor_groups(model).embedding <= (
+        table.nbytes // 4)
+    ids = np.array([[0, 5, 63, 5, 17, 40]], np.int32)
+    rows = Interpreter(model_content=model).get_signature_runner("decode")(tokens=ids)["rows"]
+    want = 2 * table[ids]
+    # one step of the row's (or block's) scale, max |row| / 127 or / 7
+    assert rows.shape == want.shape
+    assert np.abs(rows - want).max() <= 2 * np.abs(table).max() * step * 0.51 + 1e-7
 
 def test_prompt_longer_than_max_length(gpt2_fp32):
     runner = LiteRTLM(gpt2_fp32.model)
