@@ -151,6 +151,7 @@ class _Converter:
             dict(zip(self.request["input_names"], calibration or [], strict=True)),
             validate,
             max_float_ops=int(spec["selective"].get("max_float_ops", DEFAULT_MAX_FLOAT_OPS)),
+            integer_io="float32" not in (spec["input_dtype"], spec["output_dtype"]),
         )
         return self._finish(flatbuffer), notes
 

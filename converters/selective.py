@@ -111,6 +111,7 @@ def convert_selectively(
     validate: Callable[[bytes], dict[str, Any] | None],
     *,
     max_float_ops: int = DEFAULT_MAX_FLOAT_OPS,
+    integer_io: bool = False,
 ) -> tuple[bytes, list[str], dict[str, Any] | None]:
     """Quantizes to int8, keeping float the fewest most-lossy ops that make it pass.
 
@@ -122,6 +123,8 @@ def convert_selectively(
       validate: runs a flatbuffer against the reference; returns the
         validation report as a dict (`"failures"` empty when it passes).
       max_float_ops: the most ops kept float before giving up.
+      integer_io: whether the model's inputs and outputs are integer (as the
+        converter asked for); otherwise the selective files keep float ones.
 
     Returns:
       (flatbuffer, notes, validation report dict) — the full-int8 model and
@@ -140,7 +143,7 @@ def convert_selectively(
             layer_direct_compare_metrics={"snr_db": _layer_snr_db},
             denylisted_nodes=nodes or None,
             denylisted_ops=ops or None,
-            fully_quantize=True,
+            fully_quantize=integer_io,
         )
         holder: dict[str, Any] = {}
         holder["debugger"] = tf.lite.experimental.QuantizationDebugger(
@@ -149,13 +152,16 @@ def convert_selectively(
         )
         return holder["debugger"]
 
-    debugger = debugger_for([])
-    debugger.run()
-    ranked = rank_ops(debugger)
-    flatbuffer = bytes(debugger.get_nondebug_quantized_model())
+    from converters._recipes import run_converter
+
+    # Full int8 first, exactly as without the selective option.
+    flatbuffer = run_converter(make_converter())
     report = validate(flatbuffer)
     if report is None or not report.get("failures"):
         return flatbuffer, [], report
+    debugger = debugger_for([])
+    debugger.run()
+    ranked = rank_ops(debugger)
     suspects = [n for n, _ in ranked][:max_float_ops]
     best = (flatbuffer, [], report)
     k = 1

@@ -161,7 +161,13 @@ def test_genuine_bug_is_an_internal_error_with_its_traceback_in_the_kept_log(tmp
     text = log.read_text()
     assert "cudart_stub.cc:31] native chatter" in text
     assert "Traceback (most recent call last)" in text
-    assert text.rstrip().endswith("RuntimeError: a genuine bug")
+    body, ended = text.rstrip().rsplit("\n", 1)
+    assert body.rstrip().endswith("RuntimeError: a genuine bug")
+    assert ended == "tflight: this run ended with exit code 1"
+    # A later run leaves it where the Error: line said, and does not call it a crash.
+    again = _run(["probe"], code=_PROBE, tmp_path=tmp_path)
+    assert again.stderr == "progress on stderr\n"
+    assert _native_logs(tmp_path) == [log] and log.read_text() == text
 
 
 def test_log_is_kept_and_named_after_any_failed_exit(tmp_path):

@@ -251,9 +251,27 @@ def _native_stderr_to_log() -> Iterator[None]:
         if code in (0, EXIT_USAGE, EXIT_INTERRUPTED):
             with contextlib.suppress(OSError):
                 os.remove(log_path)
-        elif os.path.exists(log_path) and not named:
-            # (An internal error has already named the log in its `Error:` line.)
-            print(f"tflight: the log of this run is kept in {log_path}", file=sys.stderr)
+        elif os.path.exists(log_path):
+            # The last line tells a later run that this one ended by itself
+            # (`_report_abandoned_logs` leaves such logs where they were named).
+            with contextlib.suppress(OSError), open(log_path, "a", encoding="utf-8") as f:
+                f.write(f"\n{_ENDED} {code}\n")
+            if not named:
+                # (An internal error has already named the log in its `Error:` line.)
+                print(f"tflight: the log of this run is kept in {log_path}", file=sys.stderr)
+
+
+_ENDED = "tflight: this run ended with exit code"
+
+
+def _ended_by_itself(path: str) -> bool:
+    """Whether the log at `path` closes with the line a run writes when it ends."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 200))
+            return _ENDED.encode() in f.read()
+    except OSError:
+        return False
 
 
 def _report_abandoned_logs() -> None:
@@ -280,6 +298,8 @@ def _report_abandoned_logs() -> None:
             pass
         except OSError:  # not ours to judge (permissions)
             continue
+        if _ended_by_itself(path):
+            continue  # kept on purpose and already named by its own run
         crashed = path.replace("tflight-native-", "tflight-crashed-", 1)
         try:
             os.replace(path, crashed)

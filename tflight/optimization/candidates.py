@@ -88,10 +88,18 @@ class Context:
         return self.data.x_train[:_CALIBRATION]
 
 
+def _leaf_layers(model: Any) -> list[Any]:
+    """Every layer of `model`, nested models' layers included (not the nested models)."""
+    out = []
+    for layer in model.layers:
+        out.extend(_leaf_layers(layer) if hasattr(layer, "layers") else [layer])
+    return out
+
+
 def _dense_share(model: Any) -> float:
     """Share of the weights in Dense kernels (low rank pays only on Dense-heavy models)."""
     total = dense = 0
-    for layer in model.layers:
+    for layer in _leaf_layers(model):
         for w in layer.weights:
             n = int(np.prod(w.shape))
             total += n
@@ -101,7 +109,8 @@ def _dense_share(model: Any) -> float:
 
 
 def _has_conv(model: Any) -> bool:
-    return any("Conv" in type(layer).__name__ for layer in model.layers)
+    """Whether channel pruning may apply: a convolution anywhere, backbones included."""
+    return any("Conv" in type(layer).__name__ for layer in _leaf_layers(model))
 
 
 def plan(ctx: Context, only: tuple[str, ...] | None = None) -> list[Spec]:
@@ -216,6 +225,10 @@ def _channel_model(ctx: Context, keep: float) -> tuple[Any, dict[str, tuple[int,
         ctx.memo["sensitivity"] = channel_sensitivity(model, d.x_val, d.y_val,
                                                       data=d.x_train[:256])
     sens = ctx.memo["sensitivity"]
+    if not sens.groups:
+        raise OptimizeError("channel pruning finds no channel group it can cut in this model "
+                            "(custom or unsupported layers hold every convolution)",
+                            kind="not_applicable")
     from tflight.errors import TflightError
 
     try:

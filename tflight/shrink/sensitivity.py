@@ -239,6 +239,12 @@ class SensitivityResult:
                 if score < best_score:
                     best, best_score, best_cost = g, score, trial
             if best is None:
+                if not self.groups:
+                    raise CompressionError(
+                        "No channel group of this model can be cut, so no target can be "
+                        "reached; use another technique (quantization, low rank).",
+                        kind="not_applicable",
+                    )
                 raise CompressionError(
                     f"The measured ratios (up to {max(max(g.ratios) for g in self.groups):.0%}) "
                     f"cannot reach a target of {target:.0%}; measure larger ratios."
