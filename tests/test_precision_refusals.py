@@ -90,3 +90,29 @@ def test_a_real_quantizer_refusal_is_still_unsupported(small, digits, monkeypatc
     by = {(e.layer, e.precision): e for e in report.entries}
     assert all(not e.supported for (_, p), e in by.items() if p is Precision.INT4)
     assert any(e.supported for (_, p), e in by.items() if p is Precision.INT8)
+
+
+def test_a_failure_inside_the_quantizer_leaves_that_option_out(digits, tmp_path):
+    """litert-quantizer 0.11.0 raises a TypeError of its own building fp16 for a GRU cell.
+
+    That is neither a documented refusal nor a bug of tflight's: the option is
+    left out, named as the quantizer's failure, and the search goes on.
+    """
+    import keras
+
+    import converters
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8)), keras.layers.GRU(8, name="gru"),
+                              keras.layers.Dense(10, name="out")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = digits.x_train[..., 0]
+    model.fit(x, digits.y_train, epochs=2, batch_size=64, verbose=0)
+    path = tmp_path / "gru.tflite"
+    path.write_bytes(converters.convert(model, "fp32").flatbuffer)
+    report = precision_sensitivity(str(path), digits.x_test[:64, ..., 0], digits.y_test[:64],
+                                   calibration_data=x[:32], precisions=["fp16"])
+    failed = [e for e in report.entries if e.error and "litert-quantizer failed" in e.error]
+    assert failed, [(e.layer, e.error) for e in report.entries]
+    assert all(not e.supported for e in failed)
+    assert all("not of the model" in row.error for row in failed)

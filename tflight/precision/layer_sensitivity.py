@@ -233,7 +233,8 @@ def _sensitivity(
                 # dimension not divisible by the block size): not a choice for it.
                 content = fm.content
                 s = None
-                error = f"litert-quantizer refused it: {e}"
+                error = (str(e) if e.kind == "quantizer_failed"
+                         else f"litert-quantizer refused it: {e}")
             else:
                 s = ev(content)
                 error = getattr(ev, "last_error", None) if s is None else None

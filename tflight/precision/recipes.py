@@ -132,8 +132,20 @@ class _Builder:
                 out = bytes(result.quantized_model)
             except Exception as e:  # noqa: BLE001 - classified by type and origin below
                 from tflight.errors import InternalError
-                from tflight.precision.refusals import quantizer_refused
+                from tflight.precision.refusals import quantizer_failed, quantizer_refused
 
+                if quantizer_failed(e):
+                    frame = e.__traceback__
+                    while frame is not None and frame.tb_next is not None:
+                        frame = frame.tb_next
+                    where = "" if frame is None else (
+                        f" in its {frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}")
+                    raise PrecisionError(
+                        f"litert-quantizer failed building {_describe(layers, other)} on "
+                        f"{self.fm.source} ({type(e).__name__}{where}: {e}; a failure of the "
+                        "quantizer, not of the model), so that option is left out",
+                        kind="quantizer_failed",
+                    ) from e
                 if not quantizer_refused(e):
                     # Not a documented refusal: a bug of ours or of the quantizer,
                     # never "this precision is unsupported".

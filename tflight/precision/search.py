@@ -485,7 +485,8 @@ def search(
             content = builder.build(layers, assign.get(OTHER_OPS, Precision.FLOAT))
         except PrecisionError as e:
             content = b""
-            error = f"litert-quantizer refused it: {e}"
+            error = (str(e) if e.kind == "quantizer_failed"
+                     else f"litert-quantizer refused it: {e}")
         s = ev(content) if content else None
         if content and s is None:
             error = getattr(ev, "last_error", None)
