@@ -108,6 +108,17 @@ def _dense_share(model: Any) -> float:
     return dense / total if total else 0.0
 
 
+def _residual_blocks(model: Any) -> int:
+    """How many residual blocks depth pruning could drop (top-level Keras 3 graphs only)."""
+    from tflight._keras import is_tf_keras_model
+
+    if is_tf_keras_model(model):
+        return 0
+    from tflight.shrink import residual_blocks
+
+    return len(residual_blocks(model))
+
+
 def _has_conv(model: Any) -> bool:
     """Whether channel pruning may apply: a convolution anywhere, backbones included."""
     return any("Conv" in type(layer).__name__ for layer in _leaf_layers(model))
@@ -125,6 +136,14 @@ def plan(ctx: Context, only: tuple[str, ...] | None = None) -> list[Spec]:
         Spec("int4", "PTQ int4 weights (int8 elsewhere)", "ptq", "int4"),
         Spec("qat-int8", "QAT -> int8", "train", "int8"),
     ]
+    if _residual_blocks(model) >= 2:
+        # Small mobile models pay per op more than per MAC: fewer blocks, fewer ops.
+        for share in (0.5, 1.0):
+            tag = round(100 * share)
+            specs.append(Spec(f"depth{tag}-distill-int8", f"drop {share:.0%} of the residual "
+                              "blocks (those that change the predictions least) + distillation "
+                              "from the original -> int8", "train", "int8",
+                              (("depth", share), ("distill", True))))
     if _has_conv(model):
         for keep in (0.6, 0.35):
             tag = round(100 * keep)
@@ -254,6 +273,24 @@ def _channel_model(ctx: Context, keep: float) -> tuple[Any, dict[str, tuple[int,
     return ctx.memo[key]
 
 
+def _depth_model(ctx: Context, share: float) -> tuple[Any, list[str]]:
+    """The model without `share` of its residual blocks (the least harmful first), memoised.
+
+    Blocks are ranked on training samples against the model's own predictions:
+    the validation data that judges the candidate plays no part in the choice.
+    """
+    key = f"depth:{share}"
+    if key not in ctx.memo:
+        from tflight.shrink import drop_blocks, rank_blocks
+
+        if "depth_ranking" not in ctx.memo:
+            ctx.memo["depth_ranking"] = rank_blocks(ctx.data.model, ctx.data.x_train[:256])
+        ranked = [name for name, _ in ctx.memo["depth_ranking"]]
+        dropped = ranked[: max(1, round(share * len(ranked)))]
+        ctx.memo[key] = (drop_blocks(ctx.data.model, dropped), dropped)
+    return ctx.memo[key]
+
+
 def _lowrank_model(ctx: Context, energy: float) -> tuple[Any, list]:
     key = f"lowrank:{energy}"
     if key not in ctx.memo:
@@ -274,6 +311,8 @@ def shape_of(spec: Spec, ctx: Context) -> bytes | None:
         return None
     if spec.param("keep") is not None:
         model = _channel_model(ctx, spec.param("keep"))[0]
+    elif spec.param("depth") is not None:
+        model = _depth_model(ctx, spec.param("depth"))[0]
     elif spec.param("energy") is not None:
         model = _lowrank_model(ctx, spec.param("energy"))[0]
     else:
@@ -330,8 +369,14 @@ def build(spec: Spec, ctx: Context) -> Built:
     kept: list[tuple[str, str]] = []
     channels = None
     label = spec.name
-    if spec.param("keep") is not None:
-        student, channels, kept = _channel_model(ctx, spec.param("keep"))
+    notes: list[str] = []
+    if spec.param("keep") is not None or spec.param("depth") is not None:
+        if spec.param("depth") is not None:
+            student, dropped = _depth_model(ctx, spec.param("depth"))
+            notes.append(f"dropped {len(dropped)} residual block(s), ranked on training "
+                         f"samples: {', '.join(dropped)}")
+        else:
+            student, channels, kept = _channel_model(ctx, spec.param("keep"))
         if spec.param("distill"):
             from tflight.shrink import fine_tune
 
@@ -376,6 +421,6 @@ def build(spec: Spec, ctx: Context) -> Built:
     content = _convert(ctx, student, spec.storage)
     precision = "int4 / int8" if spec.storage == "int4" else spec.storage
     return Built(content, _layer_rows(student, precision, channels), kept,
-                 [f"fine-tuned {ctx.epochs} epochs" if spec.param("qat") is None
+                 [*notes, f"fine-tuned {ctx.epochs} epochs" if spec.param("qat") is None
                   and spec.param("clusters") is None else "trained with TF-MOT"],
                  train_seconds=seconds)

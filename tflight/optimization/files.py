@@ -68,6 +68,14 @@ def commands_for(c: CandidateResult, *, model: str, data: dict[str, str], device
         cmds.append(f"tflight shrink {model} --method channels --sensitivity {val} {flag} "
                     f"--data {train} --epochs {epochs}{distill} -o {name}-shrunk.keras")
         source = f"{name}-shrunk.keras"
+    elif p.get("depth") is not None:
+        cmds.append(f"python -c \"import keras, numpy as np, tflight.shrink as s; "
+                    f"d = np.load('{train}'); m = keras.saving.load_model('{model}'); "
+                    f"names = [n for n, _ in s.rank_blocks(m, d['x'][:256])]; "
+                    f"small = s.drop_blocks(m, names[:max(1, round({p['depth']:g} * len(names)))]); "
+                    f"s.fine_tune(small, d['x'], d['y'], teacher=m, epochs={epochs}); "
+                    f"small.save('{name}-shrunk.keras')\"")
+        source = f"{name}-shrunk.keras"
     elif p.get("energy") is not None:
         cmds.append(f"tflight shrink {model} --method lowrank --energy {p['energy']:g} "
                     f"--data {train} --epochs {epochs} -o {name}-shrunk.keras")

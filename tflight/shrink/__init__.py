@@ -1,4 +1,4 @@
-"""Make a model faster by making it smaller: channel pruning and low-rank factorization.
+"""Make a model faster by making it smaller: channel pruning, low rank, dropping residual blocks.
 
 One dependency graph (`DependencyGraph`) says which channels are coupled;
 importance criteria are small objects; per-layer ratios can be allocated from
@@ -23,6 +23,10 @@ _EXPORTS = {
     "GroupCut": "tflight.shrink.channels",
     "prune_channels": "tflight.shrink.channels",
     "fine_tune": "tflight.shrink.channels",
+    "ResidualBlock": "tflight.shrink.depth",
+    "residual_blocks": "tflight.shrink.depth",
+    "rank_blocks": "tflight.shrink.depth",
+    "drop_blocks": "tflight.shrink.depth",
 }
 _LOCAL = frozenset({"fine_tune"})
 # "Sensitivity" meant channel pruning here and quantization in `tflight.precision`.
