@@ -356,7 +356,9 @@ def build(spec: Spec, ctx: Context) -> Built:
             objective=ctx.objective, profile=ctx.device.profile, seed=ctx.seed,
         )
         assignment = {k: v.value for k, v in result.assignment.items()}
-        kept = [(k, "kept float by the mixed-precision search: quantizing it cost accuracy")
+        why = ("quantizing it cost accuracy" if ctx.objective == "size" else
+               "the fastest mix it found within the budget (estimated) keeps it float")
+        kept = [(k, f"kept float by the mixed-precision search: {why}")
                 for k, v in assignment.items() if v == "float"]
         kept += [(k, f"litert-quantizer stored it as {v}, not as assigned")
                  for k, v in result.model.not_as_assigned.items()]

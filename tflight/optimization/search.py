@@ -107,9 +107,16 @@ def optimize(
     if epochs is not None and epochs < 1:
         raise OptimizeError(f"epochs must be at least 1, got {epochs!r}.", option="epochs")
     out = None if output_dir is None else os.fspath(output_dir)
-    d = prepare(model, train_data, validation_data, test_data, holdout=holdout,
-                test_fraction=test_fraction, max_drop=max_drop, confidence=confidence,
-                output_dir=out, custom_objects=custom_objects, seed=seed)
+    created = out is not None and not os.path.exists(out)
+    try:
+        d = prepare(model, train_data, validation_data, test_data, holdout=holdout,
+                    test_fraction=test_fraction, max_drop=max_drop, confidence=confidence,
+                    output_dir=out, custom_objects=custom_objects, seed=seed)
+    except BaseException:
+        # The folder was made to prove it takes files; a refused input leaves nothing behind.
+        if created and os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        raise
     start = time.perf_counter()
     ctx = C.Context(d, dev, objective, max_drop, confidence,
                     epochs or training.default_epochs(len(d.x_train)), strategy, seed, progress)
