@@ -263,3 +263,32 @@ def test_the_html_report_renders_in_a_real_browser(searched, tmp_path):
                    capture_output=True, text=True, timeout=180, check=True)
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+@pytest.mark.slow
+def test_channel_candidates_on_a_model_whose_convolution_feeds_a_custom_layer(digits, tmp_path):
+    """No channel group can be cut (the conv feeds a custom layer): said, not a crash."""
+    import keras
+
+    from tflight.optimization import optimize
+
+    class Scaled(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 16), initializer="glorot_uniform")
+
+        def call(self, x):
+            return keras.ops.relu(keras.ops.matmul(x, self.w)) * 0.5
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(inp))
+    model = keras.Model(inp, keras.layers.Dense(10)(Scaled()(h)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(digits.x_train, digits.y_train, epochs=2, verbose=0)
+    result = optimize(model, (digits.x_train, digits.y_train), (digits.x_test, digits.y_test),
+                      test_data=(digits.x_train[:100], digits.y_train[:100]), max_drop=50.0,
+                      techniques=("int8", "channels60-int8"), epochs=1, measure_host=False,
+                      output_dir=tmp_path)
+    channels = next(c for c in result.candidates if c.name == "channels60-int8")
+    assert channels.status in ("skipped", "failed") and "no channel group" in channels.reason
+    assert result.met and result.winner.name == "int8"
