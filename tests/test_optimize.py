@@ -128,7 +128,7 @@ def test_bad_inputs_are_refused_before_any_training(keras3_cnn, digits, tmp_path
     cases = [
         (dict(train_data=(digits.x_train[:, :4, :4], digits.y_train)), "shape"),
         (dict(train_data=(digits.x_train, digits.y_train + 5)), "classes"),
-        (dict(max_drop=0.1), "2995"),
+        (dict(max_drop=0.1), "3688"),
         (dict(device="pixel9"), "Unknown device"),
         (dict(output_dir=None, objective="speed"), "objective"),
     ]

@@ -38,7 +38,7 @@ def _one_error(result, *words: str) -> str:
     [
         (["--data", "{d}/small.npz"], ("shape", "(4, 4, 1)")),
         (["--data", "{d}/labels.npz"], ("class ids up to 16", "10 classes")),
-        (["--max-drop", "0.1"], ("2995", "450 validation samples")),
+        (["--max-drop", "0.1"], ("3688", "450 validation samples")),
         (["--device", "pixel9"], ("Unknown device 'pixel9'", "edgetpu")),
         (["-o", "{d}"], ("is or holds the model",)),
         (["--time-budget", "soon"], ("not a duration",)),

@@ -659,3 +659,24 @@ def test_errors_carry_the_argument_and_the_fix(fragile_file, digits, tmp_path):
                                  "--sensitivity-only", "--metric-output", "nope"])
     assert r.exit_code == 2 and "Error: Invalid value for --metric-output:" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def test_net_drop_bound_credits_gains_and_covers_the_true_drop():
+    """The net paired bound: exact at no change, ordered, and right at least 95 % of the time."""
+    from tflight.precision.stats import net_drop_bound_pt, net_samples_needed
+
+    assert net_drop_bound_pt(0, 0, 700, 0.95) == pytest.approx(100 * (1 - 0.025 ** (1 / 700)))
+    assert net_drop_bound_pt(6, 0, 700, 0.95) > net_drop_bound_pt(5, 0, 700, 0.95)
+    assert net_drop_bound_pt(5, 9, 700, 0.95) < net_drop_bound_pt(5, 0, 700, 0.95)
+    assert net_drop_bound_pt(5, 40, 700, 0.95) < 0  # gains clearly outweigh the losses
+    assert net_drop_bound_pt(30, 30, 2800, 0.95) < net_drop_bound_pt(30, 30, 700, 0.95)
+    n = net_samples_needed(1.0, 0.95)
+    assert net_drop_bound_pt(0, 0, n, 0.95) <= 1.0 < net_drop_bound_pt(0, 0, n - 1, 0.95)
+    # Coverage: candidates that flip 6 % of 400 predictions, as many gained as lost
+    # (true drop 0) and, separately, twice as many lost (true drop 2 pt).
+    rng = np.random.default_rng(0)
+    for p_loss, p_gain in ((0.03, 0.03), (0.04, 0.02)):
+        truth = 100 * (p_loss - p_gain)
+        draws = rng.multinomial(400, [p_loss, p_gain, 1 - p_loss - p_gain], size=1000)
+        below = sum(net_drop_bound_pt(int(lo), int(ga), 400, 0.95) < truth for lo, ga, _ in draws)
+        assert below <= 50, (p_loss, p_gain, below)

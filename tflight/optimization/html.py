@@ -132,8 +132,9 @@ def render(result: OptimizeResult) -> str:
     body = [f"<h1>tflight optimize: {_e(result.device)}, objective {_e(result.objective)}</h1>",
             f"<p class='verdict {'met' if result.met else 'missed'}'>{_e(result.verdict)}</p>",
             f"<p>Device rule: {_e(result.device_rule)}. Budget: drop at most "
-            f"{result.max_drop_pt:g} pt, by the one-sided exact binomial bound at "
-            f"{result.confidence:.0%} on the paired losses against the fp32 baseline. "
+            f"{result.max_drop_pt:g} pt, by the one-sided exact bound at "
+            f"{result.confidence:.0%} on the net paired drop (samples lost minus samples "
+            "gained) against the fp32 baseline. "
             f"Selection used the validation split only ({_e(result.validation_source)}).</p>"]
     if result.test is not None:
         t = result.test

@@ -18,10 +18,10 @@ import numpy as np
 from tflight.errors import TflightError
 
 # The paired bound is the precision search's, one copy for both stages.
-from tflight.precision.stats import drop_bound_pt, samples_needed
+from tflight.precision.stats import net_drop_bound_pt, net_samples_needed
 
 __all__ = ["DEVICES", "Device", "OptimizeError", "Prepared", "prepare", "resolve_device",
-           "samples_needed", "drop_bound_pt"]
+           "net_samples_needed", "net_drop_bound_pt"]
 
 
 class OptimizeError(TflightError):
@@ -215,11 +215,11 @@ def prepare(
         y_val = _io.class_ids(val[1], len(x_val), classes=classes,
                               what="the validation labels", error=OptimizeError)
         validation_source = val[2] or "validation_data"
-    need = samples_needed(max_drop, confidence)
+    need = net_samples_needed(max_drop, confidence)
     if need is not None and len(x_val) < need:
         raise OptimizeError(
             f"max_drop {max_drop:g} pt cannot be resolved on {len(x_val)} validation samples: "
-            f"even with no sample lost, the {confidence:.0%} bound on the drop stays above it "
+            f"even with no prediction changed, the {confidence:.0%} bound on the drop stays above it "
             f"until there are {need} samples. Give at least {need} validation samples, or a "
             "larger max_drop.",
             option="max_drop", fix=f"at least {need} validation samples", kind="bad_budget",

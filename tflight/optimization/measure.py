@@ -3,8 +3,8 @@
 Accuracy is measured in LiteRT on the validation split (for selection) and,
 for the winner only, once on the test split, each paired against the fp32
 baseline on the same samples: the losses (samples the baseline gets right and
-the candidate wrong) give the one-sided exact binomial bound on the drop on new
-data. Latency is the device profile's estimate (labelled estimated) and a
+the candidate wrong) and gains (the reverse) give a one-sided exact bound on the
+net drop on new data (`tflight.precision.stats.net_drop_bound_pt`). Latency is the device profile's estimate (labelled estimated) and a
 measured median on this host's LiteRT CPU runtime (labelled measured, host).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tflight.optimization.inputs import Device, drop_bound_pt
+from tflight.optimization.inputs import Device, net_drop_bound_pt
 
 __all__ = ["Paired", "device_check", "estimated_ms", "host_ms", "paired"]
 
@@ -57,7 +57,7 @@ def paired(content: bytes, x: np.ndarray, y: np.ndarray, base: np.ndarray, *, sp
     gains = int(np.sum(~base & got))
     return Paired(split, n, float(got.mean()), float(base.mean()),
                   100.0 * float(base.mean() - got.mean()), losses, gains,
-                  drop_bound_pt(losses, n, confidence), confidence)
+                  net_drop_bound_pt(losses, gains, n, confidence), confidence)
 
 
 def estimated_ms(content: bytes, profile: str) -> tuple[float, str]:
