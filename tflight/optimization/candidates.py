@@ -138,7 +138,7 @@ def plan(ctx: Context, only: tuple[str, ...] | None = None) -> list[Spec]:
     ]
     if _residual_blocks(model) >= 2:
         # Small mobile models pay per op more than per MAC: fewer blocks, fewer ops.
-        for share in (0.5, 1.0):
+        for share in (0.5, 0.75, 1.0):
             tag = round(100 * share)
             specs.append(Spec(f"depth{tag}-distill-int8", f"drop {share:.0%} of the residual "
                               "blocks (those that change the predictions least) + distillation "
