@@ -54,7 +54,15 @@ def test_the_search_finishes_and_the_chosen_file_is_reverified(searched, digits)
     accuracy = float(np.mean(np.argmax(logits, -1) == digits.y_test))
     assert accuracy == pytest.approx(result.winner.validation.accuracy, abs=1e-9)
     assert result.reverified["matches_search"] is True
-    assert result.reverified["top1_agreement_with_source_keras"] > 0.95
+    # A post-training candidate computes what the source model does; a retrained
+    # one (channel pruning + fine-tuning) is its own model, judged by accuracy.
+    agreement = result.reverified["top1_agreement_with_source_keras"]
+    int8 = next(c for c in result.candidates if c.name == "int8")
+    if result.winner.spec["kind"] == "ptq":
+        assert agreement > 0.95
+    else:
+        assert 0.0 < agreement <= 1.0
+        assert result.winner.validation.accuracy >= int8.validation.accuracy - 0.03
     report = json.loads((out / "report.json").read_text())
     assert report["met"] is True and report["winner"]["spec"]["name"] == result.winner.name
     assert report["test"]["split"] == "test" and report["test"]["samples"] == 200
