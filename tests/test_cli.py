@@ -330,3 +330,20 @@ def test_an_os_error_on_a_users_path_is_the_users_problem():
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: [Errno 2] No such file or directory: ")
     assert "internal error" not in result.output
+
+
+@pytest.mark.parametrize("level, quiet", [("2", True), ("0", False)])
+def test_tensorflow_python_warnings_follow_the_cpp_log_level(level, quiet):
+    """The command sets TF_CPP_MIN_LOG_LEVEL=2 first; TensorFlow's Python loggers follow it.
+
+    (They print retracing notices when a search calls `predict` in a loop.)
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": level}
+    env.pop("TFLIGHT_VERBOSE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import logging, tflight._keras as k; "
+         "print(k.tf.get_logger().level == logging.ERROR)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(quiet)

@@ -38,6 +38,22 @@ def _start_quietly() -> bool:
     )
 
 
+def _quiet_python_logs() -> bool:
+    """Whether TensorFlow is still to be imported and its C++ logs are asked to be quiet.
+
+    True when nobody set `TF_CPP_MIN_LOG_LEVEL` or it is set to 2 or more (the
+    `tflight` command sets 2 before anything imports TensorFlow).
+    """
+    level = os.environ.get(_LOG_LEVEL_ENV, "2").strip()
+    return (
+        "tensorflow" not in sys.modules
+        and os.environ.get(_VERBOSE_ENV, "").strip() in ("", "0")
+        and level.isdigit() and int(level) >= 2
+    )
+
+
+_QUIET_PYTHON_LOGS = _quiet_python_logs()
+
 if _start_quietly():
     from converters._native_log import quiet_start_up
 
@@ -49,15 +65,16 @@ if _start_quietly():
         # CUDA is probed (and complains on a machine without a GPU) at the first
         # device query, so that happens here too.
         tf.config.list_physical_devices()
+else:
+    import keras
+    import tensorflow as tf
+if _QUIET_PYTHON_LOGS:
     # TensorFlow's Python loggers (absl's and `tf.get_logger()`, e.g. the retracing
     # notices that tflight's repeated `predict` calls cause) at ERROR, as the C++ side.
     from absl import logging as _absl_logging
 
     _absl_logging.set_verbosity(_absl_logging.ERROR)
     tf.get_logger().setLevel("ERROR")
-else:
-    import keras
-    import tensorflow as tf
 
 __all__ = [
     "keras",
