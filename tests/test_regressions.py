@@ -336,3 +336,33 @@ def test_int4_storage_of_a_cqat_attention_block():
     quantized = quantize_int4(out.model, calibration_data=x[:32])
     got = converters.TFLiteModel(quantized.flatbuffer).predict(x[32:])
     assert got.shape == (16, 10) and np.isfinite(got).all()
+
+
+def test_pcqat_leaves_out_a_pruned_kernel_with_fewer_nonzeros_than_clusters():
+    """Found by the model generator (seed 33): PCQAT raised TF-MOT's k-means error on a small kernel.
+
+    Sparsity-preserving clustering draws centroids from the nonzero weights;
+    a kernel pruned down to fewer of them than clusters is now left as it is
+    and listed, the other layers are clustered.
+    """
+    import keras
+
+    import tflight
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((3,))
+    x = keras.layers.Dense(2, name="tiny")(inp)  # 6 weights, 3 left after pruning
+    x = keras.layers.Dense(16, activation="relu", name="mid")(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="out")(x))
+    rng = np.random.default_rng(0)
+    x_train, y_train = rng.normal(size=(32, 3)).astype(np.float32), rng.integers(0, 3, 32)
+    out = tflight.Pipeline([
+        tflight.Prune(sparsity=0.5),
+        tflight.Cluster(n_clusters=5, unsupported="skip"),
+        tflight.QAT(unsupported="keep_float"),
+    ]).fit(model, x_train, y_train, epochs=1, batch_size=16,
+           compile={"optimizer": "adam",
+                    "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)})
+    cluster = next(r for r in out.reports if r.technique == "cluster")
+    assert "out" in cluster.wrapped and "tiny" not in cluster.wrapped
+    assert "nonzero weights after pruning" in dict(cluster.skipped)["tiny"]

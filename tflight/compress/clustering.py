@@ -157,6 +157,7 @@ class Cluster:
             kwargs["cluster_per_channel"] = True
         if preserve_sparsity:
             kwargs["preserve_sparsity"] = True
+            rep, targets = self._too_sparse(base, rep, targets)
 
         def wrap(layer: Any) -> Any:
             return mot.cluster_weights(layer, **kwargs) if layer.name in targets else layer
@@ -168,6 +169,46 @@ class Cluster:
         compile_model(clustered, compile)
         attach_report(clustered, rep)
         return clustered
+
+    def _too_sparse(self, model: Any, rep: CompressionReport,
+                    targets: set[str]) -> tuple[CompressionReport, set[str]]:
+        """Leaves out kernels with too few nonzero weights for sparsity-preserving k-means.
+
+        Sparsity-preserving clustering draws its initial centroids from the
+        nonzero weights only; TF-MOT's k-means++ then fails outright on a
+        pruned kernel with no more nonzero weights (per channel, with
+        `per_channel`) than clusters.
+        """
+        few: dict[str, str] = {}
+        for name in sorted(targets):
+            kernel = getattr(model.get_layer(name), "kernel", None)
+            if kernel is None:
+                continue
+            values = np.asarray(kernel.numpy())
+            if self.per_channel:
+                nonzero = int(np.min(np.count_nonzero(values.reshape(-1, values.shape[-1]), 0)))
+            else:
+                nonzero = int(np.count_nonzero(values))
+            if nonzero <= self.n_clusters:
+                few[name] = (f"has {nonzero} nonzero weights{' per channel' if self.per_channel else ''}"
+                             f" after pruning, not more than {self.n_clusters} clusters")
+        if not few:
+            return rep, targets
+        if self.unsupported == "raise":
+            listed = "; ".join(f"{name!r}: {why}" for name, why in few.items())
+            raise UnsupportedLayerError(
+                f"Cannot cluster these layers and keep their zeros: {listed}. Leave them as "
+                "they are with `unsupported='skip'`, or use fewer clusters."
+            )
+        left = targets - set(few)
+        if not left:
+            raise CompressionError(
+                f"No layer of model {model.name!r} is left to cluster: {few}. Use fewer clusters."
+            )
+        return dataclasses.replace(
+            rep, wrapped=tuple(n for n in rep.wrapped if n not in few),
+            skipped=(*rep.skipped, *few.items()),
+        ), left
 
     def plan(
         self,
