@@ -26,6 +26,7 @@ TFLIGHT_ALL = {
     "ChannelGroup", "DependencyGraph", "APoZImportance", "BNScaleImportance", "Importance",
     "MagnitudeImportance", "TaylorImportance", "LowRankResult", "factorize", "ChannelSensitivity",
     "channel_sensitivity", "ChannelPruningResult", "GroupCut", "prune_channels",
+    "ResidualBlock", "residual_blocks", "rank_blocks", "drop_blocks",
     # mixed precision
     "Precision", "QuantizedModel", "PrecisionSensitivity", "quantize_int4", "quantize_layers",
     "precision_sensitivity", "SearchResult", "search_precision",
